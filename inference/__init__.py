@@ -1,0 +1,1 @@
+"""Streaming inference: engine, audio context cache, sampler, sinks and the local server."""

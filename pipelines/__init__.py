@@ -1,0 +1,1 @@
+"""Curation stages and the Ray pipeline that chains them (vividhead build)."""

@@ -1,0 +1,44 @@
+"""The `vividhead` command line: one subcommand per job, each defined in `vividhead.commands.<name>`.
+
+Each command module exposes `HELP` (one line), `add_arguments(parser)` and `run(args) -> int`.
+Modules are imported only when their subcommand runs, so `vividhead --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from vividhead import __version__
+
+COMMANDS = ("build", "inspect", "train", "stream", "eval")
+
+
+def _command_module(name: str):
+    return importlib.import_module(f"vividhead.commands.{name}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vividhead", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"vividhead {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        module = _command_module(name)
+        command = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(command)
+        command.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    # Weights are always local: never let a hub library stall on a network retry.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    args = build_parser().parse_args(argv)
+    return int(args.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the vividhead CLI, one module each."""

@@ -1,0 +1,17 @@
+"""`vividhead build`: not built yet."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "build (not built yet)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def run(args: argparse.Namespace) -> int:
+    print("vividhead build is not built yet.", file=sys.stderr)
+    return 2

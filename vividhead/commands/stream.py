@@ -1,0 +1,17 @@
+"""`vividhead stream`: not built yet."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "stream (not built yet)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def run(args: argparse.Namespace) -> int:
+    print("vividhead stream is not built yet.", file=sys.stderr)
+    return 2

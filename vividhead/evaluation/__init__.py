@@ -1,0 +1,1 @@
+"""vividhead eval: the paper's metrics (Sync-C/D, FID, FVD, FPS) on generated videos."""

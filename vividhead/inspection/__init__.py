@@ -1,0 +1,1 @@
+"""vividhead inspect: summary, funnel, verification, what-if and the HTML report."""
