@@ -1,0 +1,106 @@
+"""Typed records that flow through `vividhead build`: sources, clips and stage results.
+
+A `Source` is one input video (or a given time range of one). A `Clip` is one candidate piece
+of a source, 25 fps and 16 kHz, cropped to 512x512 around the face. Every stage returns a
+`StageResult`: its raw metrics, the sample files it adds, and at most one rejection reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+import numpy as np
+
+Status = Literal["kept", "rejected", "skipped", "failed"]
+MetricValue = float | int | str | bool | None
+
+
+@dataclass(frozen=True)
+class Attribute:
+    """One annotated attribute value and where it came from."""
+
+    value: str = "unknown"
+    provenance: Literal["given", "model", "unknown"] = "unknown"
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input video as listed (or expanded) from sources.yaml."""
+
+    source_id: str                                    # stable id: the dataset name plus path or URL
+    uri: str                                          # local path or http(s) URL
+    dataset: str = "default"
+    ranges: tuple[tuple[float, float], ...] = ()      # given [start, end) seconds; empty = detect scenes
+    attributes: tuple[tuple[str, str], ...] = ()      # given attributes: (name, value)
+    md5: str | None = None                            # of the bytes, filled after download/hash
+
+
+@dataclass
+class StageResult:
+    """What one stage decided about one clip."""
+
+    metrics: dict[str, MetricValue] = field(default_factory=dict)   # raw values, unprefixed names
+    reject: str | None = None                                        # machine-readable reason, e.g. "no_speech"
+    detail: str | None = None                                        # one human-readable sentence
+    outputs: dict[str, bytes] = field(default_factory=dict)          # sample files to add, e.g. "audio.npy"
+    attributes: dict[str, Attribute] = field(default_factory=dict)   # annotated attributes
+    seconds: float = 0.0                                             # wall time spent
+
+
+@dataclass
+class Clip:
+    """One candidate clip, staged on disk as a 512x512 25 fps mp4 and a 16 kHz mono wav."""
+
+    key: str
+    source: Source
+    start: float                                      # seconds in the source
+    end: float
+    crop_box: tuple[int, int, int] | None = None      # (x, y, side) in source pixels, after rotation
+    n_frames: int = 0
+    video_path: str | None = None                     # staged mp4 (H.264 + AAC)
+    wav_path: str | None = None                       # staged wav
+    face_track: np.ndarray | None = None              # [n_frames, 4] x0,y0,x1,y1 in crop pixels, NaN = no face
+    attributes: dict[str, Attribute] = field(default_factory=dict)
+    metrics: dict[str, MetricValue] = field(default_factory=dict)   # "stage.metric" -> value
+    outputs: dict[str, bytes] = field(default_factory=dict)          # extra sample files
+    timings: dict[str, float] = field(default_factory=dict)          # stage -> seconds
+    status: Status = "kept"
+    reject_stage: str | None = None
+    reject_reason: str | None = None
+    reject_detail: str | None = None
+
+    def apply(self, stage: str, result: StageResult) -> None:
+        """Record a stage's result; the first rejection wins and later stages see status != kept."""
+        self.metrics.update({f"{stage}.{name}": value for name, value in result.metrics.items()})
+        self.outputs.update(result.outputs)
+        self.attributes.update(result.attributes)
+        self.timings[stage] = result.seconds
+        if result.reject and self.status == "kept":
+            self.status = "rejected"
+            self.reject_stage, self.reject_reason, self.reject_detail = stage, result.reject, result.detail
+
+
+class ClipStage:
+    """A model stage over staged 512x512 clips (stages 8-11): set up once per actor, then per clip.
+
+    Subclasses set `name`, declare `metric_types` (metric name -> "float" | "int" | "str" | "bool")
+    so the manifest schema is fixed, and report how they run in `mode()`.
+    """
+
+    name: ClassVar[str]
+    metric_types: ClassVar[dict[str, str]] = {}
+    num_gpus: ClassVar[float] = 0.0   # share of a GPU per actor when a GPU is present
+
+    def mode(self) -> Literal["weights", "default", "skipped"]:
+        """Whether this stage runs with real weights, its embedded default, or is skipped."""
+        return "default"
+
+    def setup(self) -> None:
+        """Load weights; called once per worker/actor."""
+
+    def process(self, clip: Clip) -> StageResult:
+        raise NotImplementedError
+
+    def teardown(self) -> None:
+        """Release models and files."""
