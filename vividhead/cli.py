@@ -21,7 +21,10 @@ def _command_module(name: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vividhead", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="vividhead",
+        description="Curate talking-head video into training shards; train, stream and evaluate FlashHead.",
+    )
     parser.add_argument("--version", action="version", version=f"vividhead {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
