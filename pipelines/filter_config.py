@@ -1,0 +1,65 @@
+"""Thresholds and settings of the model stages 8-11 (occlusion, speech, sync, annotate).
+
+The build config includes these as its fields `occlusion`, `speech`, `sync` and `annotate`.
+Every threshold has its default here, with where it comes from. Filter thresholds are not part of
+the clip key: changing one re-decides clips from their recorded raw metrics.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _StageConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True   # False records the stage as "skipped" and lets every clip through
+
+
+class OcclusionConfig(_StageConfig):
+    """Stage 8: a hand over the face (DWpose wholebody with weights, mediapipe hands without)."""
+
+    sample_fps: float = Field(5.0, gt=0)              # frames per second examined (hands move slowly)
+    keypoint_score: float = Field(0.3, ge=0, le=1)     # DWpose: hand keypoints below this score are ignored
+    hand_confidence: float = Field(0.5, ge=0, le=1)    # mediapipe hands: min detection confidence
+    face_margin: float = Field(0.0, ge=0)              # grow the face box by this fraction of its side
+    min_points_in_face: int = Field(3, ge=1)           # a frame is occluded when this many hand points lie in the face box
+    max_occluded_ratio: float = Field(0.2, ge=0, le=1) # reject above this share of occluded sampled frames
+
+
+class SpeechConfig(_StageConfig):
+    """Stage 9: voice activity (silero-vad, which ships its model)."""
+
+    vad_threshold: float = Field(0.5, ge=0, le=1)      # silero speech probability threshold (its default)
+    min_speech_ms: int = Field(250, ge=0)              # shorter speech runs are dropped (silero default)
+    min_silence_ms: int = Field(100, ge=0)             # shorter pauses do not split speech (silero default)
+    min_speech_ratio: float = Field(0.5, ge=0, le=1)   # reject clips where less than this share is speech
+
+
+class SyncConfig(_StageConfig):
+    """Stage 10: audio-visual sync. SyncNet with weights, a mouth-opening proxy without."""
+
+    # SyncNet (syncnet_v2.model), computed as the reference syncnet_python tool does.
+    max_search_offset: int = Field(15, ge=1)           # offsets searched: -15..+15 frames (reference vshift)
+    min_confidence: float = Field(3.0)                 # reject LSE-C below this (LatentSync's value)
+    max_abs_offset: int = Field(6, ge=0)               # reject |AV offset| above this many frames (LatentSync)
+    batch_size: int = Field(64, ge=1)                  # SyncNet windows per forward pass
+    # Optional correction: shift the audio by the measured offset when it is small and not zero.
+    correct_offset: bool = False                       # rewrite the clip's wav shifted by the offset
+    max_correct_offset: int = Field(3, ge=0)           # only offsets up to this many frames are corrected
+    # Embedded default: mouth opening (face mesh) against the audio RMS envelope, with an offset search.
+    # Recorded as sync.proxy_*, never as LSE. Thresholds validated on ../shared/media (docs/filters.md).
+    proxy_max_search_offset: int = Field(15, ge=1)     # offsets searched by the proxy, in frames
+    proxy_min_corr: float = Field(0.2)                 # reject peak correlation below this
+    proxy_min_peak_ratio: float = Field(1.5, ge=0)     # reject when the peak is not this many times the median |corr|
+    proxy_max_abs_offset: int = Field(4, ge=0)         # reject |proxy offset| above this many frames
+
+
+class AnnotateConfig(_StageConfig):
+    """Stage 11: face mask, streaming audio features (audio.npy), gender, age and language."""
+
+    mask: bool = True                                  # write mask.png of the first frame (face mesh hull)
+    audio_features: bool = True                        # write audio.npy (wav2vec2 with weights, log-mel without)
+    attribute_frames: int = Field(5, ge=1)             # frames sampled for gender/age; the median age and majority gender win
+    language_seconds: float = Field(30.0, gt=0)        # audio given to the language-ID model (Whisper takes 30 s)
+    min_language_prob: float = Field(0.5, ge=0, le=1)  # below this the language stays "unknown"
