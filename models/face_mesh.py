@@ -1,0 +1,100 @@
+"""mediapipe face mesh (ships its model): 468 landmarks, mouth opening and a face mask.
+
+`FaceMesh` wraps one mediapipe graph (video mode tracks between frames; image mode detects on
+every call). `face_mask(rgb)` is the one-shot helper the build uses for `mask.png`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+# Landmark indices of the canonical mediapipe face mesh.
+UPPER_INNER_LIP = 13
+LOWER_INNER_LIP = 14
+MOUTH_LEFT = 61
+MOUTH_RIGHT = 291
+FOREHEAD = 10
+CHIN = 152
+
+
+@dataclass(frozen=True)
+class MeshResult:
+    """Landmarks of one face, in pixels of the image given ([468, 3]: x, y, z scaled like x)."""
+
+    points: np.ndarray
+
+    def mouth_opening(self) -> float:
+        """Inner-lip gap divided by the face height (forehead to chin): scale-free, ~0 when closed."""
+        gap = np.linalg.norm(self.points[UPPER_INNER_LIP, :2] - self.points[LOWER_INNER_LIP, :2])
+        height = np.linalg.norm(self.points[FOREHEAD, :2] - self.points[CHIN, :2])
+        return float(gap / height) if height > 0 else 0.0
+
+    def box(self) -> tuple[float, float, float, float]:
+        """Tight landmark box x0, y0, x1, y1."""
+        xy = self.points[:, :2]
+        return float(xy[:, 0].min()), float(xy[:, 1].min()), float(xy[:, 0].max()), float(xy[:, 1].max())
+
+    def mask(self, height: int, width: int) -> np.ndarray:
+        """uint8 mask (255 = face): the filled convex hull of the landmarks."""
+        out = np.zeros((height, width), np.uint8)
+        hull = cv2.convexHull(np.round(self.points[:, :2]).astype(np.int32))
+        cv2.fillConvexPoly(out, hull, 255)
+        return out
+
+
+class FaceMesh:
+    """One mediapipe face-mesh graph. Use as a context manager or call `close()`."""
+
+    def __init__(self, video: bool = True, min_confidence: float = 0.5) -> None:
+        import mediapipe as mp
+
+        self._mesh = mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=not video,
+            max_num_faces=1,
+            refine_landmarks=False,
+            min_detection_confidence=min_confidence,
+            min_tracking_confidence=min_confidence,
+        )
+
+    def __call__(self, rgb: np.ndarray) -> MeshResult | None:
+        """Landmarks of the most prominent face in an RGB uint8 image, or None."""
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"face mesh expects an RGB uint8 image [H, W, 3], got {rgb.dtype} {rgb.shape}")
+        found = self._mesh.process(np.ascontiguousarray(rgb))
+        if not found.multi_face_landmarks:
+            return None
+        h, w = rgb.shape[:2]
+        lm = found.multi_face_landmarks[0].landmark
+        points = np.array([(p.x * w, p.y * h, p.z * w) for p in lm], dtype=np.float32)
+        return MeshResult(points)
+
+    def close(self) -> None:
+        self._mesh.close()
+
+    def __enter__(self) -> "FaceMesh":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def face_mask(rgb: np.ndarray) -> np.ndarray:
+    """uint8 mask [H, W] of the face in one RGB image (255 = face, all zeros when none is found)."""
+    with FaceMesh(video=False) as mesh:
+        found = mesh(rgb)
+    h, w = rgb.shape[:2]
+    return found.mask(h, w) if found is not None else np.zeros((h, w), np.uint8)
+
+
+def mouth_openings(frames_rgb: np.ndarray | list[np.ndarray]) -> np.ndarray:
+    """Mouth opening per frame of a video (float32 [n]), NaN where no face is found."""
+    out = np.full(len(frames_rgb), np.nan, np.float32)
+    with FaceMesh(video=True) as mesh:
+        for i, frame in enumerate(frames_rgb):
+            found = mesh(frame)
+            if found is not None:
+                out[i] = found.mouth_opening()
+    return out
