@@ -224,7 +224,7 @@ class Distiller:
         target = generated_frames(batch.latents[:, out.chunk], m)
         reg = F.mse_loss(pred.float(), target.float())
         loss = dmd + self.config.regression_weight * reg
-        log = StepLog({"dmd": float(dmd), "reg": float(reg), "g_loss": float(loss),
+        log = StepLog({"dmd": float(dmd.detach()), "reg": float(reg.detach()), "g_loss": float(loss.detach()),
                        "chunk": out.chunk + 1, "exit_step": out.exit_step, "t": float(t.mean())})
         return loss, log
 
@@ -242,4 +242,4 @@ class Distiller:
         x_t = with_motion(tb * noise + (1 - tb) * x0, out.motion_pred)
         v = self.fake_score(x_t, t, batch.reference, batch.audio[:, out.chunk])
         loss = F.mse_loss(generated_frames(v, m).float(), generated_frames(noise - x0, m).float())
-        return loss, StepLog({"fake_loss": float(loss)})
+        return loss, StepLog({"fake_loss": float(loss.detach())})
