@@ -1,0 +1,219 @@
+"""Find a build's files and stream them: manifest record batches and shard samples.
+
+`vividhead inspect` accepts build directories, directories of shards, single `.tar` / `.parquet`
+files and globs of any of these. `resolve` turns those arguments into a `Dataset` (lists of files,
+nothing read yet). The manifest is read batch by batch with only the columns asked for, and
+shards are read member by member, so memory stays bounded whatever the dataset's size.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import tarfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+REQUIRED_FILES = ("mp4", "wav", "audio.npy", "mask.png", "json")
+BATCH_ROWS = 65_536
+GLOB_CHARS = set("*?[")
+
+
+class InspectError(ValueError):
+    """Bad input to inspect: names the path or field and what was expected."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """The files of one or more builds, as found on disk (nothing is read here)."""
+
+    roots: tuple[Path, ...]                 # build directories (or shard directories) given
+    manifests: tuple[Path, ...]             # parquet files holding manifest rows
+    shards: tuple[Path, ...]                # webdataset tar files
+    build_jsons: tuple[Path, ...]           # build.json of each build directory
+
+    @property
+    def has_manifest(self) -> bool:
+        return bool(self.manifests)
+
+    def build_info(self) -> list[dict[str, Any]]:
+        """The parsed build.json of every build directory (small files)."""
+        infos = []
+        for path in self.build_jsons:
+            try:
+                infos.append(json.loads(path.read_text(encoding="utf-8")))
+            except (OSError, json.JSONDecodeError) as error:
+                raise InspectError(f"{path}: not a readable JSON file ({error})") from error
+        return infos
+
+
+@dataclass
+class Sample:
+    """One webdataset sample: its key and its files (extension -> bytes)."""
+
+    key: str
+    files: dict[str, bytes] = field(default_factory=dict)
+    shard: str = ""
+
+
+def _expand(argument: str) -> list[Path]:
+    if GLOB_CHARS & set(argument):
+        matches = sorted(Path(match) for match in glob.glob(argument, recursive=True))
+        if not matches:
+            raise InspectError(f"{argument}: the glob matches no file or directory")
+        return matches
+    path = Path(argument)
+    if not path.exists():
+        raise InspectError(f"{path}: no such file or directory (expected a build directory, shards or a glob)")
+    return [path]
+
+
+def _build_manifest_files(root: Path) -> list[Path]:
+    consolidated = root / "manifest.parquet"
+    if consolidated.is_file():
+        return [consolidated]
+    return sorted(path for path in (root / "manifest").glob("*.parquet") if not path.name.startswith("."))
+
+
+def _tars_in(directory: Path) -> list[Path]:
+    return sorted(path for path in directory.glob("*.tar") if not path.name.startswith("."))
+
+
+def resolve(arguments: Iterable[str | Path]) -> Dataset:
+    """Turn command-line paths and globs into the files of a dataset."""
+    roots: list[Path] = []
+    manifests: list[Path] = []
+    shards: list[Path] = []
+    build_jsons: list[Path] = []
+    for argument in arguments:
+        for path in _expand(str(argument)):
+            if path.is_dir():
+                is_build = (path / "manifest.parquet").is_file() or (path / "manifest").is_dir() \
+                    or (path / "shards").is_dir() or (path / "build.json").is_file()
+                if is_build:
+                    roots.append(path)
+                    manifests += _build_manifest_files(path)
+                    shards += _tars_in(path / "shards")
+                    if (path / "build.json").is_file():
+                        build_jsons.append(path / "build.json")
+                elif _tars_in(path):
+                    roots.append(path)
+                    shards += _tars_in(path)
+                else:
+                    raise InspectError(f"{path}: neither a build directory (manifest.parquet, manifest/, "
+                                       "shards/) nor a directory of .tar shards")
+            elif path.suffix == ".tar":
+                shards.append(path)
+            elif path.suffix == ".parquet":
+                manifests.append(path)
+            else:
+                raise InspectError(f"{path}: expected a build directory, a .tar shard or a .parquet manifest")
+    if not manifests and not shards:
+        raise InspectError("no manifest and no shards found in: " + ", ".join(map(str, arguments)))
+    unique = lambda paths: tuple(dict.fromkeys(path.resolve() for path in paths))  # noqa: E731
+    return Dataset(unique(roots), unique(manifests), unique(shards), unique(build_jsons))
+
+
+def manifest_schema(dataset: Dataset) -> pa.Schema:
+    """The unified schema of all manifest files (metadata only; builds may differ in metric columns)."""
+    schemas = []
+    for path in dataset.manifests:
+        try:
+            schemas.append(pq.read_schema(path))
+        except (OSError, pa.ArrowInvalid) as error:
+            raise InspectError(f"{path}: not a readable Parquet manifest ({error})") from error
+    return pa.unify_schemas(schemas, promote_options="permissive")
+
+
+def manifest_batches(dataset: Dataset, columns: Iterable[str] | None = None,
+                     batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+    """Stream the manifest rows, `batch_rows` at a time, with only the columns asked for.
+
+    Columns missing from the manifest are returned as nulls, so callers can ask for optional ones.
+    """
+    schema = manifest_schema(dataset)
+    wanted = list(dict.fromkeys(columns)) if columns is not None else schema.names
+    present = [name for name in wanted if name in schema.names]
+    scanner = pads.dataset(list(map(str, dataset.manifests)), schema=schema, format="parquet").scanner(
+        columns=present, batch_size=batch_rows)
+    for batch in scanner.to_batches():
+        if batch.num_rows == 0:
+            continue
+        arrays = [batch.column(name) if name in present else pa.nulls(batch.num_rows) for name in wanted]
+        yield pa.RecordBatch.from_arrays(arrays, names=wanted)
+
+
+def split_member_name(name: str) -> tuple[str, str]:
+    """`dir/KEY.ext.more` -> (`dir/KEY`, `ext.more`): webdataset's rule, keys hold no dots."""
+    directory, _, base = name.rpartition("/")
+    key, dot, extension = base.partition(".")
+    return (f"{directory}/{key}" if directory else key), (extension if dot else "")
+
+
+def iter_samples(shard: Path, wanted: set[str] | None = None) -> Iterator[Sample]:
+    """Stream one shard's samples in order; only the files in `wanted` are read (None = all).
+
+    Raises tarfile.TarError (or EOFError) on a damaged tar after yielding the samples before it.
+    """
+    current: Sample | None = None
+    with open(shard, "rb") as handle, tarfile.open(fileobj=handle, mode="r|") as archive:
+        for member in archive:
+            if not member.isfile():
+                continue
+            key, extension = split_member_name(member.name)
+            if current is None or key != current.key:
+                if current is not None:
+                    yield current
+                current = Sample(key=key, shard=shard.name)
+            if wanted is None or extension in wanted:
+                extracted = archive.extractfile(member)
+                data = extracted.read() if extracted is not None else b""
+                if len(data) != member.size:
+                    raise tarfile.ReadError(f"unexpected end of data in member {member.name}")
+                current.files[extension] = data
+            else:
+                current.files.setdefault(extension, b"")
+    if current is not None:
+        yield current
+
+
+def shard_rows(dataset: Dataset) -> Iterator[pa.RecordBatch]:
+    """Manifest rows rebuilt from the shards' `json` files (kept clips only), for shards without a manifest."""
+    rows: list[dict[str, Any]] = []
+    for shard in dataset.shards:
+        for sample in iter_samples(shard, {"json"}):
+            try:
+                row = json.loads(sample.files.get("json") or b"{}")
+            except json.JSONDecodeError:
+                row = {}
+            row.setdefault("key", sample.key)
+            row.setdefault("status", "kept")
+            row.setdefault("shard", shard.name)
+            rows.append({name: _scalar(value) for name, value in row.items()})
+            if len(rows) >= 4096:
+                yield pa.RecordBatch.from_pylist(rows)
+                rows = []
+    if rows:
+        yield pa.RecordBatch.from_pylist(rows)
+
+
+def _scalar(value: Any) -> Any:
+    """Nested JSON values (lists, dicts) become JSON strings so that batches keep flat columns."""
+    return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else value
+
+
+def read_sample(dataset: Dataset, key: str, shard_name: str | None = None) -> Sample | None:
+    """Find one sample by key, in the named shard when the manifest says where it is, else in all."""
+    shards = [path for path in dataset.shards if shard_name is None or path.name == shard_name]
+    for shard in shards or dataset.shards:
+        for sample in iter_samples(shard):
+            if sample.key == key:
+                return sample
+    return None
+
