@@ -24,11 +24,12 @@ import soundfile
 import webdataset
 
 FPS = 25
+# The thresholds as vividhead.config.BuildConfig names them (the synthetic clips are only 1.2-1.6 s long).
 CONFIG = {
-    "segment": {"min_duration": 1.0, "max_duration": 50.0},
-    "visibility": {"min_face_ratio": 0.8},
-    "speech": {"min_speech_ratio": 0.3},
-    "sync": {"min_confidence": 3.0, "max_offset": 6},
+    "segment": {"min_seconds": 1.0, "max_seconds": 50.0},
+    "visibility": {"enabled": True, "max_missing_ratio": 0.2},
+    "speech": {"enabled": True, "min_speech_ratio": 0.3},
+    "sync": {"enabled": True, "min_confidence": 3.0, "max_abs_offset": 6},
 }
 
 
@@ -118,7 +119,7 @@ CLIPS = {
                                          "sync.lse_c": 7.5, "sync.lse_d": 6.9, "sync.offset": 1}),
           (1.2, 2.4, "kept", None, None, {"visibility.face_ratio": 0.9, "speech.speech_ratio": 0.8,
                                          "sync.lse_c": 4.0, "sync.lse_d": 8.0, "sync.offset": -2}),
-          (2.4, 3.6, "rejected", "sync", "low_confidence", {"visibility.face_ratio": 1.0,
+          (2.4, 3.6, "rejected", "sync", "out_of_sync", {"visibility.face_ratio": 1.0,
                                                              "speech.speech_ratio": 0.7, "sync.lse_c": 1.5,
                                                              "sync.lse_d": 11.0, "sync.offset": 9})],
     "b": [(0.0, 1.6, "kept", None, None, {"visibility.face_ratio": 1.0, "speech.speech_ratio": 0.6,

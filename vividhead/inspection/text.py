@@ -129,8 +129,9 @@ def render_what_if(result: dict[str, Any]) -> str:
     lines.append(f"  {'':<30}{'now':>14}{'what-if':>14}{'change':>10}")
     lines.append(f"  {'kept clips':<30}{before['kept']['clips']:>14,}{after['kept']['clips']:>14,}"
                  f"{after['kept']['clips'] - before['kept']['clips']:>+10,}")
-    lines.append(f"  {'kept hours':<30}{before['kept']['hours']:>14.3f}{after['kept']['hours']:>14.3f}"
-                 f"{after['kept']['hours'] - before['kept']['hours']:>+10.3f}")
+    change = after["kept"]["hours"] - before["kept"]["hours"]
+    lines.append(f"  {'kept duration':<30}{span(before['kept']['hours']):>14}{span(after['kept']['hours']):>14}"
+                 f"{('+' if change >= 0 else '-') + span(abs(change)):>10}")
     stages = list(dict.fromkeys(list(before["stages"]) + list(after["stages"])))
     for stage in stages:
         now = before["stages"].get(stage, {"clips": 0})["clips"]

@@ -1,0 +1,277 @@
+"""`inspect --what-if 'stage.param=value'`: re-decide the funnel from the stored raw metrics.
+
+Thresholds live in the build config (sections named after stages); build.json holds the resolved
+config. A threshold is re-decidable when a stored metric column decides it. The rules are found in
+one place, `threshold_rules`: by the naming convention `min_X` / `max_X` in section `stage` against
+the metric column `stage.X`, plus the few explicit pairs in `EXPLICIT_METRICS` whose names differ.
+
+Re-decision walks the stages in pipeline order. A clip that a changed threshold now rejects moves
+to that stage. A clip whose stored rejection the rules explain, and which now passes, was never
+scored by the later stages: it is counted as "needs recompute", never guessed as kept.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from vividhead.inspection.reader import Dataset, InspectError, manifest_batches, manifest_schema
+from vividhead.inspection.summary import declared_stages, stage_order
+
+# (section, param) -> (metric columns that decide it, first present wins; how the metric is measured),
+# where the names differ from the `min_X`/`max_X` -> `section.X` convention. Mirrors the decisions of
+# pipelines/extract.py (`_decide`: face, flow, visibility), pipelines/speech.py and pipelines/sync.py.
+EXPLICIT_METRICS: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {
+    ("segment", "min_seconds"): (("duration",), "value"),
+    ("face", "max_center_shift"): (("face.max_center_shift",), "value"),
+    ("flow", "max_residual"): (("flow.max_residual",), "value"),
+    ("visibility", "max_missing_ratio"): (("visibility.face_ratio",), "one_minus"),
+    ("sync", "min_confidence"): (("sync.lse_c",), "value"),
+    ("sync", "max_abs_offset"): (("sync.offset",), "abs"),
+    ("sync", "proxy_min_corr"): (("sync.proxy_corr",), "value"),
+    ("sync", "proxy_max_abs_offset"): (("sync.proxy_offset",), "abs"),
+}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Reject a clip at `stage` when its measured metric is below a `min` or above a `max` threshold."""
+
+    stage: str
+    param: str
+    metric: str
+    threshold: float
+    measure: str = "value"          # "value", "abs" (offsets) or "one_minus" (face ratio -> missing ratio)
+    enabled: bool = True            # False: the stage is switched off and lets every clip through
+
+    @property
+    def name(self) -> str:
+        return f"{self.stage}.{self.param}"
+
+    def fails(self, values: np.ndarray) -> np.ndarray:
+        """True where a present value violates the threshold (NaN = not scored = no verdict)."""
+        if not self.enabled:
+            return np.zeros(values.shape, bool)
+        measured = np.abs(values) if self.measure == "abs" else (1.0 - values if self.measure == "one_minus" else values)
+        with np.errstate(invalid="ignore"):
+            if "min_" in self.param:
+                return measured < self.threshold
+            return measured > self.threshold
+
+
+def build_config(dataset: Dataset) -> dict[str, Any]:
+    """The resolved build config from build.json, else the defaults of vividhead.config.BuildConfig."""
+    for info in dataset.build_info():
+        if isinstance(info.get("config"), dict):
+            return info["config"]
+    try:
+        from vividhead.config import BuildConfig  # the build core's schema, when installed
+    except ImportError as error:
+        raise InspectError("--what-if needs the build config: no build.json with a 'config' section was "
+                           "found and vividhead.config.BuildConfig is not available") from error
+    return BuildConfig().model_dump()
+
+
+def _metric_for(stage: str, param: str, columns: set[str]) -> tuple[str, str] | None:
+    candidates, measure = EXPLICIT_METRICS.get((stage, param), ((), "value"))
+    if param.startswith(("min_", "max_")):
+        candidates += (f"{stage}.{param[4:]}",)
+    found = next((name for name in candidates if name in columns), None)
+    return (found, measure) if found else None
+
+
+def threshold_rules(config: dict[str, Any], columns: set[str]) -> list[Rule]:
+    """Every numeric min_/max_ threshold of the config that a stored metric column decides."""
+    rules = []
+    for stage, section in config.items():
+        if not isinstance(section, dict):
+            continue
+        for param, value in section.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            found = _metric_for(stage, param, columns)
+            if found is not None:
+                rules.append(Rule(stage, param, found[0], float(value), found[1], section.get("enabled", True) is not False))
+    return rules
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_overrides(assignments: list[str], dataset: Dataset) -> dict[str, Any]:
+    """Parse and validate `stage.param=value` against the build config; errors name the field."""
+    config = build_config(dataset)
+    columns = set(manifest_schema(dataset).names) if dataset.has_manifest else set()
+    if not dataset.has_manifest:
+        raise InspectError("--what-if needs the manifest (rejected clips and their metrics); none was found")
+    decidable = {rule.name for rule in threshold_rules(config, columns)}
+    overrides: dict[str, Any] = {}
+    for assignment in assignments:
+        name, equals, text = assignment.partition("=")
+        stage, dot, param = name.strip().partition(".")
+        if not equals or not dot or not stage or not param:
+            raise InspectError(f"--what-if {assignment!r}: expected STAGE.PARAM=VALUE, e.g. sync.min_confidence=2.5")
+        section = config.get(stage)
+        if not isinstance(section, dict):
+            sections = ", ".join(sorted(key for key, value in config.items() if isinstance(value, dict)))
+            raise InspectError(f"--what-if {name}: the build config has no section {stage!r} (sections: {sections})")
+        if param not in section:
+            raise InspectError(f"--what-if {name}: section {stage!r} of the build config has no field {param!r} "
+                               f"(fields: {', '.join(sorted(section))})")
+        value, current = _parse_value(text.strip()), section[param]
+        stages = {rule.stage for rule in threshold_rules(config, columns)}
+        if param == "enabled" and value is False and stage in stages:
+            overrides[name.strip()] = False
+            continue
+        if param == "enabled":
+            raise InspectError(f"--what-if {name}: only switching off a stage whose metrics are stored can be "
+                               f"re-decided ({', '.join(f'{s}.enabled=false' for s in sorted(stages))})")
+        if isinstance(current, (int, float)) and not isinstance(current, bool):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise InspectError(f"--what-if {name}: expected a number like the build's {current!r}, got {text!r}")
+        if f"{stage}.{param}" not in decidable:
+            raise InspectError(f"--what-if {name}: no stored metric decides this field, so the funnel can not "
+                               f"be re-decided without re-running the build (re-decidable: "
+                               f"{', '.join(sorted(decidable)) or 'none'})")
+        overrides[f"{stage}.{param}"] = value
+    _validate_with_schema(config, overrides)
+    return overrides
+
+
+def _validate_with_schema(config: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """Let the build core's pydantic schema judge the new values (bounds such as 0 <= ratio <= 1),
+    when it is installed and reads this build's config (an older build's config may not)."""
+    try:
+        from pydantic import ValidationError
+
+        from vividhead.config import BuildConfig
+    except ImportError:
+        return
+    try:
+        BuildConfig.model_validate(config)
+    except ValidationError:
+        return
+    changed = json.loads(json.dumps(config))
+    for name, value in overrides.items():
+        stage, param = name.split(".", 1)
+        changed[stage][param] = value
+    try:
+        BuildConfig.model_validate(changed)
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, item['loc']))}: {item['msg']}" for item in error.errors())
+        raise InspectError(f"--what-if: the build config rejects the new values: {problems}") from None
+
+
+def _strings(batch: pa.RecordBatch, name: str) -> np.ndarray:
+    column = batch.column(name)
+    column = column if pa.types.is_string(column.type) else pc.cast(column, pa.string())
+    return np.array(column.to_pylist(), dtype=object)
+
+
+def what_if(dataset: Dataset, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Funnel now and under the overridden thresholds, streamed over the manifest."""
+    config = build_config(dataset)
+    columns = set(manifest_schema(dataset).names)
+    old_rules = threshold_rules(config, columns)
+    switched_off = {name.split(".", 1)[0] for name, value in overrides.items() if name.endswith(".enabled")}
+    new_rules = [Rule(rule.stage, rule.param, rule.metric, float(overrides.get(rule.name, rule.threshold)),
+                      rule.measure, rule.enabled and rule.stage not in switched_off) for rule in old_rules]
+    rule_stages = {rule.stage for rule in old_rules}
+    metrics = sorted({rule.metric for rule in old_rules})
+    before: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
+    after: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
+    moves: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
+    examples: dict[str, list[str]] = defaultdict(list)
+    disagreements = 0
+    stages_seen: set[str] = set(rule_stages)
+    declared = declared_stages(dataset.build_info())
+    fixed = ["key", "status", "reject_stage", "duration"]
+    for batch in manifest_batches(dataset, fixed + metrics):
+        status = _strings(batch, "status")
+        stage = _strings(batch, "reject_stage")
+        seconds = np.nan_to_num(pc.cast(batch.column("duration"), pa.float64()).to_numpy(zero_copy_only=False))
+        keys = _strings(batch, "key")
+        stages_seen.update(value for value in stage if value)
+        order = stage_order(stages_seen, columns, declared)
+        rank = {name: index for index, name in enumerate(order)}
+        big = len(order) + 1
+        original = np.array([big if value == "kept" or not where else rank.get(where, big)
+                             for value, where in zip(status, stage)])
+        values = {name: pc.cast(batch.column(name), pa.float64()).to_numpy(zero_copy_only=False) for name in metrics}
+        outcome = np.where(status == "kept", "kept", np.where(stage == None, "(no stage)", stage)).astype(object)  # noqa: E711
+        decided = np.zeros(batch.num_rows, bool)
+        released = np.zeros(batch.num_rows, bool)     # passed their original rejecting stage under the what-if
+        for name in order:
+            here = rank[name]
+            if name not in rule_stages:
+                # A stage without stored-metric rules: a released clip would only now meet it.
+                unknown = released & ~decided
+                outcome[unknown] = "(needs recompute)"
+                decided |= unknown
+                continue
+            old_fail = np.zeros(batch.num_rows, bool)
+            new_fail = np.zeros(batch.num_rows, bool)
+            scored = np.zeros(batch.num_rows, bool)
+            for old, new in zip(old_rules, new_rules):
+                if old.stage == name:
+                    column = values[old.metric]
+                    scored |= np.isfinite(column)
+                    old_fail |= old.fails(column)
+                    new_fail |= new.fails(column)
+            passed_before = (original > here) & ~decided & ~released
+            disagreements += int((passed_before & old_fail).sum())
+            newly_rejected = passed_before & new_fail & ~old_fail
+            # Released clips meet this stage for the first time: decide them if it scored them.
+            later = released & ~decided
+            outcome[later & ~scored] = "(needs recompute)"
+            rejected_later = later & scored & new_fail
+            outcome[newly_rejected | rejected_later] = name
+            decided |= newly_rejected | (later & ~scored) | rejected_later
+            explained = np.ones(batch.num_rows, bool) if name in switched_off else old_fail
+            rejected_here = (original == here) & ~decided & explained
+            freed = rejected_here & ~new_fail
+            outcome[freed] = "kept"
+            released |= freed
+            decided |= rejected_here & new_fail
+        for index in range(batch.num_rows):
+            before_label = "kept" if status[index] == "kept" else (stage[index] or "(no stage)")
+            for table, label in ((before, before_label), (after, outcome[index])):
+                table[label][0] += 1
+                table[label][1] += seconds[index]
+            if before_label != outcome[index]:
+                move = f"{before_label} -> {outcome[index]}"
+                moves[move][0] += 1
+                moves[move][1] += seconds[index]
+                if len(examples[move]) < 5:
+                    examples[move].append(keys[index])
+    order = stage_order(stages_seen, columns, declared)
+
+    def funnel(table: dict[str, list[float]]) -> dict[str, Any]:
+        stages = {name: _tally(table[name]) for name in order + ["(no stage)"] if name in table}
+        return {"kept": _tally(table.get("kept", [0, 0.0])), "stages": stages}
+
+    return {
+        "overrides": overrides,
+        "thresholds": {rule.name: {"metric": rule.metric, "build": rule.threshold,
+                                   "what_if": overrides.get(rule.name, rule.threshold)} for rule in old_rules},
+        "before": funnel(before),
+        "after": funnel(after),
+        "needs_recompute": _tally(after.get("(needs recompute)", [0, 0.0])),
+        "moves": {move: {**_tally(tally), "examples": examples[move]} for move, tally in sorted(moves.items())},
+        "disagreements": disagreements,
+        "redecided_stages": [name for name in order if name in rule_stages],
+    }
+
+
+def _tally(pair: list[float]) -> dict[str, float]:
+    return {"clips": int(pair[0]), "hours": float(pair[1]) / 3600.0}
