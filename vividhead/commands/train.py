@@ -1,17 +1,72 @@
-"""`vividhead train`: not built yet."""
+"""`vividhead train`: FlashHead training from the shards of `vividhead build`.
+
+`stage: 1` configs run flow-matching pre-training (`vividhead.training.stage1`); `stage: 2` configs
+run DMD distillation (`vividhead.training.stage2.run`). Re-running a command over the same `out`
+folder resumes from its newest checkpoint. For many GPUs, launch the same command under torchrun:
+`torchrun --nproc_per_node 8 -m vividhead.cli train --config manifests/train-lite.yaml`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+from pathlib import Path
+from typing import Any
 
-HELP = "train (not built yet)"
+HELP = "train FlashHead on built shards (stage 1 flow matching, stage 2 DMD distillation)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("--config", type=Path, required=True, help="training config YAML (manifests/train-*.yaml)")
+    parser.add_argument("--shards", nargs="+", metavar="PATH",
+                        help="override data.shards: shard files, folders (e.g. a build's output) or globs")
+    parser.add_argument("--out", type=Path, help="override out: the run folder (checkpoints, loss.jsonl)")
+    parser.add_argument("--steps", type=int, help="override steps")
+    parser.add_argument("--init", type=Path, help="override model.init: start from released weights (folder)")
+    parser.add_argument("--workers", type=int, help="override data.num_workers")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """CLI values as dotted config keys; CLI paths are relative to the working directory."""
+    values: dict[str, Any] = {}
+    if args.shards:
+        values["data.shards"] = [str(Path(s).expanduser().resolve()) if not any(c in s for c in "*?[")
+                                 else str(Path.cwd() / s) if not Path(s).is_absolute() else s for s in args.shards]
+    if args.out is not None:
+        values["out"] = args.out.expanduser().resolve()
+    if args.steps is not None:
+        values["steps"] = args.steps
+    if args.init is not None:
+        values["model.init"] = args.init.expanduser().resolve()
+    if args.workers is not None:
+        values["data.num_workers"] = args.workers
+    return values
 
 
 def run(args: argparse.Namespace) -> int:
-    print("vividhead train is not built yet.", file=sys.stderr)
-    return 2
+    from vividhead.training.config import ConfigError, load_train_config
+
+    try:
+        config = load_train_config(args.config, overrides(args))
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        if config.stage == 2:
+            try:
+                stage2 = importlib.import_module("vividhead.training.stage2")
+            except ImportError as err:
+                print(f"error: stage 2 is not built yet ({err})", file=sys.stderr)
+                return 2
+            if not hasattr(stage2, "run"):
+                print("error: stage 2 is not built yet (vividhead.training.stage2 has no run(config))", file=sys.stderr)
+                return 2
+            return int(stage2.run(config) or 0)
+        from vividhead.training import stage1
+
+        return stage1.run(config, progress=not args.no_progress)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,327 @@
+"""Stage 1: streaming-aware spatiotemporal pre-training of FlashHead by flow matching (paper 3.2, eq. 1).
+
+The loop, per step: take a bucket batch from the shard stream, encode it to latents (or read them
+from the latent cache), draw shifted flow times, compute the velocity MSE on the generated frames,
+and update with AdamW after a linear warm-up. Checkpoints land in the release layout with all the
+state an exact resume needs; the loss goes to `loss.jsonl` (and TensorBoard when installed).
+Runs on one CPU, one GPU (bf16 autocast, gradient checkpointing) or many under torchrun.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vividhead.models.flashhead import GEOMETRY, FlashHeadConfig, FlashHeadDiT
+from vividhead.models.release import MODEL_FOLDERS, load_release, model_folder
+from vividhead.models.vae import VideoCodec, load_codec
+from vividhead.training.checkpoint import (
+    Checkpointable, capture_rng, latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint,
+)
+from vividhead.training.config import TrainConfig, expand_shards
+from vividhead.training.dataset import (
+    AUDIO_LEFT_CONTEXT, BucketBatcher, LatentCache, ShardDataset, module_fingerprint, sample_stream,
+)
+from vividhead.training.distributed import (
+    DistContext, barrier, init_distributed, mean_across_ranks, shutdown, use_fsdp, wrap_model,
+)
+from vividhead.training.flow_matching import FlowBatch, flow_matching_loss
+
+
+@dataclass
+class RunSummary:
+    """What a finished (or resumed-and-finished) run reports."""
+
+    first_step: int
+    last_step: int
+    losses: list[float]
+    model_dir: Path
+    seconds: float
+
+
+# ------------------------------------------------------------------------------------------ setup
+def build_model(config: TrainConfig) -> FlashHeadDiT:
+    """The preset's DiT, from `model.init` (release weights) when given, else seeded random init."""
+    preset = config.model.preset
+    if config.model.init is not None:
+        model = load_release(model_folder(config.model.init, preset))
+        if model.config.preset != preset:
+            raise ValueError(f"model.init: {config.model.init} holds a {model.config.preset} model, "
+                             f"the config asks for preset {preset}")
+        return model.train()
+    torch.manual_seed(config.seed)
+    return FlashHeadDiT(FlashHeadConfig.preset(preset)).train()
+
+
+def build_codec(config: TrainConfig, model: FlashHeadDiT, device: torch.device) -> VideoCodec:
+    weights = config.model.init or config.model.vae or Path(".")
+    return load_codec(config.model.preset, weights, model.config.codec, device=device, vae_path=config.model.vae)
+
+
+def codec_id(codec: VideoCodec) -> str:
+    """A stable identity of the codec for the latent cache."""
+    vae = getattr(codec, "vae", None)
+    if vae is not None:
+        return module_fingerprint(vae)
+    fields = ",".join(f"{k}={v}" for k, v in sorted(vars(codec).items()) if isinstance(v, (int, float, str)))
+    return f"{type(codec).__name__}-{fields}"
+
+
+def check_geometry(config: TrainConfig, model: FlashHeadDiT) -> None:
+    stride = model.config.temporal_stride
+    frames = config.data.frames
+    if (frames - 1) % stride:
+        raise ValueError(f"data.frames ({frames}) must be 1 + a multiple of the temporal stride {stride}")
+    if frames != GEOMETRY[config.model.preset].frames:
+        print(f"note: training windows of {frames} frames; streaming uses {GEOMETRY[config.model.preset].frames}",
+              file=sys.stderr)
+
+
+def warmup_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over `optim.warmup_steps`, then constant or cosine to zero at `steps`."""
+    warm, total, cosine = config.optim.warmup_steps, config.steps, config.optim.schedule == "cosine"
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if not cosine:
+            return 1.0
+        progress = (step - warm) / max(1, total - warm)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# ------------------------------------------------------------------------------------------ latents
+def to_latents(samples: list[dict[str, Any]], codec: VideoCodec, cache: LatentCache | None,
+               device: torch.device, motion_latents: int) -> FlowBatch:
+    """Encode the samples that carry pixels (storing them in the cache), keep the cached ones."""
+    need = [i for i, s in enumerate(samples) if "latent" not in s]
+    if need:
+        video = torch.stack([samples[i]["video"] for i in need]).to(device)               # [b, 3, T, H, W]
+        frames = video.shape[2]
+        ref = torch.stack([samples[i]["ref"] for i in need]).to(device)                   # [b, 3, H, W]
+        with torch.no_grad():
+            latents = codec.encode(video).float()
+            # The reference latent is the encoding of the reference image repeated over the chunk.
+            ref_latents = codec.encode(ref[:, :, None].expand(-1, -1, frames, -1, -1)).float()
+        for row, i in enumerate(need):
+            samples[i]["latent"], samples[i]["ref_latent"] = latents[row], ref_latents[row]
+            if cache is not None:
+                s = samples[i]
+                size = tuple(s["size"])
+                LatentCache.store(cache.window_path(s["key"], s["start"], frames, size), latents[row])
+                LatentCache.store(cache.ref_path(s["key"], s["ref_index"], size), ref_latents[row])
+    return FlowBatch(
+        latent=torch.stack([s["latent"] for s in samples]).to(device),
+        ref_latent=torch.stack([s["ref_latent"] for s in samples]).to(device),
+        audio_rows=torch.stack([s["audio"] for s in samples]).to(device),
+        motion_latents=torch.tensor([motion_latents if s["full_motion"] else 1 for s in samples]),
+    )
+
+
+# ------------------------------------------------------------------------------------------ logging
+class LossLog:
+    """`loss.jsonl` (one line per step, truncated to the resume step) and TensorBoard when installed."""
+
+    def __init__(self, run_dir: Path, resume_step: int, enabled: bool) -> None:
+        self.enabled = enabled
+        self.path = run_dir / "loss.jsonl"
+        self.writer = None
+        if not enabled:
+            return
+        kept = []
+        if self.path.is_file():
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line)["step"] <= resume_step]
+        self.path.write_text("".join(line + "\n" for line in kept))
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=resume_step + 1)
+        except ImportError:
+            self.writer = None
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for name in ("loss", "lr"):
+                self.writer.add_scalar(f"train/{name}", record[name], record["step"])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def read_losses(run_dir: Path) -> list[tuple[int, float]]:
+    """(step, loss) pairs of a run's `loss.jsonl`."""
+    path = Path(run_dir) / "loss.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    return [(int(r["step"]), float(r["loss"])) for r in rows]
+
+
+def loss_curve(losses: list[float], width: int = 60, height: int = 12) -> str:
+    """A text plot of a loss curve: `width` bins of mean loss, log-scaled rows."""
+    if not losses:
+        return "(no losses)"
+    bins = min(width, len(losses))
+    edges = [round(i * len(losses) / bins) for i in range(bins + 1)]
+    means = [sum(losses[a:b]) / (b - a) for a, b in zip(edges, edges[1:])]
+    lo, hi = math.log(min(means)), math.log(max(means))
+    span = hi - lo or 1.0
+    rows = []
+    for r in range(height):
+        level = hi - span * r / max(1, height - 1)
+        line = "".join("*" if abs(math.log(m) - level) <= span / (2 * max(1, height - 1)) else " " for m in means)
+        rows.append(f"{math.exp(level):9.4f} |{line}")
+    rows.append(" " * 10 + "+" + "-" * bins)
+    rows.append(" " * 11 + f"step 1 .. {len(losses)} ({bins} bins of mean loss, log scale)")
+    return "\n".join(rows)
+
+
+# ------------------------------------------------------------------------------------------ loop
+def train(config: TrainConfig, ctx: DistContext | None = None, progress: bool = True) -> RunSummary:
+    """Run (or resume) stage 1 until `config.steps`; returns the losses of the steps run here."""
+    started = time.perf_counter()
+    ctx = ctx or init_distributed()
+    out = Path(config.out)
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "train_config.json").write_text(config.model_dump_json(indent=2) + "\n")
+    barrier(ctx)
+    preset = config.model.preset
+    if ctx.device.type == "cpu" and config.data.num_workers > 0:
+        # Leave the loader workers their cores: the main process computes on the rest.
+        torch.set_num_threads(max(1, min(torch.get_num_threads(), (os.cpu_count() or 1) - config.data.num_workers)))
+    model = build_model(config).to(ctx.device)
+    check_geometry(config, model)
+    on_gpu = ctx.device.type == "cuda"
+    model.gradient_checkpointing = config.model.gradient_checkpointing and on_gpu
+    codec = build_codec(config, model, ctx.device)
+    fsdp = use_fsdp(config.model.fsdp, preset, ctx)
+    wrapped = wrap_model(model, ctx, fsdp)
+    opt = config.optim
+    optimizer = torch.optim.AdamW(wrapped.parameters(), lr=opt.lr, betas=opt.betas, eps=opt.eps,
+                                  weight_decay=opt.weight_decay)
+    scheduler = warmup_schedule(optimizer, config)
+    folder = MODEL_FOLDERS[preset]
+    objects = Checkpointable({folder: wrapped}, {"model": optimizer}, {"model": scheduler}, fsdp=fsdp)
+    flow_rng = torch.Generator().manual_seed(config.seed * 100_003 + ctx.rank)
+
+    step, rank_state = 0, None
+    resume_from = latest_checkpoint(out)
+    if resume_from is not None:
+        step, rank_state, _ = load_checkpoint(resume_from, objects, ctx)
+        if ctx.is_main:
+            print(f"resuming from {resume_from} (step {step})", file=sys.stderr)
+
+    cache = None
+    if config.data.latent_cache is not None:
+        cache = LatentCache(Path(config.data.latent_cache), codec_id(codec))
+    batcher = BucketBatcher(config.optim.batch_size)
+    next_position = rank_state["data"]["next_position"] if rank_state else 0
+    dataset = ShardDataset(
+        expand_shards(config.data.shards), frames=config.data.frames, buckets=list(config.data.buckets),
+        motion_full_prob=config.data.motion_full_prob, shuffle_window=config.data.shuffle_window,
+        seed=config.seed, rank=ctx.rank, world_size=ctx.world_size, start_position=next_position,
+        cache=cache, cache_stride=config.data.cache_stride,
+    )
+    if rank_state is not None:
+        batcher.restore(rank_state["data"], dataset)
+    batches = batcher.batches(sample_stream(dataset, config.data.num_workers))
+    if rank_state is not None:  # after the loader drew its worker seeds: the loop's RNG continues exactly
+        restore_rng(rank_state["rng"], {"flow": flow_rng})
+
+    use_bf16 = config.precision == "bf16" or (config.precision == "auto" and on_gpu)
+    autocast = (lambda: torch.autocast(ctx.device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
+    motion_latents = GEOMETRY[preset].motion_latents
+    log = LossLog(out, step, enabled=ctx.is_main)
+    bar = None
+    if progress and ctx.is_main:
+        from tqdm import tqdm
+
+        bar = tqdm(total=config.steps, initial=step, desc=f"stage 1 ({preset})", unit="step", dynamic_ncols=True)
+    first_step, losses = step, []
+    try:
+        while step < config.steps:
+            tick = time.perf_counter()
+            samples = next(batches)
+            batch = to_latents(samples, codec, cache, ctx.device, motion_latents)
+            data_s = time.perf_counter() - tick
+            with autocast():
+                loss = flow_matching_loss(wrapped, batch, shift=config.flow.timestep_shift,
+                                          audio_drop_prob=config.flow.audio_drop_prob, generator=flow_rng,
+                                          left_context=AUDIO_LEFT_CONTEXT)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(wrapped.parameters(), opt.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            mean_loss = float(mean_across_ranks(loss, ctx))
+            losses.append(mean_loss)
+            log.write({"step": step, "loss": mean_loss, "lr": scheduler.get_last_lr()[0],
+                       "grad_norm": float(grad_norm), "data_s": round(data_s, 4),
+                       "step_s": round(time.perf_counter() - tick, 4), "samples": config.optim.batch_size * ctx.world_size})
+            if bar is not None:
+                bar.update(1)
+                if step % config.log_every == 0:
+                    bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            if step % config.save_every == 0 or step == config.steps:
+                rank_state = {"rng": capture_rng({"flow": flow_rng}), "data": batcher.state()}
+                save_checkpoint(out, step, objects, ctx, rank_state,
+                                extra={"config": config.model_dump(mode="json")}, keep=config.keep_checkpoints)
+    finally:
+        if bar is not None:
+            bar.close()
+        log.close()
+    model_dir = publish(out, objects, ctx, folder)
+    return RunSummary(first_step, step, losses, model_dir, time.perf_counter() - started)
+
+
+def publish(out: Path, objects: Checkpointable, ctx: DistContext, folder: str) -> Path:
+    """Copy the newest checkpoint's model folder to RUN/<Model_X>/, so `--weights RUN` streams it."""
+    import shutil
+
+    target = out / folder
+    latest = latest_checkpoint(out)
+    if ctx.is_main and latest is not None:
+        tmp = out / f".{folder}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(latest / folder, tmp)
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+    barrier(ctx)
+    return target
+
+
+def run(config: TrainConfig, progress: bool = True) -> int:
+    """Entry point of `vividhead train` for stage-1 configs: train, then print the loss curve."""
+    ctx = init_distributed()
+    try:
+        summary = train(config, ctx, progress=progress)
+    finally:
+        shutdown(ctx)
+    if ctx.is_main:
+        losses = [loss for _, loss in read_losses(config.out)]
+        print(loss_curve(losses))
+        if losses:
+            head = losses[: max(1, len(losses) // 10)]
+            tail = losses[-max(1, len(losses) // 10):]
+            print(f"loss: first 10% mean {sum(head) / len(head):.4f} -> last 10% mean {sum(tail) / len(tail):.4f} "
+                  f"over {len(losses)} steps")
+        print(f"steps {summary.first_step} -> {summary.last_step} in {summary.seconds:.1f} s; "
+              f"model: {summary.model_dir}")
+    return 0
