@@ -21,11 +21,14 @@ SR = 16000
 
 def synth_clip(n_frames: int, seed: int, size: int = 512) -> tuple[np.ndarray, np.ndarray]:
     """RGB frames [T, size, size, 3] uint8 and float32 16 kHz audio of the same duration."""
+    import cv2
+
     rng = np.random.default_rng(seed)
     t = np.arange(n_frames * SR // FPS) / SR
     envelope = 0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(1.5, 3.0) * t)
     audio = (0.3 * envelope * np.sin(2 * np.pi * rng.uniform(150, 300) * t)).astype(np.float32)
-    yy, xx = np.mgrid[0:size, 0:size] / size
+    draw = 128                                       # drawn small, then upscaled (fast)
+    yy, xx = np.mgrid[0:draw, 0:draw] / draw
     skin = rng.uniform(120, 220, size=3)
     background = rng.uniform(20, 90, size=3)
     frames = []
@@ -35,11 +38,11 @@ def synth_clip(n_frames: int, seed: int, size: int = 512) -> tuple[np.ndarray, n
         mouth = ((xx - 0.5) / 0.1) ** 2 + ((yy - 0.68) / (0.01 + 0.05 * opening)) ** 2 < 1
         eyes = (((xx - 0.4) / 0.04) ** 2 + ((yy - 0.4) / 0.025) ** 2 < 1) | (
             ((xx - 0.6) / 0.04) ** 2 + ((yy - 0.4) / 0.025) ** 2 < 1)
-        img = np.empty((size, size, 3), np.float32)
+        img = np.empty((draw, draw, 3), np.float32)
         img[:] = background
         img[face] = skin * (0.8 + 0.2 * yy[face, None])
         img[face & (eyes | mouth)] = 30
-        frames.append(img.clip(0, 255).astype(np.uint8))
+        frames.append(cv2.resize(img.clip(0, 255).astype(np.uint8), (size, size), interpolation=cv2.INTER_LINEAR))
     return np.stack(frames), audio
 
 
@@ -117,3 +120,24 @@ def write_shards(folder: Path, clips_per_shard: list[int], n_frames: int = 40, s
                 seed += 1
         paths.append(path)
     return paths
+
+
+def write_config(path: Path, shards: Path | list[Path], out: Path, **changes: object) -> Path:
+    """A small stage-1 config of the tiny preset for tests; `changes` are dotted keys."""
+    import yaml
+
+    config: dict = {
+        "stage": 1, "out": str(out), "seed": 0, "steps": 6, "log_every": 1, "save_every": 2,
+        "data": {"shards": [str(p) for p in (shards if isinstance(shards, list) else [shards])],
+                 "frames": 33, "buckets": [[32, 32]], "num_workers": 0, "shuffle_window": 4},
+        "model": {"preset": "tiny"},
+        "optim": {"lr": 1e-3, "warmup_steps": 2, "batch_size": 2},
+    }
+    for dotted, value in changes.items():
+        node = config
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    path.write_text(yaml.safe_dump(config))
+    return path

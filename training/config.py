@@ -10,6 +10,7 @@ Errors name the file and the field.
 from __future__ import annotations
 
 import glob
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -101,7 +102,7 @@ class TrainConfig(_Strict):
 
 def _resolve(base: Path, value: Path | str) -> Path:
     path = Path(value).expanduser()
-    return path if path.is_absolute() else base / path
+    return Path(os.path.normpath(path if path.is_absolute() else base / path))
 
 
 def _with_paths_resolved(raw: dict[str, Any], base: Path) -> dict[str, Any]:

@@ -49,8 +49,12 @@ class RunSummary:
 
 
 # ------------------------------------------------------------------------------------------ setup
-def build_model(config: TrainConfig) -> FlashHeadDiT:
-    """The preset's DiT, from `model.init` (release weights) when given, else seeded random init."""
+def build_model(config: TrainConfig, audio_shape: tuple[int, int] | None = None) -> FlashHeadDiT:
+    """The preset's DiT, from `model.init` (release weights) when given, else seeded random init.
+
+    A fresh `tiny` model takes its audio width (layers, dim) from the shards' audio.npy, so it trains
+    on log-mel or wav2vec2 features alike; lite and pro keep the release's wav2vec2 width.
+    """
     preset = config.model.preset
     if config.model.init is not None:
         model = load_release(model_folder(config.model.init, preset))
@@ -59,7 +63,28 @@ def build_model(config: TrainConfig) -> FlashHeadDiT:
                              f"the config asks for preset {preset}")
         return model.train()
     torch.manual_seed(config.seed)
-    return FlashHeadDiT(FlashHeadConfig.preset(preset)).train()
+    overrides = {}
+    if preset == "tiny" and audio_shape is not None:
+        overrides = {"audio_layers": audio_shape[0], "audio_dim": audio_shape[1]}
+    return FlashHeadDiT(FlashHeadConfig.preset(preset, **overrides)).train()
+
+
+def peek_audio_shape(shards: list[Path]) -> tuple[int, int]:
+    """(layers, dim) of the first sample's audio.npy."""
+    import io
+
+    import numpy as np
+
+    from vividhead.training.dataset import index_shard, read_member
+
+    for shard in shards:
+        entries = index_shard(shard)
+        if entries:
+            rows = np.load(io.BytesIO(read_member(entries[0], "audio.npy")), allow_pickle=False)
+            if rows.ndim != 3:
+                raise ValueError(f"{shard}: `{entries[0].key}`.audio.npy has shape {rows.shape}, expected [frames, layers, dim]")
+            return int(rows.shape[1]), int(rows.shape[2])
+    raise ValueError(f"no samples in the {len(shards)} shard file(s) of data.shards")
 
 
 def build_codec(config: TrainConfig, model: FlashHeadDiT, device: torch.device) -> VideoCodec:
@@ -102,6 +127,17 @@ def warmup_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig) -> to
 
 
 # ------------------------------------------------------------------------------------------ latents
+def check_audio(samples: list[dict[str, Any]], model_config: FlashHeadConfig) -> None:
+    """The shards' audio.npy rows must have the width the model was built for."""
+    layers, dim = samples[0]["audio"].shape[-2:]
+    if (layers, dim) != (model_config.audio_layers, model_config.audio_dim):
+        raise ValueError(
+            f"sample `{samples[0]['key']}`: audio.npy rows are [{layers}, {dim}] (layers, dim) but the "
+            f"{model_config.preset} model expects [{model_config.audio_layers}, {model_config.audio_dim}] "
+            "(wav2vec2-base: 12 x 768; the log-mel default: 1 x 80). Rebuild the shards' audio features "
+            "with the matching encoder.")
+
+
 def to_latents(samples: list[dict[str, Any]], codec: VideoCodec, cache: LatentCache | None,
                device: torch.device, motion_latents: int) -> FlowBatch:
     """Encode the samples that carry pixels (storing them in the cache), keep the cached ones."""
@@ -205,7 +241,8 @@ def train(config: TrainConfig, ctx: DistContext | None = None, progress: bool = 
     if ctx.device.type == "cpu" and config.data.num_workers > 0:
         # Leave the loader workers their cores: the main process computes on the rest.
         torch.set_num_threads(max(1, min(torch.get_num_threads(), (os.cpu_count() or 1) - config.data.num_workers)))
-    model = build_model(config).to(ctx.device)
+    shards = expand_shards(config.data.shards)
+    model = build_model(config, peek_audio_shape(shards)).to(ctx.device)
     check_geometry(config, model)
     on_gpu = ctx.device.type == "cuda"
     model.gradient_checkpointing = config.model.gradient_checkpointing and on_gpu
@@ -233,7 +270,7 @@ def train(config: TrainConfig, ctx: DistContext | None = None, progress: bool = 
     batcher = BucketBatcher(config.optim.batch_size)
     next_position = rank_state["data"]["next_position"] if rank_state else 0
     dataset = ShardDataset(
-        expand_shards(config.data.shards), frames=config.data.frames, buckets=list(config.data.buckets),
+        shards, frames=config.data.frames, buckets=list(config.data.buckets),
         motion_full_prob=config.data.motion_full_prob, shuffle_window=config.data.shuffle_window,
         seed=config.seed, rank=ctx.rank, world_size=ctx.world_size, start_position=next_position,
         cache=cache, cache_stride=config.data.cache_stride,
@@ -258,6 +295,7 @@ def train(config: TrainConfig, ctx: DistContext | None = None, progress: bool = 
         while step < config.steps:
             tick = time.perf_counter()
             samples = next(batches)
+            check_audio(samples, model.config)
             batch = to_latents(samples, codec, cache, ctx.device, motion_latents)
             data_s = time.perf_counter() - tick
             with autocast():
