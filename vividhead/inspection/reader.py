@@ -217,3 +217,19 @@ def read_sample(dataset: Dataset, key: str, shard_name: str | None = None) -> Sa
                 return sample
     return None
 
+
+
+def read_members(shard: Path, keys: set[str], extensions: set[str]) -> dict[str, dict[str, bytes]]:
+    """Random access to a few samples of a shard: reads the tar headers and seeks past other files'
+    bytes, so picking thumbnails from a large shard does not read all of it."""
+    found: dict[str, dict[str, bytes]] = {}
+    with tarfile.open(shard, mode="r:") as archive:
+        for member in archive:
+            if not member.isfile():
+                continue
+            key, extension = split_member_name(member.name)
+            if key in keys and extension in extensions:
+                extracted = archive.extractfile(member)
+                if extracted is not None:
+                    found.setdefault(key, {})[extension] = extracted.read()
+    return found

@@ -62,12 +62,13 @@ class Distribution:
                 "median": p50, "p95": p95, "max": self.maximum, "exact_quantiles": self.exact}
 
 
-def histogram_edges(distributions: list[Distribution], bins: int = 24) -> np.ndarray:
-    """Shared bin edges covering the samples of several distributions (e.g. kept and rejected)."""
+def histogram_edges(distributions: list[Distribution], bins: int = 24, extra: list[float] = ()) -> np.ndarray:
+    """Shared bin edges covering the samples of several distributions (e.g. kept and rejected)
+    and any `extra` values (thresholds drawn on the plot)."""
     samples = [dist.values for dist in distributions if dist.values.size]
     if not samples:
         return np.linspace(0.0, 1.0, bins + 1)
-    values = np.concatenate(samples)
+    values = np.concatenate(samples + [np.asarray(list(extra), dtype=np.float64)])
     low, high = float(values.min()), float(values.max())
     if low == high:
         low, high = low - 0.5, high + 0.5
