@@ -116,7 +116,7 @@ def load_ltx(folder: Path, device: str | torch.device = "cpu", dtype: torch.dtyp
     stats = folder / "per_channel_statistics.json"
     if stats.is_file():
         mean, std = _read_ltx_statistics(stats, vae.config.latent_channels)
-    return DiffusersVideoCodec(vae.to(device, dtype), mean, std, int(vae.temporal_compression_ratio))
+    return DiffusersVideoCodec(_place(vae, device, dtype), mean, std, int(vae.temporal_compression_ratio))
 
 
 def _read_ltx_statistics(path: Path, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -174,6 +174,11 @@ def _load_ltx_original(folder: Path) -> torch.nn.Module:
     prefixed = {k if k.startswith("vae.") else f"vae.{k}": v for k, v in raw.items()}
     state = convert_ltx_vae_checkpoint_to_diffusers(prefixed)
     vae = AutoencoderKLLTXVideo(**_ltx_config_from_state(state, original))
+    stats = folder / "per_channel_statistics.json"
+    if "latents_mean" not in state:  # statistics kept beside the weights; neutral when absent
+        mean, std = (_read_ltx_statistics(stats, vae.config.latent_channels) if stats.is_file()
+                     else (vae.latents_mean.clone(), vae.latents_std.clone()))
+        state.update(latents_mean=mean, latents_std=std)
     _strict_load(vae, state, folder / "autoencoder.pth")
     return vae
 
@@ -204,7 +209,12 @@ def load_wan(path: Path, device: str | torch.device = "cpu", dtype: torch.dtype 
         raise FileNotFoundError(f"{path}: no Wan VAE (expected VAE_Wan/Wan2.1_VAE.pth)")
     mean = torch.tensor(vae.config.latents_mean, dtype=torch.float32)
     std = torch.tensor(vae.config.latents_std, dtype=torch.float32)
-    return DiffusersVideoCodec(vae.to(device, dtype), mean, std, 2 ** sum(vae.config.temperal_downsample))
+    return DiffusersVideoCodec(_place(vae, device, dtype), mean, std, 2 ** sum(vae.config.temperal_downsample))
+
+
+def _place(vae: torch.nn.Module, device: str | torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    vae = vae.to(device)
+    return vae if dtype == torch.float32 else vae.to(dtype=dtype)
 
 
 def _strict_load(module: torch.nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
@@ -214,7 +224,7 @@ def _strict_load(module: torch.nn.Module, state: dict[str, torch.Tensor], source
     shapes = [f"{k}: {tuple(state[k].shape)} vs {tuple(expected[k].shape)}" for k in expected
               if k in state and state[k].shape != expected[k].shape]
     if missing or unexpected or shapes:
-        raise ValueError(f"{source}: VAE keys do not match: missing {missing[:6]}, unexpected {unexpected[:6]}, shapes {shapes[:6]}")
+        raise ValueError(f"{source}: VAE keys do not match (diffusers names after conversion): missing {missing[:6]}, unexpected {unexpected[:6]}, shapes {shapes[:6]}")
     module.load_state_dict(state, strict=True)
 
 
