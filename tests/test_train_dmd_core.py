@@ -12,12 +12,13 @@ import pytest
 import torch
 from torch import nn
 
-from vividhead.training.dmd import ChunkBatch, Distiller, shifted
+from vividhead.models.flashhead import sampling_timesteps
+from vividhead.training.dmd import ChunkBatch, Distiller
 from vividhead.training.dmd_config import DistillConfig
 from vividhead.training.stage2 import DistillTrainer
 
 C, F, H, W, M, A = 4, 5, 4, 4, 2, 6   # channels, latent frames per chunk, size, motion frames, audio dim
-SCHEDULE = [float(shifted(t, 5.0)) for t in (1.0, 0.75, 0.5, 0.25)] + [0.0]
+SCHEDULE = sampling_timesteps(4, 5.0)
 
 
 class TinyVelocity(nn.Module):
@@ -29,9 +30,9 @@ class TinyVelocity(nn.Module):
         self.time = nn.Linear(1, C)
         self.audio = nn.Linear(A, C)
 
-    def forward(self, x, t, reference, audio):
+    def forward(self, x, timestep, reference, audio):
         out = self.conv(torch.cat([x, reference], dim=1))
-        out = out + self.time(t.view(-1, 1))[:, :, None, None, None]
+        out = out + self.time(timestep.view(-1, 1) / 1000.0)[:, :, None, None, None]
         return out + self.audio(audio).permute(0, 2, 1)[:, :, :, None, None]
 
 
@@ -42,9 +43,9 @@ class Recorder:
         self.module = module
         self.calls: list[dict] = []
 
-    def __call__(self, x, t, reference, audio):
-        v = self.module(x, t, reference, audio)
-        self.calls.append({"x": x.detach().clone(), "t": float(t[0]), "audio": audio.detach().clone(),
+    def __call__(self, x, timestep, reference, audio):
+        v = self.module(x, timestep, reference, audio)
+        self.calls.append({"x": x.detach().clone(), "t": float(timestep[0]) / 1000.0, "audio": audio.detach().clone(),
                            "grad": torch.is_grad_enabled(), "x_requires_grad": x.requires_grad,
                            "v_requires_grad": v.requires_grad})
         return v
@@ -68,7 +69,7 @@ def make_distiller(config: DistillConfig, seed: int = 0):
     torch.manual_seed(seed)
     teacher = TinyVelocity()
     g, t, f = Recorder(copy.deepcopy(teacher)), Recorder(teacher), Recorder(copy.deepcopy(teacher))
-    return Distiller(config, g, t, f, motion_fn, SCHEDULE, seed=seed), g, t, f
+    return Distiller(config, g, t, f, motion_fn, seed=seed), g, t, f
 
 
 def find_iteration(distiller: Distiller, chunk: int, step: int, available: int) -> int:
@@ -119,8 +120,9 @@ def test_motion_context_is_the_generators_own_previous_chunk():
     assert torch.equal(out.motion_preds[0], batch.motion_gt[0])
     for j in (1, 2):
         final_call = gen.calls[4 * j - 1]          # step 3 of chunk j-1 (t = 0.25 shifted, x0 = x - t v)
-        prev = final_call["x"] - final_call["t"] * gen.module(final_call["x"], torch.full((2,), final_call["t"]),
-                                                                batch.reference, batch.audio[:, j - 1]).detach()
+        t_final = torch.full((2,), 1000.0 * final_call["t"])
+        prev = final_call["x"] - final_call["t"] * gen.module(final_call["x"], t_final, batch.reference,
+                                                                batch.audio[:, j - 1]).detach()
         m_prev = out.motion_preds[j - 1].shape[2]
         prev = torch.cat([out.motion_preds[j - 1], prev[:, :, m_prev:]], dim=2)
         assert torch.allclose(out.motion_preds[j], motion_fn(prev), atol=1e-5)
@@ -164,7 +166,7 @@ def make_trainer(config: DistillConfig, seed: int = 0) -> DistillTrainer:
     torch.manual_seed(seed)
     teacher = TinyVelocity()
     return DistillTrainer(config, copy.deepcopy(teacher), teacher, copy.deepcopy(teacher),
-                          velocity=lambda m: m, motion_fn=motion_fn, schedule=SCHEDULE, seed=seed)
+                          velocity=lambda m: m, motion_fn=motion_fn, seed=seed)
 
 
 def test_update_ratio_and_frozen_teacher():

@@ -27,15 +27,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vividhead.inference.sampler import overwrite_motion, sampler_step
+from vividhead.models.flashhead import sampling_timesteps, shift_timestep
 from vividhead.training.dmd_config import DistillConfig
 
-# A velocity predictor: (x_t [B,C,F,H,W], t [B] in [0, 1], reference latent, audio condition) -> v.
+# A velocity predictor with FlashHeadDiT's positional call: (x_t [B,C,F,H,W], timestep [B] in
+# [0, 1000], reference latent [B,C,F,H,W], per-frame audio windows) -> v. A FlashHeadDiT, or its
+# DDP wrapper, is one.
 Velocity = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 # Motion latents for the next chunk from a generated chunk latent (decode, keep the last
 # motion-context frames, re-encode), as the streaming engine does.
 MotionFn = Callable[[Tensor], Tensor]
-# A sampler step schedule: the shifted timesteps in [0, 1], ending with 0.
-Schedule = Sequence[float]
 
 
 @dataclass
@@ -45,7 +47,7 @@ class ChunkBatch:
     latents: Tensor                 # [B, K, C, F, H, W]: z_gt of every chunk
     motion_gt: list[Tensor]         # per chunk: [B, C, m_j, H, W] ground-truth motion latents (m_gt)
     reference: Tensor               # [B, C, F, H, W]: the reference latent, repeated over F
-    audio: Tensor                   # [B, K, ...]: the audio condition of every chunk
+    audio: Tensor                   # [B, K, 33, 5, L, D]: per-frame audio windows of every chunk
 
     @property
     def num_chunks(self) -> int:
@@ -76,15 +78,9 @@ class StepLog:
     values: dict[str, float]
 
 
-def shifted(t: Tensor | float, shift: float) -> Tensor | float:
-    """The sampler's timestep warp t' = shift*t / (1 + (shift-1)*t), on t in [0, 1]."""
-    return shift * t / (1 + (shift - 1) * t)
-
-
 def with_motion(x: Tensor, motion: Tensor) -> Tensor:
-    """x with its first latent frames replaced by the motion latents (no in-place write)."""
-    m = motion.shape[2]
-    return torch.cat([motion.to(x.dtype), x[:, :, m:]], dim=2)
+    """x with its first latent frames replaced by the motion latents (the sampler's own overwrite)."""
+    return overwrite_motion(x, motion)
 
 
 def generated_frames(x: Tensor, m: int) -> Tensor:
@@ -109,19 +105,36 @@ class ChoiceRng:
 
 
 def guided_velocity(teacher: Velocity, x: Tensor, t: Tensor, reference: Tensor, audio: Tensor, scale: float) -> Tensor:
-    """Teacher velocity with audio guidance: v_uncond + scale * (v_audio - v_uncond); silence = zeros."""
-    v_audio = teacher(x, t, reference, audio)
+    """Teacher velocity with audio guidance: v_silent + scale * (v_audio - v_silent).
+
+    Silence is all-zero audio windows, the condition stage 1 drops to (see `flow_matching`).
+    """
+    v_audio = teacher(x, 1000.0 * t, reference, audio).float()
     if scale == 1.0:
         return v_audio
-    v_silent = teacher(x, t, reference, torch.zeros_like(audio))
+    v_silent = teacher(x, 1000.0 * t, reference, torch.zeros_like(audio)).float()
     return v_silent + scale * (v_audio - v_silent)
+
+
+class _WindowsAsContext:
+    """Lets `sampler_step` (which passes `context=`) drive a Velocity that takes audio windows.
+
+    The generator then embeds the audio inside the one call that keeps its graph, so its audio
+    projection is trained too.
+    """
+
+    def __init__(self, model: Velocity) -> None:
+        self.model = model
+
+    def __call__(self, x: Tensor, timestep: Tensor, reference: Tensor, context: Tensor) -> Tensor:
+        return self.model(x, timestep, reference, context)
 
 
 class Distiller:
     """The three networks' maths: unroll, DMD + regression loss, fake-score loss.
 
-    Network calls go through `Velocity` functions so the same code drives the FlashHead DiT and
-    any model with the same call signature. `schedule` must be the streaming sampler's schedule.
+    The networks are `Velocity` callables (a FlashHeadDiT or its DDP wrapper). The generator
+    denoises with the streaming sampler's own `sampler_step` and timesteps.
     """
 
     def __init__(
@@ -131,7 +144,6 @@ class Distiller:
         teacher: Velocity,
         fake_score: Velocity,
         motion_fn: MotionFn,
-        schedule: Schedule,
         seed: int = 0,
         rank: int = 0,
     ) -> None:
@@ -140,7 +152,7 @@ class Distiller:
         self.teacher = teacher
         self.fake_score = fake_score
         self.motion_fn = motion_fn
-        self.schedule = [float(t) for t in schedule]
+        self.schedule = sampling_timesteps(config.sampler_steps, config.sampler_shift)
         self.rng = ChoiceRng(seed, rank)
 
     # --- random draws -------------------------------------------------------------------------
@@ -159,7 +171,7 @@ class Distiller:
         """Re-noising times in [t_min, t_max], warped by the configured shift."""
         u = torch.rand(batch, generator=g)
         t = self.config.t_min + (self.config.t_max - self.config.t_min) * u
-        return shifted(t, self.config.timestep_shift)
+        return shift_timestep(t, self.config.timestep_shift)
 
     # --- the self-forcing unroll --------------------------------------------------------------
     def unroll(self, batch: ChunkBatch, iteration: int, with_grad: bool) -> Unroll:
@@ -170,6 +182,7 @@ class Distiller:
         device, dtype = batch.latents.device, batch.latents.dtype
         motion = batch.motion_gt[0]          # cold start: the reference frame, identical for G and teacher
         motion_preds: list[Tensor] = []
+        generator = _WindowsAsContext(self.generator)
         x0 = batch.latents[:, 0]
         for j in range(chunk_k + 1):
             motion_preds.append(motion)
@@ -177,15 +190,13 @@ class Distiller:
             x = torch.randn(shape, generator=g).to(device, dtype)
             for i in range(len(self.schedule) - 1):
                 t, t_next = self.schedule[i], self.schedule[i + 1]
-                keep = with_grad and last and i == exit_step
-                x = with_motion(x, motion)
-                tt = torch.full((shape[0],), t, device=device, dtype=dtype)
-                with torch.set_grad_enabled(keep):
-                    x0 = x - t * self.generator(x, tt, batch.reference, batch.audio[:, j])
-                if last and i == exit_step:
+                exit_here = last and i == exit_step
+                fresh = torch.randn(shape, generator=g).to(device, dtype) if t_next > 0 else torch.zeros_like(x)
+                with torch.set_grad_enabled(with_grad and exit_here):
+                    x, x0 = sampler_step(generator, x.detach(), t, t_next, batch.reference,
+                                         batch.audio[:, j], motion, fresh)
+                if exit_here:
                     break
-                fresh = torch.randn(shape, generator=g).to(device, dtype)
-                x = ((1 - t_next) * x0 + t_next * fresh).detach()
             if not last:
                 with torch.no_grad():
                     motion = self.motion_fn(with_motion(x0, motion).detach())
@@ -212,7 +223,7 @@ class Distiller:
             fake_in = with_motion(x_t, out.motion_pred)
             v_real = guided_velocity(self.teacher, real_in, t, batch.reference, batch.audio[:, out.chunk],
                                      self.config.guidance_scale)
-            v_fake = self.fake_score(fake_in, t, batch.reference, batch.audio[:, out.chunk])
+            v_fake = self.fake_score(fake_in, 1000.0 * t, batch.reference, batch.audio[:, out.chunk]).float()
             real_x0 = generated_frames(real_in - tb * v_real, m)
             fake_x0 = generated_frames(fake_in - tb * v_fake, m)
             gen = generated_frames(x0.detach(), m)
@@ -240,6 +251,6 @@ class Distiller:
         noise = torch.randn(x0.shape, generator=g).to(x0.device, x0.dtype)
         tb = t.view(-1, 1, 1, 1, 1)
         x_t = with_motion(tb * noise + (1 - tb) * x0, out.motion_pred)
-        v = self.fake_score(x_t, t, batch.reference, batch.audio[:, out.chunk])
+        v = self.fake_score(x_t, 1000.0 * t, batch.reference, batch.audio[:, out.chunk])
         loss = F.mse_loss(generated_frames(v, m).float(), generated_frames(noise - x0, m).float())
         return loss, StepLog({"fake_loss": float(loss.detach())})

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vividhead.training.dmd import ChunkBatch, Distiller, MotionFn, Schedule, Velocity
+from vividhead.training.dmd import ChunkBatch, Distiller, MotionFn, Velocity
 from vividhead.training.dmd_config import DistillConfig
 
 
@@ -41,7 +41,6 @@ class DistillTrainer:
         fake_score: nn.Module,
         velocity: Callable[[nn.Module], Velocity],
         motion_fn: MotionFn,
-        schedule: Schedule,
         seed: int = 0,
         rank: int = 0,
     ) -> None:
@@ -49,7 +48,7 @@ class DistillTrainer:
         self.generator, self.teacher, self.fake_score = generator, teacher, fake_score
         teacher.requires_grad_(False).eval()
         self.distiller = Distiller(config, velocity(generator), velocity(teacher), velocity(fake_score),
-                                   motion_fn, schedule, seed=seed, rank=rank)
+                                   motion_fn, seed=seed, rank=rank)
         self.opt_generator = _adamw(generator.parameters(), config.lr_generator, config)
         self.opt_fake = _adamw(fake_score.parameters(), config.lr_fake, config)
         self.sched_generator = _warmup(self.opt_generator, config.warmup_steps)
