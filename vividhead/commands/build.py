@@ -1,17 +1,107 @@
-"""`vividhead build`: not built yet."""
+"""`vividhead build`: curate raw talking videos into 512x512 25 fps WebDataset shards and a Parquet manifest."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-HELP = "build (not built yet)"
+HELP = "curate talking-head videos into 512x512 25 fps WebDataset shards with a Parquet manifest (on Ray)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("--sources", type=Path, help="sources.yaml: files, globs, directories, http(s) URLs")
+    parser.add_argument("--out", type=Path, help="output directory (re-running over it resumes the build)")
+    parser.add_argument("--config", type=Path, help="build config YAML; unset fields keep their defaults")
+    parser.add_argument("--print-config", action="store_true", help="print the full build config and exit")
+    parser.add_argument("--check-weights", action="store_true",
+                        help="say which model stages run with weights, their embedded default, or are skipped")
+    parser.add_argument("--address", help="join a running Ray cluster (e.g. auto or HOST:6379) instead of a local Ray")
+    parser.add_argument("--workers", type=int, help="CPUs of the local Ray (default: all of this machine's)")
+    parser.add_argument("--demo", action="store_true",
+                        help="generate the built-in demo corpus into OUT/demo-sources and build it")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    print("vividhead build is not built yet.", file=sys.stderr)
-    return 2
+    import yaml
+
+    from vividhead.config import ConfigError, SourcesFile, load_build_config, load_yaml_model, resolve_weights
+
+    try:
+        config = load_build_config(args.config)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        print(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), end="")
+        return 0
+    if args.check_weights:
+        return _check_weights(config, resolve_weights)
+    if args.out is None or (args.sources is None and not args.demo):
+        print("error: give --out DIR and either --sources sources.yaml or --demo", file=sys.stderr)
+        return 2
+    if args.workers is not None and args.workers < 1:
+        print(f"error: --workers must be >= 1, got {args.workers}", file=sys.stderr)
+        return 2
+    sources_path = args.sources
+    if args.demo:
+        from vividhead.demo import make_demo_corpus
+
+        print(f"generating the demo corpus in {args.out / 'demo-sources'} ...", file=sys.stderr)
+        sources_path = make_demo_corpus(args.out / "demo-sources")
+    try:
+        sources = load_yaml_model(SourcesFile, sources_path)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+    from vividhead.pipelines.build import run_build
+
+    summary = run_build(sources, Path(sources_path).resolve().parent, args.out, config, args.address, args.workers,
+                        progress=not args.no_progress)
+    _report(args.out, summary)
+    return 0
+
+
+def _check_weights(config, resolve_weights) -> int:
+    from vividhead.pipelines.build import model_stages, stage_mode
+
+    weights = resolve_weights(config)
+    scrfd = weights.available("scrfd")
+    face = "weights (SCRFD " + str(scrfd) + ")" if scrfd and config.face.detector != "mediapipe" else "default (mediapipe)"
+    print(f"face        {face}")
+    for name, cls in model_stages(config):
+        print(f"{name:<11} {stage_mode(cls, getattr(config, name, None), weights)}")
+    for name in weights.model_fields:
+        path = getattr(weights, name)
+        state = "present" if weights.available(name) else "missing" if path else "not configured"
+        print(f"  weights.{name:<12} {state:<15} {path or ''}")
+    return 0
+
+
+def _report(out: Path, summary) -> None:
+    from vividhead.manifest import read_manifest
+
+    table = read_manifest(out)
+    statuses = table.column("status").to_pylist()
+    durations = [d or 0.0 for d in table.column("duration").to_pylist()]
+    shards = sorted((out / "shards").glob("*.tar"))
+    kept = statuses.count("kept")
+    kept_h = sum(d for s, d in zip(statuses, durations) if s == "kept") / 3600
+    rejected_h = sum(d for s, d in zip(statuses, durations) if s != "kept") / 3600
+    reasons: dict[str, int] = {}
+    for status, reason in zip(statuses, table.column("reject_reason").to_pylist()):
+        if status != "kept":
+            reasons[reason or status] = reasons.get(reason or status, 0) + 1
+    print(f"shards:   {out / 'shards'} ({len(shards)} tar files)")
+    print(f"manifest: {out / 'manifest.parquet'} ({len(statuses)} rows)")
+    print(f"kept:     {kept} clips, {kept_h:.4f} h")
+    print(f"rejected: {len(statuses) - kept} rows ({statuses.count('rejected')} rejected, "
+          f"{statuses.count('skipped')} skipped, {statuses.count('failed')} failed), {rejected_h:.4f} h")
+    if reasons:
+        print("reasons:  " + ", ".join(f"{r} {n}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1])))
+    resumed = f", {summary.units_resumed} units already done" if summary.units_resumed else ""
+    redone = f", {len(summary.units_redone)} redone" if summary.units_redone else ""
+    changed = " (config changed since the last run)" if summary.config_changed else ""
+    print(f"this run: {summary.units} units{resumed}{redone}, {summary.seconds:.1f} s{changed}")

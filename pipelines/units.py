@@ -1,0 +1,97 @@
+"""Stage 2 probe decisions and work units: what each source becomes before any frame is decoded.
+
+A source that cannot be used (no audio, too short, too small for a 512 crop, unreadable) becomes a
+`SourceRejection`: one manifest row. A usable source becomes one `WorkUnit` per given time range,
+or per `segment.unit_seconds` of a long source, so that one long video does not serialise a build.
+Unit ids depend only on the source bytes and the time range, so a re-run finds the same units.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+
+from vividhead.config import BuildConfig
+from vividhead.media import MediaError, Probe, probe
+from vividhead.pipelines.records import Source
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    """A time range of one local source file, decoded once by one task."""
+
+    unit_id: str
+    source: Source
+    path: str
+    start: float
+    end: float
+    given_range: bool            # True: the range came from sources.yaml and is not scene-split
+    info: Probe
+
+
+@dataclass(frozen=True)
+class SourceRejection:
+    """A source rejected or skipped before segmentation (one manifest row)."""
+
+    unit_id: str
+    source: Source
+    stage: str
+    reason: str
+    detail: str
+    status: str = "rejected"
+    info: Probe | None = None
+
+
+def unit_id(md5: str, start: float, end: float) -> str:
+    return f"{md5[:16]}_{round(start * 1000):08d}_{round(end * 1000):08d}"
+
+
+def source_unit_id(source: Source, kind: str) -> str:
+    """Unit id of a source-level row: by MD5 when known, else by the source id."""
+    if source.md5:
+        return f"{source.md5[:16]}_{kind}"
+    return f"{kind}_{hashlib.sha1(source.source_id.encode('utf-8', 'surrogateescape')).hexdigest()[:16]}"
+
+
+def plan_source(source: Source, path: str, config: BuildConfig) -> list[WorkUnit] | SourceRejection:
+    """Probe one fetched source and split it into work units, or reject it with its reason."""
+    try:
+        info = probe(path)
+    except MediaError as err:
+        return SourceRejection(source_unit_id(source, "source"), source, "probe", err.reason, err.detail)
+    problems = _problems(info, config)
+    if problems:
+        stage, reason, _ = problems[0]
+        detail = "; ".join(text for _, _, text in problems)
+        return SourceRejection(source_unit_id(source, "source"), source, stage, reason, detail, info=info)
+    if source.ranges:
+        ranges = [(max(0.0, s), min(e, info.duration)) for s, e in source.ranges]
+        units = [WorkUnit(unit_id(source.md5, s, e), source, path, s, e, True, info) for s, e in ranges if e > s]
+        if not units:
+            return SourceRejection(source_unit_id(source, "source"), source, "segment", "range_outside_source",
+                                   f"no given range lies inside the source's {info.duration:.2f} s", info=info)
+        return units
+    step = config.segment.unit_seconds
+    count = max(1, math.ceil(info.duration / step - 1e-9))
+    bounds = [(i * step, min((i + 1) * step, info.duration)) for i in range(count)]
+    return [WorkUnit(unit_id(source.md5, s, e), source, path, s, e, False, info) for s, e in bounds]
+
+
+def _problems(info: Probe, config: BuildConfig) -> list[tuple[str, str, str]]:
+    """Every reason to reject the whole source, in stage order: (stage, reason, sentence)."""
+    problems = []
+    if not info.has_audio:
+        problems.append(("probe", "no_audio", "no audio stream"))
+    if info.fps <= 0 or info.duration <= 0:
+        problems.append(("probe", "no_frames", f"no usable frames (duration {info.duration:.3f} s)"))
+    elif info.duration < config.segment.min_seconds:
+        problems.append(("segment", "too_short",
+                         f"{info.duration:.2f} s is shorter than segment.min_seconds {config.segment.min_seconds} s"))
+    largest = min(info.width, info.height)
+    needed = config.face.size / config.face.max_upscale
+    if largest < needed:
+        problems.append(("face", "resolution_too_low",
+                         f"the largest square crop is {largest} px; a {config.face.size} crop needs >= {needed:.0f} px "
+                         f"(face.max_upscale {config.face.max_upscale})"))
+    return problems

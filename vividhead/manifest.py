@@ -1,0 +1,134 @@
+"""The Parquet manifest: one row per candidate clip, and per source rejected before segmentation.
+
+Every part (`manifest/<unit>.parquet`) has the same schema: the fixed columns of docs/FORMATS.md
+plus one typed column per declared stage metric. A part is written to a temporary name and renamed
+into place after its shard, so a part's existence is the commit marker of its unit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from vividhead.pipelines.records import Clip, Source
+
+ARROW_TYPES = {"float": pa.float64(), "int": pa.int64(), "str": pa.string(), "bool": pa.bool_()}
+ATTRIBUTES = ("language", "gender", "age", "ethnicity")
+
+FIXED_COLUMNS: list[tuple[str, pa.DataType]] = [
+    ("key", pa.string()), ("unit", pa.string()), ("status", pa.string()),
+    ("reject_stage", pa.string()), ("reject_reason", pa.string()), ("reject_detail", pa.string()),
+    ("source_id", pa.string()), ("dataset", pa.string()), ("uri", pa.string()), ("md5", pa.string()),
+    ("start", pa.float64()), ("end", pa.float64()), ("duration", pa.float64()), ("n_frames", pa.int64()),
+    ("crop_x", pa.int64()), ("crop_y", pa.int64()), ("crop_side", pa.int64()), ("shard", pa.string()),
+    *[(column, pa.string()) for name in ATTRIBUTES for column in (name, f"{name}_provenance")],
+    ("config_hash", pa.string()), ("content_hash", pa.string()), ("pipeline_version", pa.string()),
+    ("timings", pa.string()),
+]
+
+
+def manifest_schema(metric_types: dict[str, str]) -> pa.Schema:
+    """Fixed columns, then one column per metric (sorted by name) typed as declared."""
+    fields = [pa.field(name, kind) for name, kind in FIXED_COLUMNS]
+    for name in sorted(metric_types):
+        kind = metric_types[name]
+        if kind not in ARROW_TYPES:
+            raise ValueError(f"metric {name!r}: type {kind!r} is not one of {sorted(ARROW_TYPES)}")
+        fields.append(pa.field(name, ARROW_TYPES[kind]))
+    return pa.schema(fields)
+
+
+def safe_text(text: str | None) -> str | None:
+    """Text that Arrow can store: undecodable file-name bytes become backslash escapes."""
+    if text is None:
+        return None
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _source_columns(source: Source) -> dict[str, Any]:
+    given = dict(source.attributes)
+    row: dict[str, Any] = {"source_id": safe_text(source.source_id), "dataset": source.dataset,
+                           "uri": safe_text(source.uri), "md5": source.md5}
+    for name in ATTRIBUTES:
+        row[name] = given.get(name, "unknown")
+        row[f"{name}_provenance"] = "given" if name in given else "unknown"
+    return row
+
+
+def clip_row(clip: Clip, unit: str, shard: str | None, hashes: dict[str, str]) -> dict[str, Any]:
+    """The manifest row of one clip (kept, rejected, skipped or failed)."""
+    row = _source_columns(clip.source)
+    x, y, side = clip.crop_box if clip.crop_box else (None, None, None)
+    row.update({
+        "key": clip.key, "unit": unit, "status": clip.status, "reject_stage": clip.reject_stage,
+        "reject_reason": clip.reject_reason, "reject_detail": safe_text(clip.reject_detail),
+        "start": clip.start, "end": clip.end, "duration": clip.end - clip.start, "n_frames": clip.n_frames,
+        "crop_x": x, "crop_y": y, "crop_side": side, "shard": shard if clip.status == "kept" else None,
+        "timings": json.dumps({k: round(v, 4) for k, v in clip.timings.items()}, sort_keys=True), **hashes,
+    })
+    for name, attribute in clip.attributes.items():
+        if name in ATTRIBUTES:
+            row[name], row[f"{name}_provenance"] = attribute.value, attribute.provenance
+    row.update(clip.metrics)
+    return row
+
+
+def source_row(source: Source, unit: str, status: str, stage: str, reason: str, detail: str,
+               metrics: dict[str, Any], hashes: dict[str, str]) -> dict[str, Any]:
+    """The manifest row of a source rejected, skipped or failed before segmentation."""
+    row = _source_columns(source)
+    row.update({"key": None, "unit": unit, "status": status, "reject_stage": stage, "reject_reason": reason,
+                "reject_detail": safe_text(detail), "timings": "{}", **hashes, **metrics})
+    return row
+
+
+def rows_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+    """Rows as a table of `schema`; values of undeclared metrics are dropped."""
+    names = schema.names
+    columns = {name: [row.get(name) for row in rows] for name in names}
+    return pa.Table.from_pydict(columns, schema=schema)
+
+
+def write_atomic(table: pa.Table, path: Path) -> None:
+    """Write a Parquet file under a temporary name in the same folder, fsync it, and rename it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp"
+    pq.write_table(table, tmp)
+    with open(tmp, "rb+") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def read_parts(manifest_dir: Path) -> pa.Table | None:
+    """All committed parts as one table (columns unioned across schema versions), or None."""
+    parts = sorted(Path(manifest_dir).glob("*.parquet"))
+    if not parts:
+        return None
+    tables = [pq.read_table(part) for part in parts]
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def read_manifest(out_dir: Path) -> pa.Table:
+    """The manifest of a build directory: manifest.parquet, or the parts when it is not consolidated."""
+    out_dir = Path(out_dir)
+    table = read_parts(out_dir / "manifest")
+    if table is not None:
+        return table
+    if (out_dir / "manifest.parquet").exists():
+        return pq.read_table(out_dir / "manifest.parquet")
+    raise FileNotFoundError(f"{out_dir}: no manifest.parquet and no manifest/*.parquet parts")
+
+
+def consolidate(out_dir: Path) -> pa.Table | None:
+    """Write manifest.parquet from the parts (atomically) and return it."""
+    table = read_parts(Path(out_dir) / "manifest")
+    if table is not None:
+        table = table.sort_by([("unit", "ascending"), ("start", "ascending")])
+        write_atomic(table, Path(out_dir) / "manifest.parquet")
+    return table
