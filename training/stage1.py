@@ -46,6 +46,7 @@ class RunSummary:
     losses: list[float]
     model_dir: Path
     seconds: float
+    model: torch.nn.Module            # the trained model as wrapped for this run (DDP / FSDP / plain)
 
 
 # ------------------------------------------------------------------------------------------ setup
@@ -67,6 +68,16 @@ def build_model(config: TrainConfig, audio_shape: tuple[int, int] | None = None)
     if preset == "tiny" and audio_shape is not None:
         overrides = {"audio_layers": audio_shape[0], "audio_dim": audio_shape[1]}
     return FlashHeadDiT(FlashHeadConfig.preset(preset, **overrides)).train()
+
+
+# Released modules the forward pass never uses (kept so checkpoints load strictly): not trained.
+UNUSED_MODULES = ("text_embedding", "audio_emb")
+
+
+def freeze_unused(model: FlashHeadDiT) -> None:
+    """Freeze the kept-but-unused release modules, so DDP sees no parameter without a gradient."""
+    for name in UNUSED_MODULES:
+        getattr(model, name).requires_grad_(False)
 
 
 def peek_audio_shape(shards: list[Path]) -> tuple[int, int]:
@@ -244,13 +255,15 @@ def train(config: TrainConfig, ctx: DistContext | None = None, progress: bool = 
     shards = expand_shards(config.data.shards)
     model = build_model(config, peek_audio_shape(shards)).to(ctx.device)
     check_geometry(config, model)
+    freeze_unused(model)
     on_gpu = ctx.device.type == "cuda"
     model.gradient_checkpointing = config.model.gradient_checkpointing and on_gpu
     codec = build_codec(config, model, ctx.device)
     fsdp = use_fsdp(config.model.fsdp, preset, ctx)
     wrapped = wrap_model(model, ctx, fsdp)
     opt = config.optim
-    optimizer = torch.optim.AdamW(wrapped.parameters(), lr=opt.lr, betas=opt.betas, eps=opt.eps,
+    trainable = [p for p in wrapped.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=opt.lr, betas=opt.betas, eps=opt.eps,
                                   weight_decay=opt.weight_decay)
     scheduler = warmup_schedule(optimizer, config)
     folder = MODEL_FOLDERS[preset]
@@ -304,7 +317,7 @@ def train(config: TrainConfig, ctx: DistContext | None = None, progress: bool = 
                                           left_context=AUDIO_LEFT_CONTEXT)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(wrapped.parameters(), opt.grad_clip)
+            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, opt.grad_clip)
             optimizer.step()
             scheduler.step()
             step += 1
@@ -326,7 +339,7 @@ def train(config: TrainConfig, ctx: DistContext | None = None, progress: bool = 
             bar.close()
         log.close()
     model_dir = publish(out, objects, ctx, folder)
-    return RunSummary(first_step, step, losses, model_dir, time.perf_counter() - started)
+    return RunSummary(first_step, step, losses, model_dir, time.perf_counter() - started, wrapped)
 
 
 def publish(out: Path, objects: Checkpointable, ctx: DistContext, folder: str) -> Path:
