@@ -181,13 +181,17 @@ class SyncScore:
 
 
 @torch.inference_mode()
-def embed(model: SyncNet, crops_bgr: np.ndarray, mfcc_13: np.ndarray, batch_size: int = 64
+def embed(model: SyncNet, crops_bgr: np.ndarray, audio_16k: np.ndarray, batch_size: int = 64
           ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Lip and audio embeddings of every 5-frame window: two [n_windows, 1024] tensors."""
+    """Lip and audio embeddings of every 5-frame window: two [n_windows, 1024] tensors.
+
+    As in the reference, the windows are min(video frames, audio samples // 640) - 5.
+    """
     device = next(model.parameters()).device
-    n_windows = min(len(crops_bgr), mfcc_13.shape[1] // MFCC_PER_FRAME) - VIDEO_WINDOW
+    mfcc_13 = mfcc(audio_16k)
+    n_windows = min(len(crops_bgr), len(audio_16k) // (SAMPLE_RATE // FPS)) - VIDEO_WINDOW
     if n_windows < 1:
-        raise ValueError(f"too short for SyncNet: {len(crops_bgr)} frames, {mfcc_13.shape[1]} MFCC columns")
+        raise ValueError(f"too short for SyncNet: {len(crops_bgr)} frames, {len(audio_16k)} audio samples")
     video = torch.from_numpy(crops_bgr).permute(3, 0, 1, 2)          # [3, n, 224, 224] uint8
     audio = torch.from_numpy(mfcc_13.astype(np.float32))             # [13, T]
     lips, auds = [], []
@@ -225,5 +229,5 @@ def score_sync(model: SyncNet, frames_rgb: Iterable[np.ndarray], audio_16k: np.n
     crops = crop_faces(frames_rgb, face_boxes)
     if crops is None:
         return None
-    lip, aud = embed(model, crops, mfcc(audio_16k), batch_size)
+    lip, aud = embed(model, crops, audio_16k, batch_size)
     return offset_scores(lip, aud, vshift)
