@@ -7,6 +7,7 @@ sync, one by speech, and a third source is rejected at probe. The tests import `
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -183,9 +184,17 @@ def write_synthetic_build(root: Path) -> Expected:
     return Expected(out, tuple(sources.values()), tuple(kept_keys), kept_seconds, len(all_rows))
 
 
+@functools.lru_cache(maxsize=None)
+def _build_once(base: Path) -> Expected:
+    root = base / "inspect synthetic"
+    root.mkdir()
+    return write_synthetic_build(root)
+
+
 @pytest.fixture(scope="session")
 def synthetic_build(tmp_path_factory: pytest.TempPathFactory) -> Expected:
-    return write_synthetic_build(tmp_path_factory.mktemp("inspect build"))
+    """Built once per session even though several test modules import this fixture."""
+    return _build_once(tmp_path_factory.getbasetemp())
 
 
 def copy_build(expected: Expected, destination: Path) -> Path:

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from vividhead.inspection.reader import Dataset, manifest_batches, manifest_schema, shard_rows
+from vividhead.inspection.reader import BATCH_ROWS, Dataset, manifest_batches, manifest_schema, shard_rows
 from vividhead.inspection.stats import Distribution
 
 # Pipeline order of DESIGN.md section 4.1; stages a build names otherwise follow in schema order.
@@ -244,10 +244,10 @@ class Scan:
     summarizer: Summarizer
 
 
-def row_batches(dataset: Dataset, columns: list[str]) -> Iterable[pa.RecordBatch]:
+def row_batches(dataset: Dataset, columns: list[str], batch_rows: int = BATCH_ROWS) -> Iterable[pa.RecordBatch]:
     """Manifest batches with `columns`, or rows rebuilt from the shards when there is no manifest."""
     if dataset.has_manifest:
-        yield from manifest_batches(dataset, columns)
+        yield from manifest_batches(dataset, columns, batch_rows)
         return
     for batch in shard_rows(dataset):
         arrays = [batch.column(name) if name in batch.schema.names else pa.nulls(batch.num_rows)
@@ -264,7 +264,7 @@ def row_schema(dataset: Dataset) -> pa.Schema:
     return pa.schema([])
 
 
-def summarize(dataset: Dataset, observers: Iterable[Any] = (), seed: int = 0) -> Scan:
+def summarize(dataset: Dataset, observers: Iterable[Any] = (), seed: int = 0, batch_rows: int = BATCH_ROWS) -> Scan:
     """One streaming pass over the rows; `observers` (with `columns()` and `update(batch, priorities)`)
     see the same batches, so the report's example picking needs no second pass."""
     schema = row_schema(dataset)
@@ -272,7 +272,7 @@ def summarize(dataset: Dataset, observers: Iterable[Any] = (), seed: int = 0) ->
     observers = list(observers)
     columns = list(dict.fromkeys(summarizer.columns() + [name for obs in observers for name in obs.columns()]))
     rng = np.random.default_rng(seed)
-    for batch in row_batches(dataset, columns):
+    for batch in row_batches(dataset, columns, batch_rows):
         priorities = rng.random(batch.num_rows)
         summarizer.update(batch, priorities)
         for observer in observers:

@@ -1,9 +1,10 @@
 """`inspect --what-if 'stage.param=value'`: re-decide the funnel from the stored raw metrics.
 
 Thresholds live in the build config (sections named after stages); build.json holds the resolved
-config. A threshold is re-decidable when a stored metric column decides it. The rules are found in
-one place, `threshold_rules`: by the naming convention `min_X` / `max_X` in section `stage` against
-the metric column `stage.X`, plus the few explicit pairs in `EXPLICIT_METRICS` whose names differ.
+config. A threshold is re-decidable when a stored metric column decides it. The rules live in one
+table, `RULES`, which mirrors the decisions the stages make (pipelines/extract.py `_decide` for
+face, flow and visibility; pipelines/occlusion.py, speech.py and sync.py); no stage exports a pure
+decision function yet, so this table must follow them when they change.
 
 Re-decision walks the stages in pipeline order. A clip that a changed threshold now rejects moves
 to that stage. A clip whose stored rejection the rules explain, and which now passes, was never
@@ -24,14 +25,16 @@ import pyarrow.compute as pc
 from vividhead.inspection.reader import Dataset, InspectError, manifest_batches, manifest_schema
 from vividhead.inspection.summary import declared_stages, stage_order
 
-# (section, param) -> (metric columns that decide it, first present wins; how the metric is measured),
-# where the names differ from the `min_X`/`max_X` -> `section.X` convention. Mirrors the decisions of
-# pipelines/extract.py (`_decide`: face, flow, visibility), pipelines/speech.py and pipelines/sync.py.
-EXPLICIT_METRICS: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {
+# (section, param) -> (metric columns that decide it, first present wins; how the metric is measured).
+# A `min_*` param rejects below the threshold, a `max_*` param above it.
+RULES: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {
     ("segment", "min_seconds"): (("duration",), "value"),
+    ("face", "max_upscale"): (("face.upscale",), "value"),
     ("face", "max_center_shift"): (("face.max_center_shift",), "value"),
     ("flow", "max_residual"): (("flow.max_residual",), "value"),
     ("visibility", "max_missing_ratio"): (("visibility.face_ratio",), "one_minus"),
+    ("occlusion", "max_occluded_ratio"): (("occlusion.occluded_ratio",), "value"),
+    ("speech", "min_speech_ratio"): (("speech.speech_ratio",), "value"),
     ("sync", "min_confidence"): (("sync.lse_c",), "value"),
     ("sync", "max_abs_offset"): (("sync.offset",), "abs"),
     ("sync", "proxy_min_corr"): (("sync.proxy_corr",), "value"),
@@ -79,9 +82,7 @@ def build_config(dataset: Dataset) -> dict[str, Any]:
 
 
 def _metric_for(stage: str, param: str, columns: set[str]) -> tuple[str, str] | None:
-    candidates, measure = EXPLICIT_METRICS.get((stage, param), ((), "value"))
-    if param.startswith(("min_", "max_")):
-        candidates += (f"{stage}.{param[4:]}",)
+    candidates, measure = RULES.get((stage, param), ((), "value"))
     found = next((name for name in candidates if name in columns), None)
     return (found, measure) if found else None
 
