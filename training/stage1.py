@@ -67,7 +67,7 @@ def build_model(config: TrainConfig, audio_shape: tuple[int, int] | None = None)
     overrides = {}
     if preset == "tiny" and audio_shape is not None:
         overrides = {"audio_layers": audio_shape[0], "audio_dim": audio_shape[1]}
-    return FlashHeadDiT(FlashHeadConfig.preset(preset, **overrides)).train()
+    return FlashHeadDiT(FlashHeadConfig.for_preset(preset, **overrides)).train()
 
 
 # Released modules the forward pass never uses (kept so checkpoints load strictly): not trained.
