@@ -34,10 +34,9 @@ from vividhead.training.distributed import (
 from vividhead.training.dmd import ChunkBatch, Distiller, MotionFn, Velocity
 from vividhead.training.dmd_config import DistillConfig
 from vividhead.training.flow_matching import audio_windows
-from vividhead.training.stage1 import LossLog, check_audio, loss_curve, publish, read_losses
+from vividhead.training.stage1 import LossLog, check_audio, freeze_unused, loss_curve, publish, read_losses
 
 FAKE_FOLDER = "FakeScore"          # the fake score's release-layout folder inside a checkpoint
-UNUSED_MODULES = ("text_embedding", "audio_emb")   # released keys the forward pass never uses
 
 
 def _adamw(params, lr: float, cfg: DistillConfig) -> torch.optim.AdamW:
@@ -212,9 +211,8 @@ def load_networks(config: TrainConfig, device: torch.device) -> Networks:
     teacher = _load(teacher_dir, preset, "teacher").to(device)
     generator = _load(distill.generator_init or teacher_dir, preset, "generator_init").to(device)
     fake = _load(distill.fake_score_init or teacher_dir, preset, "fake_score_init").to(device)
-    for model in (generator, fake):
-        for name in UNUSED_MODULES:
-            getattr(model, name).requires_grad_(False)    # no gradient ever reaches them (DDP-safe)
+    freeze_unused(generator)
+    freeze_unused(fake)
     codec = load_codec(preset, teacher_dir, teacher.config.codec, device=device, vae_path=config.model.vae)
     return Networks(generator, teacher, fake, codec, teacher_dir)
 
