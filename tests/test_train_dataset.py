@@ -13,9 +13,10 @@ import torch
 from train_fixtures import write_shards
 from vividhead.models.flashhead import frame_windows
 from vividhead.training.dataset import (
-    BucketBatcher, LatentCache, ShardDataset, WindowSampler, epoch_order, index_shard, nearest_bucket,
+    AUDIO_LEFT_CONTEXT, BucketBatcher, LatentCache, ShardDataset, WindowSampler, epoch_order, index_shard, nearest_bucket,
     read_member, sample_stream,
 )
+from vividhead.training.flow_matching import audio_windows
 
 
 @pytest.fixture(scope="module")
@@ -37,12 +38,13 @@ def test_sample_holds_window_reference_motion_and_the_clip_audio_rows(shards: li
     entry = next(e for e in ds.flat if e.key == s["key"])
     rows = np.load(io.BytesIO(read_member(entry, "audio.npy")))
     assert rows.dtype == np.float16 and rows.shape == (40, 1, 80)
-    expected = rows[np.arange(s["start"] - 2, s["start"] + 33).clip(0, None)].astype(np.float32)
+    expected = rows[s["start"]: s["start"] + 33].astype(np.float32)
     assert torch.equal(s["audio"], torch.from_numpy(expected))
-    # The inference windowing on these rows: frame i sees rows i-2..i+2, clamped at the chunk end.
-    windows = frame_windows(s["audio"][None])[:, 2:]
+    # The engine's windowing of a chunk's rows: frame i sees rows i-2..i+2, clamped to the chunk.
+    windows = audio_windows(s["audio"][None], AUDIO_LEFT_CONTEXT)
     assert windows.shape == (1, 33, 5, 1, 80)
-    assert torch.equal(windows[0, -1, 4], s["audio"][-1]) and torch.equal(windows[0, 5, 0], s["audio"][5])
+    assert torch.equal(windows, frame_windows(s["audio"][None]))
+    assert torch.equal(windows[0, -1, 4], s["audio"][-1]) and torch.equal(windows[0, 5, 0], s["audio"][3])
 
 
 def test_stream_is_deterministic_and_worker_processes_keep_the_order(shards: list[Path]) -> None:

@@ -3,8 +3,9 @@
 Each sample is one training window of one clip:
   - `video`   float32 [3, T, H, W] in [-1, 1]: T consecutive frames (one 33-frame chunk);
   - `ref`     float32 [3, H, W] in [-1, 1]: a reference frame drawn from anywhere in the clip;
-  - `audio`   float32 [T + 2, layers, dim]: the clip's `audio.npy` rows of the window plus the two rows
-              before it (clamped at the clip start), so the inference windowing can be applied;
+  - `audio`   float32 [T, layers, dim]: the clip's `audio.npy` rows of the window, exactly the rows the
+              streaming engine's audio cache yields for a chunk (the -2..+2 windows are then clamped to
+              the chunk, as the engine does, by `vividhead.models.flashhead.frame_windows`);
   - `full_motion` bool: motion context is the first n ground-truth frames (p 0.9) or only the first
               frame (p 0.1), the paper's dynamic motion-frame sampling;
   - `key`, `start`, `ref_index`, `position`.
@@ -36,7 +37,8 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 REQUIRED = ("mp4", "audio.npy")
-AUDIO_LEFT_CONTEXT = 2       # rows before the window: the -2..+2 audio window of its first frame
+# Rows before the window passed along with it. 0: the engine windows the chunk's own 33 rows only.
+AUDIO_LEFT_CONTEXT = 0
 
 
 # ------------------------------------------------------------------------------------------ index
