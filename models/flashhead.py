@@ -3,7 +3,7 @@
 Compatible with the released SoulX-FlashHead checkpoints (parameter names and shapes in
 /work/shared/FLASHHEAD_FORMAT.md). Training-facing API:
 
-    model = FlashHeadDiT(FlashHeadConfig.preset("tiny"))            # or release.load_release(dir)
+    model = FlashHeadDiT(FlashHeadConfig.for_preset("tiny"))            # or release.load_release(dir)
     windows = frame_windows(audio_rows)                              # [B, 33, L, C] -> [B, 33, 5, L, C]
     v = model(noisy_latent, timestep, reference_latent, windows)     # all latents [B, C, F, H, W]
 
@@ -131,7 +131,7 @@ class FlashHeadConfig:
         return {**extra, **{k: v for k, v in data.items() if v is not None}}
 
     @classmethod
-    def preset(cls, name: str, **overrides: Any) -> "FlashHeadConfig":
+    def for_preset(cls, name: str, **overrides: Any) -> "FlashHeadConfig":
         """`tiny` (CPU, space-to-depth codec), `lite` (LTX VAE) or `pro` (Wan VAE), 1.3B dims for the latter two."""
         presets: dict[str, dict[str, Any]] = {
             "lite": dict(in_dim=256, out_dim=128, vae_stride=(8, 32, 32), patch_size=(1, 1, 1)),

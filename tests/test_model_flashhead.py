@@ -15,7 +15,7 @@ from vividhead.models.release import CheckpointError, load_release, save_release
 
 def tiny(**overrides) -> fh.FlashHeadDiT:
     torch.manual_seed(0)
-    return fh.FlashHeadDiT(fh.FlashHeadConfig.preset("tiny", **overrides)).eval()
+    return fh.FlashHeadDiT(fh.FlashHeadConfig.for_preset("tiny", **overrides)).eval()
 
 
 def test_geometry_matches_the_format():
@@ -72,7 +72,7 @@ def test_released_key_names_and_shapes_on_meta():
     """The 1.3B Lite/Pro configs produce exactly the documented names and shapes."""
     for variant, s, in_dim in (("lite", 8, 256), ("pro", 4, 32)):
         with torch.device("meta"):
-            model = fh.FlashHeadDiT(fh.FlashHeadConfig.preset(variant))
+            model = fh.FlashHeadDiT(fh.FlashHeadConfig.for_preset(variant))
         shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         p = model.config.patch_size
         assert shapes["patch_embedding.weight"] == (1536, in_dim, *p)
