@@ -171,10 +171,10 @@ def rope_angles(grid: tuple[int, int, int], head_dim: int, device: torch.device)
     ], dim=-1).reshape(f * h * w, c).float()
 
 
-def apply_rope(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
-    """x [B, L, heads, head_dim] rotated pairwise (complex pairs (x0, x1), (x2, x3), ...)."""
+def apply_rope(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """x [B, L, heads, head_dim] rotated pairwise (complex pairs (x0, x1), (x2, x3), ...); rope = (cos, sin) [L, hd/2]."""
     xr = x.float().reshape(*x.shape[:-1], -1, 2)
-    cos, sin = angles.cos()[None, :, None], angles.sin()[None, :, None]
+    cos, sin = rope[0][None, :, None], rope[1][None, :, None]
     out = torch.stack([xr[..., 0] * cos - xr[..., 1] * sin, xr[..., 0] * sin + xr[..., 1] * cos], dim=-1)
     return out.flatten(-2).type_as(x)
 
@@ -220,10 +220,10 @@ class SelfAttention(nn.Module):
         self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
         self.norm_q, self.norm_k = RMSNorm(dim, eps), RMSNorm(dim, eps)
 
-    def forward(self, x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         b, n, d = x.shape
-        q = apply_rope(self.norm_q(self.q(x)).view(b, n, self.heads, -1), angles)       # [B, L, h, d/h]
-        k = apply_rope(self.norm_k(self.k(x)).view(b, n, self.heads, -1), angles)
+        q = apply_rope(self.norm_q(self.q(x)).view(b, n, self.heads, -1), rope)         # [B, L, h, d/h]
+        k = apply_rope(self.norm_k(self.k(x)).view(b, n, self.heads, -1), rope)
         v = self.v(x).view(b, n, self.heads, -1)
         out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
         return self.o(out.transpose(1, 2).reshape(b, n, d))
@@ -264,9 +264,9 @@ class Block(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(d, cfg.ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(cfg.ffn_dim, d))
         self.modulation = nn.Parameter(torch.randn(1, 6, d) / d**0.5)
 
-    def forward(self, x: torch.Tensor, t_mod: torch.Tensor, context: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t_mod: torch.Tensor, context: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         e = (self.modulation.float() + t_mod.float()).chunk(6, dim=1)                   # 6 x [B, 1, dim]
-        y = self.self_attn((self.norm1(x).float() * (1 + e[1]) + e[0]).type_as(x), angles)
+        y = self.self_attn((self.norm1(x).float() * (1 + e[1]) + e[0]).type_as(x), rope)
         x = x + (y.float() * e[2]).type_as(x)
         x = x + self.cross_attn(self.norm3(x), context)
         y = self.ffn((self.norm2(x).float() * (1 + e[4]) + e[3]).type_as(x))
@@ -357,12 +357,13 @@ class FlashHeadDiT(nn.Module):
         t = self.time_embedding(sinusoidal_embedding(cfg.freq_dim, timestep.reshape(-1).expand(x.shape[0])).to(dtype))
         t_mod = self.time_projection(t).unflatten(1, (6, cfg.dim))                       # [B, 6, dim]
         angles = rope_angles(grid, cfg.dim // cfg.num_heads, x.device)
+        rope = (angles.cos(), angles.sin())
         context = context.to(dtype)
         for block in self.blocks:
             if self.gradient_checkpointing and self.training:
-                x = checkpoint(block, x, t_mod, context, angles, use_reentrant=False)
+                x = checkpoint(block, x, t_mod, context, rope, use_reentrant=False)
             else:
-                x = block(x, t_mod, context, angles)
+                x = block(x, t_mod, context, rope)
         x = self.head(x, t)                                                              # [B, f*h*w, out*prod(p)]
         return self.unpatchify(x, grid)
 

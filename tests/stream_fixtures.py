@@ -139,3 +139,35 @@ def write_wan_original(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({_wan_original_key(k): v for k, v in vae.state_dict().items()}, path)
     return path
+
+
+# ------------------------------------------------------------------------------------- FlashHead
+def tiny_dit_config(variant: str, audio_layers: int = 1, audio_dim: int = 80) -> dict:
+    """config.json of a tiny DiT with the released geometry of `variant` (no `preset` key, like the release)."""
+    geometry = {"lite": dict(in_dim=256, out_dim=128, vae_stride=[8, 32, 32], patch_size=[1, 1, 1]),
+                "pro": dict(in_dim=32, out_dim=16, vae_stride=[4, 8, 8], patch_size=[1, 2, 2])}[variant]
+    return {"_class_name": "WanModel", "_diffusers_version": "0.31.0", "model_type": "i2v", "dim": 32, "ffn_dim": 64,
+            "text_dim": 16, "freq_dim": 32, "eps": 1e-6, "num_heads": 2, "num_layers": 2, "has_image_input": False,
+            "audio_layers": audio_layers, "audio_dim": audio_dim, "audio_hidden": 32, "audio_tokens": 4, **geometry}
+
+
+def write_tiny_release(root: Path, audio_layers: int = 1, audio_dim: int = 80, vaes: bool = True) -> Path:
+    """<root>/Model_Lite, Model_Pro (release key names, tiny dims), VAE_LTX (diffusers) and VAE_Wan/Wan2.1_VAE.pth."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    from vividhead.models.flashhead import FlashHeadConfig, FlashHeadDiT
+
+    for variant, folder in (("lite", "Model_Lite"), ("pro", "Model_Pro")):
+        config = tiny_dit_config(variant, audio_layers, audio_dim)
+        torch.manual_seed(1)
+        model = FlashHeadDiT(FlashHeadConfig.from_dict(config))
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        (root / folder / "config.json").write_text(json.dumps(config, indent=2))
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(root / folder / "diffusion_pytorch_model.safetensors"))
+    if vaes:
+        write_ltx_diffusers(root / "VAE_LTX")
+        write_wan_original(root / "VAE_Wan" / "Wan2.1_VAE.pth")
+    return root
