@@ -141,7 +141,7 @@ def manifest_batches(dataset: Dataset, columns: Iterable[str] | None = None,
     wanted = list(dict.fromkeys(columns)) if columns is not None else schema.names
     present = [name for name in wanted if name in schema.names]
     scanner = pads.dataset(list(map(str, dataset.manifests)), schema=schema, format="parquet").scanner(
-        columns=present, batch_size=batch_rows)
+        columns=present, batch_size=batch_rows, batch_readahead=2, fragment_readahead=1)
     for batch in scanner.to_batches():
         if batch.num_rows == 0:
             continue
