@@ -99,8 +99,25 @@ def peek_audio_shape(shards: list[Path]) -> tuple[int, int]:
 
 
 def build_codec(config: TrainConfig, model: FlashHeadDiT, device: torch.device) -> VideoCodec:
-    weights = config.model.init or config.model.vae or Path(".")
-    return load_codec(config.model.preset, weights, model.config.codec, device=device, vae_path=config.model.vae)
+    preset = config.model.preset
+    vae = vae_folder(config)
+    if preset != "tiny" and vae is None:
+        name = {"lite": "VAE_LTX", "pro": "VAE_Wan"}[preset]
+        raise ValueError(f"model.vae: the {preset} preset needs its {name} folder (or model.init pointing at a "
+                         f"release folder that holds {name}/)")
+    return load_codec(preset, vae or Path("."), model.config.codec, device=device, vae_path=vae)
+
+
+def vae_folder(config: TrainConfig) -> Path | None:
+    """The VAE folder a lite / pro run uses (model.vae, else next to model.init); None for tiny."""
+    from vividhead.models.vae import find_vae
+
+    name = {"lite": "VAE_LTX", "pro": "VAE_Wan"}.get(config.model.preset)
+    if name is None:
+        return None
+    if config.model.vae is not None:
+        return config.model.vae
+    return find_vae(config.model.init, name) if config.model.init is not None else None
 
 
 def codec_id(codec: VideoCodec) -> str:
@@ -338,12 +355,15 @@ def train(config: TrainConfig, ctx: DistContext | None = None, progress: bool = 
         if bar is not None:
             bar.close()
         log.close()
-    model_dir = publish(out, objects, ctx, folder)
+    model_dir = publish(out, objects, ctx, folder, vae_folder(config))
     return RunSummary(first_step, step, losses, model_dir, time.perf_counter() - started, wrapped)
 
 
-def publish(out: Path, objects: Checkpointable, ctx: DistContext, folder: str) -> Path:
-    """Copy the newest checkpoint's model folder to RUN/<Model_X>/, so `--weights RUN` streams it."""
+def publish(out: Path, objects: Checkpointable, ctx: DistContext, folder: str, vae: Path | None = None) -> Path:
+    """Copy the newest checkpoint's model folder to RUN/<Model_X>/, so `--weights RUN` streams it.
+
+    For lite / pro, RUN/VAE_LTX or RUN/VAE_Wan becomes a link to the VAE the run trained with.
+    """
     import shutil
 
     target = out / folder
@@ -354,6 +374,9 @@ def publish(out: Path, objects: Checkpointable, ctx: DistContext, folder: str) -
         shutil.copytree(latest / folder, tmp)
         shutil.rmtree(target, ignore_errors=True)
         tmp.rename(target)
+        link = out / vae.name if vae is not None else None
+        if link is not None and link.name in ("VAE_LTX", "VAE_Wan") and not link.exists():
+            link.symlink_to(vae.resolve(), target_is_directory=vae.is_dir())
     barrier(ctx)
     return target
 
