@@ -1,17 +1,99 @@
-"""`vividhead eval`: not built yet."""
+"""`vividhead eval`: the paper's metrics (FID, FVD, Sync-C, Sync-D, FPS) on generated talking-head videos.
+
+Either score existing videos (`--generated DIR_OR_SHARDS --reference DIR_OR_SHARDS`), or generate
+them first from a checkpoint (`--checkpoint W --reference SHARDS`: each reference clip's first frame
+and audio drive the stream engine). Writes eval.json and eval.md into --out and prints the table.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-HELP = "eval (not built yet)"
+HELP = "compute FID, FVD, Sync-C/D and FPS for generated videos against reference clips"
+
+
+def _metrics(text: str) -> tuple[str, ...]:
+    from vividhead.evaluation.runner import METRICS
+
+    names = tuple(dict.fromkeys(m.strip().lower() for m in text.split(",") if m.strip()))
+    unknown = [m for m in names if m not in METRICS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown metrics {unknown}; choose from {','.join(METRICS)}")
+    return names
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a count >= 0, got {value}")
+    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("--generated", type=Path,
+                        help="generated videos: a folder of video files, a build folder / folder of WebDataset shards, or one file")
+    parser.add_argument("--reference", type=Path,
+                        help="ground-truth videos (same forms); with --checkpoint, the clips that drive generation")
+    parser.add_argument("--checkpoint", type=Path,
+                        help="FlashHead weights: generate one video per reference clip (its first frame + its audio), then score; also times FPS")
+    parser.add_argument("--metrics", type=_metrics, default=("sync", "fid", "fvd", "fps"),
+                        help="comma-separated subset of sync,fid,fvd,fps (default: all)")
+    parser.add_argument("--out", type=Path, default=Path("eval-out"), help="folder for eval.json and eval.md (and generated videos)")
+    parser.add_argument("--weights", type=Path, default=None,
+                        help="weights manifest (default: the project's manifests/weights.yaml when present)")
+    parser.add_argument("--inception", type=Path, help="FID Inception weights pt_inception-2015-12-05-6726825d.pth")
+    parser.add_argument("--i3d", type=Path, help="FVD I3D weights i3d_torchscript.pt (TorchScript)")
+    parser.add_argument("--syncnet", type=Path, help="SyncNet weights syncnet_v2.model")
+    parser.add_argument("--scrfd", type=Path, help="optional SCRFD face detector ONNX for Sync (default: mediapipe)")
+    parser.add_argument("--fid-frames", type=_count, default=0, help="frames per video for FID, evenly spaced (0 = every frame)")
+    parser.add_argument("--fvd-clips", type=_count, default=0, help="16-frame clips per video for FVD (0 = every non-overlapping clip)")
+    parser.add_argument("--max-videos", type=_count, default=0, help="use at most this many videos per set (0 = all)")
+    parser.add_argument("--sync-reference", action="store_true", help="also report Sync-C/D of the reference videos")
+    parser.add_argument("--fps-chunks", type=_count, default=8, help="chunks timed for FPS after warm-up")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
+
+
+def _default_manifest() -> Path:
+    import vividhead
+
+    return Path(vividhead.__file__).resolve().parents[1] / "manifests" / "weights.yaml"
 
 
 def run(args: argparse.Namespace) -> int:
-    print("vividhead eval is not built yet.", file=sys.stderr)
-    return 2
+    from vividhead.evaluation.fid import FIDConfig
+    from vividhead.evaluation.fvd import FVDConfig
+    from vividhead.evaluation.report import format_table, write_report
+    from vividhead.evaluation.runner import EvalConfig, load_weights, run_eval
+
+    if args.checkpoint is None and args.generated is None:
+        print("vividhead eval: give --generated DIR (videos to score) or --checkpoint W --reference SHARDS", file=sys.stderr)
+        return 2
+    if args.checkpoint is not None and args.reference is None:
+        print("vividhead eval: --checkpoint needs --reference SHARDS (their first frames and audio drive generation)", file=sys.stderr)
+        return 2
+    config = EvalConfig(metrics=args.metrics, fid=FIDConfig(frames_per_video=args.fid_frames),
+                        fvd=FVDConfig(clips_per_video=args.fvd_clips), max_videos=args.max_videos,
+                        sync_reference=args.sync_reference, device=args.device)
+    try:
+        weights = load_weights(args.weights or _default_manifest(),
+                               {"inception": args.inception, "i3d": args.i3d, "syncnet": args.syncnet, "scrfd": args.scrfd})
+        generated, fps_row = args.generated, None
+        if args.checkpoint is not None:
+            from vividhead.evaluation.generate import generate_from_reference
+            from vividhead.evaluation.fps import measure_fps
+
+            if generated is None:
+                generated = generate_from_reference(args.checkpoint, args.reference, args.out / "generated",
+                                                    max_videos=args.max_videos, device=args.device)
+            if "fps" in config.metrics:
+                fps_row = measure_fps(args.checkpoint, device=args.device, chunks=args.fps_chunks)
+        report = run_eval(generated, args.reference, weights, config, fps_row)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"vividhead eval: {error}", file=sys.stderr)
+        return 2
+    json_path, table_path = write_report(report, args.out)
+    print(format_table(report), end="")
+    print(f"\nwrote {json_path} and {table_path}")
+    return 0
