@@ -8,6 +8,8 @@ arrives in arbitrary pieces into exactly the chunk-sized pieces the cache needs.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from vividhead.models.audio_features import SAMPLES_PER_FRAME, AudioEncoder, encode_window
@@ -37,6 +39,7 @@ class PcmQueue:
 
     def __init__(self, first: int, stride: int) -> None:
         self.first, self.stride = first, stride
+        self.lock = threading.Lock()   # a server feeds on its event loop while a worker thread takes
         self.pending: list[np.ndarray] = []
         self.size = 0
         self.released = 0          # chunks released so far
@@ -47,17 +50,23 @@ class PcmQueue:
 
     def put(self, samples: np.ndarray) -> None:
         samples = np.asarray(samples, np.float32).reshape(-1)
-        self.pending.append(samples)
-        self.size += len(samples)
-        self.total += len(samples)
+        with self.lock:
+            self.pending.append(samples)
+            self.size += len(samples)
+            self.total += len(samples)
+
+    def seconds(self) -> float:
+        """Audio waiting to be generated, in seconds."""
+        return self.size / (SAMPLES_PER_FRAME * 25)
 
     def take(self, flush: bool = False) -> np.ndarray | None:
         """The next chunk's audio, or None when not enough has arrived (flush pads the rest with zeros)."""
-        need = self.needed()
-        if self.size < need and not (flush and self.size > 0):
-            return None
-        data = np.concatenate(self.pending) if self.pending else np.zeros(0, np.float32)
-        piece, rest = data[:need], data[need:]
-        self.pending, self.size = ([rest] if len(rest) else []), len(rest)
-        self.released += 1
+        with self.lock:
+            need = self.needed()
+            if self.size < need and not (flush and self.size > 0):
+                return None
+            data = np.concatenate(self.pending) if self.pending else np.zeros(0, np.float32)
+            piece, rest = data[:need], data[need:]
+            self.pending, self.size = ([rest] if len(rest) else []), len(rest)
+            self.released += 1
         return np.pad(piece, (0, need - len(piece)))

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 import numpy as np
 
@@ -52,15 +52,21 @@ def frames_for_samples(n_samples: int) -> int:
     return math.ceil(n_samples / SAMPLES_PER_FRAME)
 
 
-def load_audio(path: Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Decode any audio (or the audio stream of a video) to float32 mono at `sample_rate`."""
+def load_audio(path: Path | BinaryIO, sample_rate: int = SAMPLE_RATE, name: str | None = None) -> np.ndarray:
+    """Decode any audio (or the audio stream of a video), a path or a binary file object, to float32 mono."""
     import av
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"audio file not found: {path}")
+    if isinstance(path, (str, Path)):
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"audio file not found: {path}")
+    source, path = (str(path), path) if isinstance(path, Path) else (path, name or "uploaded audio")
     chunks: list[np.ndarray] = []
-    with av.open(str(path)) as container:
+    try:
+        container = av.open(source)
+    except av.FFmpegError as err:
+        raise ValueError(f"{path}: not a readable audio file ({err})") from err
+    with container:
         if not container.streams.audio:
             raise ValueError(f"{path}: no audio stream")
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)

@@ -171,3 +171,34 @@ def write_tiny_release(root: Path, audio_layers: int = 1, audio_dim: int = 80, v
         write_ltx_diffusers(root / "VAE_LTX")
         write_wan_original(root / "VAE_Wan" / "Wan2.1_VAE.pth")
     return root
+
+
+def tiny_engine(root: Path, color_correction: bool = False):
+    """A `vividhead train`-style tiny checkpoint loaded through FlashHeadEngine.load, on CPU."""
+    import torch
+
+    from vividhead.inference.engine import EngineOptions, FlashHeadEngine
+    from vividhead.models.flashhead import FlashHeadConfig, FlashHeadDiT
+    from vividhead.models.release import save_release
+
+    torch.manual_seed(0)
+    save_release(FlashHeadDiT(FlashHeadConfig.for_preset("tiny")), root / "Model_Tiny")
+    options = EngineOptions(steps=2, crop=False, color_correction=color_correction)
+    return FlashHeadEngine.load(root, "tiny", device="cpu", options=options)
+
+
+def face_like_image(size: int = 600):
+    """A synthetic RGB image (no real face) for engine tests that do not crop."""
+    import numpy as np
+
+    y, x = np.mgrid[:size, :size] / size
+    return np.stack([x * 255, y * 255, (1 - x) * 200], axis=-1).astype(np.uint8)
+
+
+def write_wav(path: Path, seconds: float, sample_rate: int = 16000, freq: float = 220.0) -> Path:
+    import numpy as np
+    import soundfile
+
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    soundfile.write(str(path), (0.3 * np.sin(2 * np.pi * freq * t) * (1 + np.sin(2 * np.pi * 2 * t))).astype(np.float32), sample_rate)
+    return path
