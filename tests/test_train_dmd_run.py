@@ -76,3 +76,16 @@ def test_stage2_rejects_clips_shorter_than_k_chunks(teacher_run, tmp_path):
     config = distill_config(teacher_run, "too_long", 1, num_chunks=3)   # 89 frames > 61-frame clips
     with pytest.raises(ValueError, match="num_chunks"):
         stage2.train(config)
+
+
+def test_motion_latents_match_the_streaming_engine():
+    """m_pred is what `vividhead stream` re-encodes: decode the whole chunk, encode its last frames."""
+    from vividhead.models.flashhead import GEOMETRY
+    from vividhead.models.vae import SpaceToDepthCodec
+
+    codec, geometry = SpaceToDepthCodec(), GEOMETRY["tiny"]
+    latent = torch.randn(2, codec.latent_channels, geometry.latent_frames, 8, 8)
+    engine_way = codec.encode(codec.decode(latent)[:, :, -geometry.motion_frames:])
+    motion = stage2.motion_from_chunk(codec, latent, geometry)
+    assert motion.shape[2] == geometry.motion_latents
+    assert torch.allclose(motion, engine_way, atol=1e-5)

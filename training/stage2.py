@@ -24,7 +24,7 @@ from torch import nn
 
 from vividhead.models.flashhead import GEOMETRY, FlashHeadDiT, Geometry
 from vividhead.models.release import MODEL_FOLDERS, load_release, model_folder
-from vividhead.models.vae import VideoCodec, load_codec
+from vividhead.models.vae import SpaceToDepthCodec, VideoCodec, load_codec
 from vividhead.training.checkpoint import Checkpointable, latest_checkpoint, load_checkpoint, save_checkpoint
 from vividhead.training.config import TrainConfig, expand_shards
 from vividhead.training.dataset import AUDIO_LEFT_CONTEXT, BucketBatcher, ShardDataset, sample_stream
@@ -139,8 +139,15 @@ def span_frames(geometry: Geometry, chunks: int) -> int:
 
 
 def motion_from_chunk(codec: VideoCodec, latent: torch.Tensor, geometry: Geometry) -> torch.Tensor:
-    """The next chunk's motion latents, as streaming makes them: decode the chunk, re-encode its last
-    motion-context frames (5 for Pro/tiny, 9 for Lite) -> [B, C, 2, H, W]."""
+    """The next chunk's motion latents, as the streaming engine makes them: decode the chunk,
+    re-encode its last motion-context frames (5 for Pro/tiny, 9 for Lite) -> [B, C, 2, H, W].
+
+    The space-to-depth codec decodes every latent frame on its own, so for it only the latent
+    frames behind those video frames are decoded (the same pixels, a fraction of the work).
+    """
+    if isinstance(codec, SpaceToDepthCodec):
+        tail = -(-(geometry.motion_frames - 1) // codec.temporal_stride) + 1     # latents behind them
+        latent = latent[:, :, -(tail + 1):]                                         # + one decoded as "first"
     video = codec.decode(latent)
     return codec.encode(video[:, :, -geometry.motion_frames:]).to(latent.dtype)
 

@@ -1,0 +1,291 @@
+"""Stage 2 as a new user runs it, on CPU: distil a stage-1 `tiny` teacher into a 4-step student.
+
+    python benchmarks/dmd_distill.py                     # builds the demo first (vividhead build --demo)
+    python benchmarks/dmd_distill.py --shards demo-out/shards --out runs/dmd-bench
+
+Steps, all through the project's own entry points:
+1. Split the build's clips: the last `--held-out` clip keys are held back, the rest train.
+2. Stage 1 (`vividhead.training.stage1.train`): a tiny teacher, `--teacher-steps` steps.
+3. Stage 2 (`vividhead.training.stage2.train`) twice from that teacher, same seed and data:
+   oracle (teacher sees m_gt) and no-oracle (teacher sees m_pred). DMD / regression losses printed.
+4. Quality on the held-back clips, per 33-frame chunk with ground-truth motion context: the 4-step
+   student (streaming sampler) before and after, and the teacher's 20-step Euler sampler with audio
+   guidance 3; latent MSE and PSNR (32x32, the tiny codec's resolution) against ground truth.
+5. Long-horizon drift: `vividhead stream`'s engine streams `--drift-chunks` chunks from the held-back
+   clip's first frame and its (looped) audio; per chunk, PSNR of the face-region crop (the clip's
+   mask.png box) against the reference frame. The real clip's own frames give the natural baseline.
+Every figure printed comes from the models; nothing is assumed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import cv2
+import numpy as np
+import torch
+
+from vividhead.inference.engine import EngineOptions, FlashHeadEngine
+from vividhead.inference.sampler import overwrite_motion, sample_chunk
+from vividhead.models.flashhead import GEOMETRY, FlashHeadDiT, frame_windows, sampling_timesteps
+from vividhead.models.release import load_release
+from vividhead.models.vae import SpaceToDepthCodec, load_codec
+from vividhead.training import stage1, stage2
+from vividhead.training.config import TrainConfig, expand_shards
+from vividhead.training.dataset import decode_frames, fit_to, index_shards, read_member, to_tensor
+
+GEO = GEOMETRY["tiny"]
+SIZE = 32                       # the tiny codec's frame size: quality is measured where the model works
+
+
+# ------------------------------------------------------------------------------------------ data
+def build_demo(out: Path) -> Path:
+    """Run `vividhead build --demo` into `out` (reused when its shards exist)."""
+    shards = out / "shards"
+    if not (shards.is_dir() and any(shards.glob("*.tar"))):
+        exe = Path(sys.executable).with_name("vividhead")
+        subprocess.run([str(exe), "build", "--demo", "--out", str(out)], check=True)
+    return shards
+
+
+def split_clips(shards: list[Path], out: Path, held_out: int) -> tuple[Path, Path, list[str]]:
+    """Write train.tar / heldout.tar (the same sample bytes) so each run reads only its clips."""
+    entries = sorted((e for group in index_shards(shards) for e in group), key=lambda e: e.key)
+    if len(entries) <= held_out:
+        raise SystemExit(f"only {len(entries)} clip(s) in the build: need more than --held-out {held_out}")
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, part in (("train", entries[:-held_out]), ("heldout", entries[-held_out:])):
+        path = out / f"{name}.tar"
+        with tarfile.open(path, "w") as tar:
+            for entry in part:
+                for ext, _, _ in entry.members:
+                    data = read_member(entry, ext)
+                    info = tarfile.TarInfo(f"{entry.key}.{ext}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+        paths[name] = path
+    return paths["train"], paths["heldout"], [e.key for e in entries[-held_out:]]
+
+
+def load_clip(entry) -> dict:
+    """All frames (512 and 32 px), audio rows, 16 kHz audio and the face box of one clip."""
+    import soundfile as sf
+
+    rows = np.load(io.BytesIO(read_member(entry, "audio.npy"))).astype(np.float32)
+    frames = decode_frames(read_member(entry, "mp4"), list(range(len(rows))))
+    n = min(len(rows), len(frames))
+    rgb = [frames[i] for i in range(n)]
+    audio, rate = sf.read(io.BytesIO(read_member(entry, "wav")), dtype="float32")
+    if rate != 16000:
+        raise SystemExit(f"{entry.key}.wav is {rate} Hz, expected 16000")
+    mask = cv2.imdecode(np.frombuffer(read_member(entry, "mask.png"), np.uint8), cv2.IMREAD_GRAYSCALE)
+    ys, xs = np.nonzero(mask > 127)
+    box = (int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1) if len(ys) else (128, 384, 128, 384)
+    return {"key": entry.key, "rgb": rgb, "small": [fit_to(f, (SIZE, SIZE)) for f in rgb], "rows": rows[:n],
+            "audio": audio, "box": box}
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 99.0 if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def face_crop(frame32: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The mask box (512 px coordinates) on a 32 px frame."""
+    y0, y1, x0, x1 = (int(round(v * SIZE / 512)) for v in box)
+    return frame32[y0: max(y1, y0 + 1), x0: max(x1, x0 + 1)]
+
+
+# ------------------------------------------------------------------------------------------ training
+def base_config(out: Path, shards: Path, steps: int, **extra) -> dict:
+    return {"out": str(out), "seed": 0, "steps": steps, "log_every": max(1, steps // 10),
+            "save_every": max(1, steps // 2), "precision": "fp32",
+            "data": {"shards": [str(shards)], "frames": 33, "buckets": [[SIZE, SIZE]], "num_workers": 1,
+                     "shuffle_window": 16},
+            "model": {"preset": "tiny"}, **extra}
+
+
+def train_teacher(train_tar: Path, out: Path, steps: int) -> Path:
+    config = TrainConfig.model_validate(base_config(out, train_tar, steps, stage=1, optim={
+        "lr": 1e-3, "warmup_steps": 50, "schedule": "cosine", "batch_size": 4, "grad_clip": 1.0}))
+    stage1.train(config, progress=False)
+    return out / "Model_Tiny"
+
+
+def distil(teacher: Path, train_tar: Path, out: Path, steps: int, oracle: bool, args) -> Path:
+    config = TrainConfig.model_validate(base_config(out, train_tar, steps, stage=2, optim={"batch_size": 2},
+        distill={"teacher": str(teacher), "oracle": oracle, "num_chunks": args.num_chunks,
+                 "lr_generator": args.lr_generator, "lr_fake": args.lr_fake,
+                 "regression_weight": args.regression_weight, "guidance_scale": 3.0}))
+    stage2.train(config)
+    return out / "Model_Tiny"
+
+
+def loss_table(run: Path, every: int) -> list[str]:
+    rows = [json.loads(line) for line in (run / "loss.jsonl").read_text().splitlines() if line.strip()]
+    lines = ["  step     dmd      reg   fake_loss"]
+    for i in range(0, len(rows), every):
+        chunk = rows[i: i + every]
+        mean = {k: sum(r[k] for r in chunk) / len(chunk) for k in ("dmd", "reg", "fake_loss")}
+        lines.append(f"  {chunk[0]['step']:4d}-{chunk[-1]['step']:<4d} {mean['dmd']:.4f}  {mean['reg']:.4f}  {mean['fake_loss']:.4f}")
+    return lines
+
+
+# ------------------------------------------------------------------------------------------ quality
+@torch.inference_mode()
+def teacher_sample(model: FlashHeadDiT, reference, windows, motion, steps: int = 20, scale: float = 3.0,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """The teacher's many-step sampler: Euler on the shifted schedule, audio guidance `scale`."""
+    times = sampling_timesteps(steps, GEO.shift)
+    x = torch.randn(reference.shape, generator=generator)
+    context = model.audio_context(windows)
+    silent = model.audio_context(torch.zeros_like(windows))
+    for t, t_next in zip(times[:-1], times[1:]):
+        x = overwrite_motion(x, motion)
+        ts = torch.full((x.shape[0],), 1000.0 * t)
+        v_audio = model(x, ts, reference, context=context)
+        v_silent = model(x, ts, reference, context=silent)
+        x = x + (t_next - t) * (v_silent + scale * (v_audio - v_silent))
+    return overwrite_motion(x, motion)
+
+
+@torch.inference_mode()
+def quality(models: dict[str, FlashHeadDiT], clips: list[dict], codec: SpaceToDepthCodec, seeds: int) -> dict:
+    """Mean latent MSE and PSNR vs ground truth per sampler, over every full chunk of the clips."""
+    totals = {name: {"latent_mse": [], "psnr": []} for name in models}
+    for clip in clips:
+        video = to_tensor(clip["small"])[None]                                        # [1, 3, T, 32, 32]
+        rows = torch.from_numpy(clip["rows"])[None]
+        reference = codec.encode(video[:, :, :1].expand(-1, -1, GEO.frames, -1, -1))
+        n_chunks = (video.shape[2] - GEO.frames) // GEO.new_frames + 1
+        for j in range(n_chunks):
+            s = j * GEO.new_frames
+            z = codec.encode(video[:, :, s: s + GEO.frames])
+            windows = frame_windows(rows[:, max(0, s - 2): s + GEO.frames])[:, min(2, s):]
+            motion = z[:, :, :GEO.motion_latents]
+            truth = ((video[0, :, s: s + GEO.frames] + 1) * 127.5).round().clamp(0, 255)
+            for name, model in models.items():
+                for seed in range(seeds):
+                    g = torch.Generator().manual_seed(1000 * j + seed)
+                    if name == "teacher 20-step":
+                        out = teacher_sample(model, reference, windows, motion, generator=g)
+                    else:
+                        out = sample_chunk(model, reference, model.audio_context(windows), motion, steps=4,
+                                           shift=GEO.shift, generator=g)
+                    m = GEO.motion_latents
+                    totals[name]["latent_mse"].append(float(((out[:, :, m:] - z[:, :, m:]) ** 2).mean()))
+                    pixels = ((codec.decode(out, size=SIZE)[0] + 1) * 127.5).round().clamp(0, 255)
+                    frames = slice(GEO.motion_frames, GEO.frames)
+                    totals[name]["psnr"].append(psnr(pixels[:, frames].numpy(), truth[:, frames].numpy()))
+    return {name: {k: float(np.mean(v)) for k, v in d.items()} | {"n": len(d["psnr"])} for name, d in totals.items()}
+
+
+# ------------------------------------------------------------------------------------------ drift
+def drift_curve(model_dir: Path, clip: dict, chunks: int) -> list[float]:
+    """Stream `chunks` chunks with the streaming engine; per chunk, face-crop PSNR vs the reference."""
+    engine = FlashHeadEngine.load(model_dir.parent, "tiny", device="cpu", options=EngineOptions(crop=False, seed=0))
+    reference_rgb = cv2.resize(clip["rgb"][0], (512, 512), interpolation=cv2.INTER_AREA)
+    session = engine.session(engine.reference(reference_rgb))
+    needed = (GEO.frames + (chunks - 1) * GEO.new_frames) * 640
+    session.feed(np.resize(clip["audio"], needed).astype(np.float32))   # the clip's audio, looped
+    ref = face_crop(fit_to(reference_rgb, (SIZE, SIZE)), clip["box"])
+    curve = []
+    for chunk in session.chunks(flush=False):
+        scores = [psnr(face_crop(fit_to(f, (SIZE, SIZE)), clip["box"]), ref) for f in chunk.frames]
+        curve.append(float(np.mean(scores)))
+        if len(curve) == chunks:
+            break
+    return curve
+
+
+def real_curve(clip: dict) -> list[float]:
+    """The same measure on the real clip's own frames (its natural motion), per streaming chunk."""
+    ref = face_crop(clip["small"][0], clip["box"])
+    out, start = [], 0
+    while start + (GEO.frames if not out else GEO.new_frames) <= len(clip["small"]):
+        n = GEO.frames if not out else GEO.new_frames
+        out.append(float(np.mean([psnr(face_crop(f, clip["box"]), ref) for f in clip["small"][start: start + n]])))
+        start += n
+    return out
+
+
+# ------------------------------------------------------------------------------------------ main
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shards", nargs="+", help="shards of a build (default: build the demo into OUT/demo-build)")
+    parser.add_argument("--out", type=Path, default=Path("runs/dmd-bench"))
+    parser.add_argument("--held-out", type=int, default=1)
+    parser.add_argument("--teacher-steps", type=int, default=800)
+    parser.add_argument("--distill-steps", type=int, default=150, help="generator updates (x5 fake-score updates)")
+    parser.add_argument("--num-chunks", type=int, default=5)
+    parser.add_argument("--lr-generator", type=float, default=1e-4)
+    parser.add_argument("--lr-fake", type=float, default=2e-5)
+    parser.add_argument("--regression-weight", type=float, default=1.0)
+    parser.add_argument("--drift-chunks", type=int, default=12)
+    parser.add_argument("--seeds", type=int, default=2, help="noise seeds per held-out chunk")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    out = args.out.resolve()
+    started = time.perf_counter()
+
+    shards = [Path(s) for s in args.shards] if args.shards else [build_demo(out / "demo-build")]
+    train_tar, heldout_tar, held_keys = split_clips(expand_shards([str(s) for s in shards]), out / "split", args.held_out)
+    print(f"held-out clips: {held_keys}", flush=True)
+
+    teacher = out / "teacher" / "Model_Tiny"
+    if not (teacher / "config.json").is_file():
+        print(f"\n== stage 1: tiny teacher, {args.teacher_steps} steps", flush=True)
+        train_teacher(train_tar, out / "teacher", args.teacher_steps)
+    students = {}
+    for name, oracle in (("oracle", True), ("no-oracle", False)):
+        print(f"\n== stage 2 ({name}): {args.distill_steps} generator steps, K={args.num_chunks}", flush=True)
+        students[name] = distil(teacher, train_tar, out / f"distill-{name}", args.distill_steps, oracle, args)
+    print(f"\ntraining done in {time.perf_counter() - started:.0f} s", flush=True)
+
+    for name in students:
+        print(f"\nlosses over generator steps ({name}):")
+        print("\n".join(loss_table(out / f"distill-{name}", max(1, args.distill_steps // 10))))
+
+    clips = [load_clip(e) for group in index_shards([heldout_tar]) for e in group]
+    codec = load_codec("tiny", teacher, load_release(teacher).config.codec)
+    models = {"teacher 20-step": load_release(teacher), "student 4-step before": load_release(teacher),
+              "student 4-step after (oracle)": load_release(students["oracle"]),
+              "student 4-step after (no-oracle)": load_release(students["no-oracle"])}
+    table = quality(models, clips, codec, args.seeds)
+    print(f"\nquality on {len(clips)} held-out clip(s), per chunk with ground-truth motion (vs ground truth):")
+    print(f"  {'sampler':34s} {'latent MSE':>10s} {'PSNR dB':>8s}   n")
+    for name, row in table.items():
+        print(f"  {name:34s} {row['latent_mse']:10.4f} {row['psnr']:8.2f}   {row['n']}")
+
+    clip = clips[0]
+    curves = {"student before": drift_curve(teacher, clip, args.drift_chunks),
+              "after (oracle)": drift_curve(students["oracle"], clip, args.drift_chunks),
+              "after (no-oracle)": drift_curve(students["no-oracle"], clip, args.drift_chunks)}
+    real = real_curve(clip)
+    print(f"\nlong-horizon drift, clip {clip['key']}: face-crop PSNR (dB) vs the reference frame, per chunk")
+    print("  chunk " + " ".join(f"{i + 1:6d}" for i in range(args.drift_chunks)))
+    for name, curve in curves.items():
+        print(f"  {name:18s}"[:20] + " ".join(f"{v:6.2f}" for v in curve) +
+              f"   first-3 {np.mean(curve[:3]):.2f} -> last-3 {np.mean(curve[-3:]):.2f}")
+    print(f"  {'real clip':18s}"[:20] + " ".join(f"{v:6.2f}" for v in real) + "   (the clip's own frames)")
+    results = {"held_out": held_keys, "quality": table, "drift": curves, "real_clip": real,
+               "args": {k: str(v) for k, v in vars(args).items()}, "seconds": time.perf_counter() - started}
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nresults: {out / 'results.json'} ({time.perf_counter() - started:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
