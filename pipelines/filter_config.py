@@ -53,7 +53,7 @@ class SyncConfig(_StageConfig):
     # Recorded as sync.proxy_*, never as LSE. Thresholds validated on ../shared/media (docs/filters.md).
     proxy_max_search_offset: int = Field(15, ge=1)     # offsets searched by the proxy, in frames
     proxy_min_corr: float = Field(0.2)                 # reject peak correlation below this (speech 0.40-0.66, music 0.04)
-    proxy_max_abs_offset: int = Field(4, ge=0)         # reject |proxy offset| above this (in sync: 1-2, 0.5 s delay: 10)
+    proxy_max_abs_offset: int = Field(6, ge=0)         # reject |proxy offset| above this (in sync: -1..3, 0.5 s delay: -10)
     proxy_band_hz: tuple[float, float] = (300.0, 3000.0)  # speech band of the audio envelope
     proxy_max_resolution: int = Field(256, ge=64)      # frames are downscaled to this side for the face mesh
 
