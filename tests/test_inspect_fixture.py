@@ -179,7 +179,8 @@ def write_synthetic_build(root: Path) -> Expected:
     pq.write_table(pa.Table.from_pylist(all_rows, schema=SCHEMA), out / "manifest.parquet")
     (out / "build.json").write_text(json.dumps({
         "version": "0.1.0", "config_hash": "c0ffee00", "config": CONFIG,
-        "counts": {"kept": len(kept_keys), "candidates": len(all_rows)}, "hours": kept_seconds / 3600}))
+        "totals": {"kept": len(kept_keys), "rejected": len(all_rows) - len(kept_keys), "skipped": 0, "failed": 0},
+        "this_run": {"stage_modes": {"speech": "default", "sync": "weights"}}}))
     shutil.rmtree(staging)
     return Expected(out, tuple(sources.values()), tuple(kept_keys), kept_seconds, len(all_rows))
 

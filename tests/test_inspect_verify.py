@@ -8,6 +8,7 @@ manifest does not list, and a manifest row whose shard is gone.
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -119,6 +120,14 @@ def test_sample_in_the_wrong_shard_and_a_missing_shard(synthetic_build: Expected
     assert f"shards/a.tar: sample {key} has no kept row in the manifest for this shard (the manifest places it in " \
            "b.tar)" in problems
     assert "manifest: 1 kept row(s) name shards/b.tar, which does not exist" in problems
+
+
+def test_build_json_totals_must_match_the_manifest(synthetic_build: Expected, tmp_path: Path) -> None:
+    out = copy_build(synthetic_build, tmp_path)
+    info = json.loads((out / "build.json").read_text())
+    info["totals"]["kept"] = 4
+    (out / "build.json").write_text(json.dumps(info))
+    assert problems_of(out) == ["build.json totals say 4 kept but the manifest has 3 kept row(s)"]
 
 
 def test_parallel_workers_find_the_same(synthetic_build: Expected) -> None:

@@ -96,7 +96,8 @@ def histogram(edges: np.ndarray, series: list[tuple[np.ndarray, str, str]], titl
             x = left + plot_w * (value - low) / span
             parts.append(f'<line x1="{x:.1f}" y1="{top_pad}" x2="{x:.1f}" y2="{axis_y}" stroke="{RED}" '
                          f'stroke-dasharray="4 3" stroke-width="1.5"><title>{escape(name)}</title></line>')
-            parts.append(f'<text x="{x:.1f}" y="{axis_y + 26}" text-anchor="middle" fill="{RED}">'
+            anchor = "start" if x < left + plot_w / 3 else ("end" if x > left + 2 * plot_w / 3 else "middle")
+            parts.append(f'<text x="{x:.1f}" y="{axis_y + 26}" text-anchor="{anchor}" fill="{RED}">'
                          f'{escape(name)}</text>')
     parts.append("</svg>")
     return "".join(parts)

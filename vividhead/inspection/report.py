@@ -23,7 +23,7 @@ from vividhead.inspection import plots
 from vividhead.inspection.frames import clip_tiles, source_tiles
 from vividhead.inspection.reader import Dataset, InspectError, read_members
 from vividhead.inspection.stats import BottomK, histogram_edges, scaled_histogram
-from vividhead.inspection.summary import PROVENANCES, Scan
+from vividhead.inspection.summary import KEY_METRICS, PROVENANCES, Scan
 from vividhead.inspection.text import UNITS, span
 
 MAX_REASONS = 40          # reasons that get examples; the table lists them all
@@ -45,7 +45,7 @@ td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}.grid{display:flex;
 .clip img{height:96px;margin-right:2px;border-radius:3px}.clip code{font-size:10px;word-break:break-all}
 .problem{color:#a33;font-size:12px}.ok{color:#2e7d32;font-weight:600}.bad{color:#c0392b;font-weight:600}
 .legend span{display:inline-block;margin-right:14px;font-size:12px}.legend i{display:inline-block;width:10px;height:10px;margin-right:4px}
-.note{color:#666;font-size:12px}
+.note{color:#666;font-size:12px}details summary{cursor:pointer;margin:10px 0;font-size:13px;color:#1f4f8a}
 """
 
 
@@ -165,11 +165,12 @@ def _distributions(scan: Scan, dataset: Dataset, columns: set[str]) -> str:
     legend = (f'<p class="legend"><span><i style="background:{plots.BLUE}"></i>kept</span>'
               f'<span><i style="background:{plots.ORANGE}"></i>rejected</span>'
               f'<span><i style="background:{plots.RED}"></i>build threshold</span></p>')
-    charts, rows = [], []
+    key_charts, other_charts, key_rows, other_rows = [], [], [], []
     for name in summarizer.numeric:
         kept, other = summarizer.kept_dists[name], summarizer.other_dists[name]
         if kept.count + other.count == 0:
             continue
+        charts, rows = (key_charts, key_rows) if name in KEY_METRICS else (other_charts, other_rows)
         edges = histogram_edges([kept, other], extra=[value for value, _ in lines.get(name, [])])
         label = f"{name} ({UNITS[name]})" if name in UNITS else name
         charts.append(plots.histogram(edges, [(scaled_histogram(kept, edges), plots.BLUE, "kept"),
@@ -180,12 +181,17 @@ def _distributions(scan: Scan, dataset: Dataset, columns: set[str]) -> str:
                 p5, p50, p95 = dist.quantiles()
                 rows.append([label, part, f"{dist.count:,}", f"{dist.total / dist.count:.3g}", f"{p5:.3g}",
                              f"{p50:.3g}", f"{p95:.3g}", f"{dist.minimum:.3g}", f"{dist.maximum:.3g}"])
-    if not charts:
+    if not key_charts and not other_charts:
         return '<p class="note">The manifest holds no numeric metrics.</p>'
-    return (legend + '<div class="grid">' + "".join(charts) + "</div>"
-            + _table(["metric", "clips", "n", "mean", "5%", "median", "95%", "min", "max"], rows, set(range(2, 9)))
-            + '<p class="note">Histograms and quantiles come from a uniform sample of at most 8,192 values per '
-              "column and group; counts, means, minima and maxima are exact.</p>")
+    headers = ["metric", "clips", "n", "mean", "5%", "median", "95%", "min", "max"]
+    html = (legend + '<div class="grid">' + "".join(key_charts) + "</div>"
+            + _table(headers, key_rows, set(range(2, 9))))
+    if other_charts:
+        html += (f"<details><summary>{len(other_charts)} more metric columns</summary>"
+                 + '<div class="grid">' + "".join(other_charts) + "</div>"
+                 + _table(headers, other_rows, set(range(2, 9))) + "</details>")
+    return html + ('<p class="note">Histograms and quantiles come from a uniform sample of at most 8,192 values '
+                   "per column and group; counts, means, minima and maxima are exact.</p>")
 
 
 def _attributes(summary: dict[str, Any]) -> str:
@@ -288,7 +294,9 @@ def write_report(path: Path, dataset: Dataset, scan: Scan, picker: ExamplePicker
     """Write the report atomically (temporary name, then rename) and return its path."""
     summary = scan.summary
     columns = set(scan.summarizer.numeric)
-    builds = "; ".join(", ".join(f"{k} {v}" for k, v in build.items()) for build in summary["builds"])
+    builds = "; ".join(f"build {build.get('version', '?')}, config {str(build.get('config_hash', '?'))[:12]}"
+                       + "".join(f", {stage} {mode}" for stage, mode in build.get("stage_modes", {}).items())
+                       for build in summary["builds"])
     sections = [("Overview", _overview(summary)), ("Funnel", _funnel(summary)),
                 ("Distributions", _distributions(scan, dataset, columns)),
                 ("Attribute balance", _attributes(summary)),

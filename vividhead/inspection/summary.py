@@ -26,6 +26,9 @@ STAGE_ORDER = ("sources", "probe", "segment", "normalise", "normalize", "face", 
 ATTRIBUTES = ("language", "gender", "age", "ethnicity")
 PROVENANCES = ("given", "model", "unknown")
 BASE_NUMERIC = ("duration", "crop_side")   # distributions besides the `<stage>.<metric>` columns
+# The distributions a person reads first (text summary, top of the report), in this order, when present.
+KEY_METRICS = ("duration", "crop_side", "face.side", "sync.lse_c", "sync.lse_d", "sync.offset", "sync.proxy_corr",
+               "sync.proxy_offset", "speech.speech_ratio", "occlusion.occluded_ratio", "visibility.face_ratio")
 GROUP_COLUMNS = ("key", "status", "reject_stage", "reject_reason", "dataset", "source_id", "duration",
                  "shard") + ATTRIBUTES + tuple(f"{name}_provenance" for name in ATTRIBUTES)
 
@@ -60,14 +63,12 @@ def is_metric_column(name: str) -> bool:
 
 
 def numeric_columns(schema: pa.Schema) -> list[str]:
-    """Columns whose distribution is worth showing: duration, face size and every numeric metric."""
-    names = []
-    for item in schema:
-        numeric = pa.types.is_integer(item.type) or pa.types.is_floating(item.type) \
-            or pa.types.is_boolean(item.type)
-        if numeric and (item.name in BASE_NUMERIC or is_metric_column(item.name)):
-            names.append(item.name)
-    return names
+    """Columns whose distribution is worth showing: duration, face size and every numeric metric,
+    the KEY_METRICS first."""
+    numeric = [item.name for item in schema
+               if (pa.types.is_integer(item.type) or pa.types.is_floating(item.type) or pa.types.is_boolean(item.type))
+               and (item.name in BASE_NUMERIC or is_metric_column(item.name))]
+    return [name for name in KEY_METRICS if name in numeric] + [name for name in numeric if name not in KEY_METRICS]
 
 
 def stage_order(stages: Iterable[str], schema_names: Iterable[str] = (),
@@ -283,8 +284,8 @@ def summarize(dataset: Dataset, observers: Iterable[Any] = (), seed: int = 0, ba
         "source_of_rows": "manifest" if dataset.has_manifest else "shards (no manifest: kept clips only)",
         "manifest_files": len(dataset.manifests),
         "shard_files": len(dataset.shards),
-        "builds": [{name: info.get(name) for name in ("version", "pipeline_version", "config_hash") if name in info}
-                   for info in infos],
+        "builds": [{**{name: info.get(name) for name in ("version", "config_hash", "finished") if name in info},
+                    "stage_modes": (info.get("this_run") or {}).get("stage_modes") or {}} for info in infos],
         **summarizer.result(declared_stages(infos), schema.names),
     }
     return Scan(summary, summarizer)

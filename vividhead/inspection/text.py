@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import PurePath
 from typing import Any
+
+from vividhead.inspection.summary import KEY_METRICS
 
 UNITS = {"duration": "s", "crop_side": "px"}
 TOP_SOURCES = 8
@@ -29,10 +32,13 @@ def _number(value: float | None) -> str:
 
 def render_summary(summary: dict[str, Any]) -> str:
     lines: list[str] = []
-    builds = ", ".join(" ".join(f"{k} {v}" for k, v in build.items()) for build in summary["builds"])
     lines.append(f"vividhead inspect: {', '.join(summary['inputs'])}")
     lines.append(f"  rows from {summary['source_of_rows']}; {summary['manifest_files']} manifest file(s), "
-                 f"{summary['shard_files']} shard(s)" + (f"; build {builds}" if builds else ""))
+                 f"{summary['shard_files']} shard(s)")
+    for build in summary["builds"]:
+        modes = ", ".join(f"{stage} {mode}" for stage, mode in build.get("stage_modes", {}).items())
+        lines.append(f"  build {build.get('version', '?')}, config {str(build.get('config_hash', '?'))[:12]}"
+                     + (f"; model stages: {modes}" if modes else ""))
     kept, candidates = summary["kept"], summary["candidates"]
     lines.append("")
     lines.append(f"Kept {kept['clips']:,} clips, {span(kept['hours'])}  "
@@ -54,6 +60,7 @@ def _datasets(summary: dict[str, Any]) -> list[str]:
     lines.append(f"  {'source (top by kept hours)':<28}{'kept':>8}{'duration':>12}{'candidates':>12}")
     for source in shown:
         name = source["source_id"]
+        name = name if len(name) <= 28 else PurePath(name).name
         name = name if len(name) <= 28 else "..." + name[-25:]
         lines.append(f"  {name:<28}{source['kept']['clips']:>8,}{span(source['kept']['hours']):>12}"
                      f"{source['candidates']['clips']:>12,}")
@@ -80,7 +87,9 @@ def _funnel(summary: dict[str, Any]) -> list[str]:
 
 def _distributions(summary: dict[str, Any]) -> list[str]:
     lines = ["", "Distributions (median [5% .. 95%], n)", f"  {'':<26}{'kept':<34}rejected"]
-    for name, parts in summary["distributions"].items():
+    shown = {name: parts for name, parts in summary["distributions"].items()
+             if name in KEY_METRICS and (parts["kept"]["count"] or parts["rejected"]["count"])}
+    for name, parts in shown.items():
         label = f"{name} ({UNITS[name]})" if name in UNITS else name
         cells = []
         for part in ("kept", "rejected"):
@@ -88,11 +97,14 @@ def _distributions(summary: dict[str, Any]) -> list[str]:
             if not stats["count"]:
                 cells.append(f"{'-':<34}")
                 continue
-            cells.append(f"{_number(stats['median']) + ' [' + _number(stats['p5']) + ' .. ' + _number(stats['p95']) + ']':<24}"
-                         f"n={stats['count']:<8,}")
+            quantiles = f"{_number(stats['median'])} [{_number(stats['p5'])} .. {_number(stats['p95'])}]"
+            cells.append(f"{quantiles:<25} n={stats['count']:<6,}")
         lines.append(f"  {label[:25]:<26}{cells[0]:<34}{cells[1].rstrip()}")
-    if not summary["distributions"]:
+    if not shown:
         lines.append("  (no numeric metrics in the manifest)")
+    more = len(summary["distributions"]) - len(shown)
+    if more > 0:
+        lines.append(f"  ... {more} more metric columns in --json and --html")
     return lines
 
 

@@ -4,7 +4,7 @@ Per sample: the tar is intact, the required files are present, the mp4 decodes a
 H.264 with an audio stream, the wav is 16 kHz mono PCM s16 of the clip's length, `audio.npy` is
 float16 [frames, layers, dim] with one row per decoded frame, the mask is a 512x512 8-bit PNG and
 the json names the sample's key. Across files: every kept manifest row has exactly one sample, in
-the shard it names, and every sample has a kept row. Problems are counted by kind and a bounded
+the shard it names, every sample has a kept row, and build.json's totals match the manifest. Problems are counted by kind and a bounded
 number of precise messages is kept.
 """
 
@@ -217,6 +217,23 @@ def expected_samples(dataset: Dataset, problems: Problems) -> dict[str, Counter]
     return expected
 
 
+def check_totals(dataset: Dataset, problems: Problems) -> None:
+    """build.json's totals (kept / rejected / skipped / failed) must match the manifest's statuses."""
+    infos = dataset.build_info()
+    if not infos or not all(isinstance(info.get("totals"), dict) for info in infos):
+        return
+    claimed: Counter = Counter()
+    for info in infos:
+        claimed.update({status: int(count) for status, count in info["totals"].items()})
+    found: Counter = Counter()
+    for batch in manifest_batches(dataset, ["status"]):
+        found.update(batch.column("status").to_pylist())
+    for status in sorted(set(claimed) | set(found)):
+        if claimed[status] != found[status]:
+            problems.add("manifest", f"build.json totals say {claimed[status]} {status} but the manifest has "
+                                     f"{found[status]} {status} row(s)")
+
+
 def _checks(dataset: Dataset, workers: int) -> Iterator[ShardCheck]:
     if workers <= 1 or len(dataset.shards) <= 1:
         yield from map(check_shard, dataset.shards)
@@ -229,6 +246,8 @@ def verify(dataset: Dataset, workers: int = 1) -> dict[str, Any]:
     """Check all shards; the manifest agreement is checked when the dataset has a manifest."""
     problems = Problems()
     expected = expected_samples(dataset, problems) if dataset.has_manifest else None
+    if dataset.has_manifest:
+        check_totals(dataset, problems)
     home: dict[str, str] = {}   # key -> shard, for kept rows (to name the right shard of a misplaced sample)
     if expected is not None:
         home = {key: shard for shard, keys in expected.items() for key in keys}
