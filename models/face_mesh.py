@@ -1,11 +1,13 @@
 """mediapipe face mesh (ships its model): 468 landmarks, mouth opening and a face mask.
 
 `FaceMesh` wraps one mediapipe graph (video mode tracks between frames; image mode detects on
-every call). `face_mask(rgb)` is the one-shot helper the build uses for `mask.png`.
+every call). `face_mask(rgb)` is the one-shot helper the build uses for `mask.png`;
+`mesh_track(frames)` gives per-frame mouth openings and face boxes (e.g. for `score_sync`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import cv2
@@ -89,12 +91,20 @@ def face_mask(rgb: np.ndarray) -> np.ndarray:
     return found.mask(h, w) if found is not None else np.zeros((h, w), np.uint8)
 
 
-def mouth_openings(frames_rgb: np.ndarray | list[np.ndarray]) -> np.ndarray:
-    """Mouth opening per frame of a video (float32 [n]), NaN where no face is found."""
-    out = np.full(len(frames_rgb), np.nan, np.float32)
+def mesh_track(frames_rgb: Iterable[np.ndarray], max_side: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame of a video: mouth opening (float32 [n]) and face box (float64 [n, 4], x0 y0 x1 y1 in
+    the frames' pixels), NaN where no face is found. Frames are shrunk to `max_side` for the mesh."""
+    openings, boxes = [], []
     with FaceMesh(video=True) as mesh:
-        for i, frame in enumerate(frames_rgb):
-            found = mesh(frame)
-            if found is not None:
-                out[i] = found.mouth_opening()
-    return out
+        for frame in frames_rgb:
+            scale = min(1.0, max_side / max(frame.shape[:2]))
+            small = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else frame
+            found = mesh(small)
+            openings.append(np.nan if found is None else found.mouth_opening())
+            boxes.append([np.nan] * 4 if found is None else [v / scale for v in found.box()])
+    return np.asarray(openings, np.float32), np.asarray(boxes, np.float64).reshape(-1, 4)
+
+
+def mouth_openings(frames_rgb: Iterable[np.ndarray]) -> np.ndarray:
+    """Mouth opening per frame of a video (float32 [n]), NaN where no face is found."""
+    return mesh_track(frames_rgb, max_side=10_000)[0]

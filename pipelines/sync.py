@@ -16,7 +16,6 @@ import io
 import time
 from typing import ClassVar, Literal
 
-import cv2
 import numpy as np
 
 from vividhead.pipelines.clip_media import SAMPLE_RATE, clip_video, iter_frames, read_audio
@@ -82,17 +81,9 @@ def proxy_sync(mouth: np.ndarray, audio_16k: np.ndarray, config: SyncConfig) -> 
 
 def mouth_track(clip: Clip, max_side: int) -> tuple[np.ndarray, np.ndarray]:
     """Per frame: mouth opening (NaN = no face) and the face-mesh box in clip pixels (NaN = no face)."""
-    from vividhead.models.face_mesh import FaceMesh
+    from vividhead.models.face_mesh import mesh_track
 
-    openings, boxes = [], []
-    with FaceMesh(video=True) as mesh:
-        for _, frame in iter_frames(clip_video(clip)):
-            scale = min(1.0, max_side / max(frame.shape[:2]))
-            small = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else frame
-            found = mesh(small)
-            openings.append(np.nan if found is None else found.mouth_opening())
-            boxes.append([np.nan] * 4 if found is None else [v / scale for v in found.box()])
-    return np.asarray(openings, np.float32), np.asarray(boxes, np.float64).reshape(-1, 4)
+    return mesh_track((rgb for _, rgb in iter_frames(clip_video(clip))), max_side)
 
 
 def shift_audio(audio_16k: np.ndarray, frames: int) -> np.ndarray:
