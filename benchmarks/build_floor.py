@@ -1,0 +1,118 @@
+"""Build wall time against its physical floor, measured on the same inputs in one run.
+
+The floor is one decode of every source (PyAV, frame threads, to RGB as the build needs it) plus
+one x264 encode of the kept output at the build's own encoder settings. The build runs through the
+real CLI twice: with the model stages 8-11 disabled (the decode pass alone: stages 1-7, shards and
+manifest) and with the embedded defaults of every stage. Prints the ratios and the throughput in
+source-hours per CPU-core-hour.
+
+    .venv/bin/python benchmarks/build_floor.py                 # the demo corpus
+    .venv/bin/python benchmarks/build_floor.py --sources s.yaml --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pyarrow.parquet as pq
+
+from vividhead.config import BuildConfig, SourcesFile, load_yaml_model
+from vividhead.media import ClipEncoder
+from vividhead.pipelines.sources import expand_sources
+from vividhead.shards import read_shard
+
+
+def decode_seconds(paths: list[Path]) -> tuple[float, float]:
+    """Wall time to decode every source to RGB once, and the total source duration."""
+    start, duration = time.perf_counter(), 0.0
+    for path in paths:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for frame in container.decode(stream):
+                frame.to_ndarray(format="rgb24")
+            duration += float(stream.duration * stream.time_base) if stream.duration else container.duration / 1e6
+    return time.perf_counter() - start, duration
+
+
+def encode_seconds(out: Path, config: BuildConfig) -> tuple[float, int]:
+    """Wall time to x264-encode the kept clips' frames (decoded beforehand) at the build's settings."""
+    clips = []
+    for shard in sorted((out / "shards").glob("*.tar")):
+        for _, files in read_shard(shard):
+            with av.open(io.BytesIO(files["mp4"])) as container:
+                clips.append([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    enc = config.encode
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, frames in enumerate(clips):
+            encoder = ClipEncoder(Path(tmp) / f"{i}.mp4", config.face.size, config.normalize.fps,
+                                  config.normalize.sample_rate, enc.codec, enc.preset, enc.crf, enc.audio_bitrate,
+                                  enc.threads)
+            for frame in frames:
+                encoder.add(frame)
+            encoder.close(np.zeros(int(len(frames) / config.normalize.fps * config.normalize.sample_rate), np.float32))
+    return time.perf_counter() - start, sum(len(c) for c in clips)
+
+
+def build_seconds(sources: Path, out: Path, config: Path | None, workers: int | None) -> float:
+    shutil.rmtree(out, ignore_errors=True)
+    command = [sys.executable, "-m", "vividhead.cli", "build", "--sources", str(sources), "--out", str(out),
+               "--no-progress"]
+    if config:
+        command += ["--config", str(config)]
+    if workers:
+        command += ["--workers", str(workers)]
+    start = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    return time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sources", type=Path, help="sources.yaml (default: the generated demo corpus)")
+    parser.add_argument("--workers", type=int, help="CPUs given to the build's local Ray (default: all)")
+    parser.add_argument("--work", type=Path, help="scratch folder (default: a temporary one)")
+    args = parser.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="vividhead-floor-"))
+    sources = args.sources
+    if sources is None:
+        from vividhead.demo import make_demo_corpus
+
+        sources = make_demo_corpus(work / "demo-sources")
+    listed, _ = expand_sources(load_yaml_model(SourcesFile, sources), sources.resolve().parent)
+    paths = [Path(s.uri) for s in listed if Path(s.uri).is_file()]
+    cores = args.workers or os.cpu_count() or 1
+    core_only = work / "core-only.yaml"
+    core_only.write_text("".join(f"{name}: {{enabled: false}}\n" for name in ("occlusion", "speech", "sync", "annotate")))
+
+    core_wall = build_seconds(sources, work / "out-core", core_only, args.workers)
+    full_wall = build_seconds(sources, work / "out-full", None, args.workers)
+    decode_wall, source_seconds = decode_seconds(paths)
+    encode_wall, frames = encode_seconds(work / "out-core", BuildConfig())
+    floor = decode_wall + encode_wall
+    kept = pq.read_table(work / "out-core" / "manifest.parquet").column("status").to_pylist().count("kept")
+    print(f"inputs:            {len(paths)} sources, {source_seconds:.1f} s of video; {kept} clips kept "
+          f"({frames} frames) by stages 1-7")
+    print(f"floor:             {floor:.1f} s  (decode {decode_wall:.1f} s + encode of the kept output "
+          f"{encode_wall:.1f} s, x264 {BuildConfig().encode.preset})")
+    print(f"build, stages 1-7: {core_wall:.1f} s  = {core_wall / floor:.2f} x the floor")
+    print(f"build, all stages: {full_wall:.1f} s  = {full_wall / floor:.2f} x the floor")
+    for label, wall in (("stages 1-7", core_wall), ("all stages", full_wall)):
+        print(f"throughput ({label}): {source_seconds / 3600 / (wall * cores / 3600):.3f} source-hours per "
+              f"CPU-core-hour on {cores} cores")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
