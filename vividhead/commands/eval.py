@@ -52,6 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-videos", type=_count, default=0, help="use at most this many videos per set (0 = all)")
     parser.add_argument("--sync-reference", action="store_true", help="also report Sync-C/D of the reference videos")
     parser.add_argument("--fps-chunks", type=_count, default=8, help="chunks timed for FPS after warm-up")
+    parser.add_argument("--variant", choices=("lite", "pro", "tiny"), default=None,
+                        help="model variant of --checkpoint (default: read from the checkpoint)")
+    parser.add_argument("--wav2vec", type=Path, help="local wav2vec2-base-960h folder for --checkpoint (lite/pro)")
+    parser.add_argument("--steps", type=int, default=4, choices=(1, 2, 4, 8), help="sampler steps for --checkpoint")
     parser.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
 
 
@@ -59,6 +63,25 @@ def _default_manifest() -> Path:
     import vividhead
 
     return Path(vividhead.__file__).resolve().parents[1] / "manifests" / "weights.yaml"
+
+
+def _generate_and_time(args: argparse.Namespace, config):
+    """Load the stream engine once: generate from the reference clips (unless --generated is given), time FPS."""
+    from vividhead.evaluation.fps import fps_row, load_engine
+    from vividhead.evaluation.generate import generate_from_reference
+    from vividhead.evaluation.videos import list_videos
+
+    engine = load_engine(args.checkpoint, args.variant, args.device, args.wav2vec, args.steps)
+    generated = args.generated
+    if generated is None:
+        generated = args.out / "generated"
+        paths = generate_from_reference(engine, args.reference, generated, max_videos=args.max_videos)
+        print(f"generated {len(paths)} videos into {generated}", file=sys.stderr)
+    fps = None
+    if "fps" in config.metrics:
+        first_frame = list_videos(args.reference)[0].load().frames[0]
+        fps = fps_row(engine, first_frame, chunks=max(1, args.fps_chunks))
+    return generated, fps
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,17 +102,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         weights = load_weights(args.weights or _default_manifest(),
                                {"inception": args.inception, "i3d": args.i3d, "syncnet": args.syncnet, "scrfd": args.scrfd})
-        generated, fps_row = args.generated, None
+        generated, fps = args.generated, None
         if args.checkpoint is not None:
-            from vividhead.evaluation.generate import generate_from_reference
-            from vividhead.evaluation.fps import measure_fps
-
-            if generated is None:
-                generated = generate_from_reference(args.checkpoint, args.reference, args.out / "generated",
-                                                    max_videos=args.max_videos, device=args.device)
-            if "fps" in config.metrics:
-                fps_row = measure_fps(args.checkpoint, device=args.device, chunks=args.fps_chunks)
-        report = run_eval(generated, args.reference, weights, config, fps_row)
+            generated, fps = _generate_and_time(args, config)
+        report = run_eval(generated, args.reference, weights, config, fps)
     except (FileNotFoundError, ValueError) as error:
         print(f"vividhead eval: {error}", file=sys.stderr)
         return 2

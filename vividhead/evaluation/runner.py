@@ -191,6 +191,7 @@ def run_eval(generated: Path, reference: Path | None, weights: Weights, config: 
         rows.append(fps_row or MetricRow.unavailable("FPS", "FPS times the stream engine: pass --checkpoint W"))
 
     settings = {**asdict(config), "device": device_name(device),
-                "weights": {k: str(v) for k, v in weights.model_dump().items() if v is not None}}
+                "weights": {k: str(getattr(weights, k)) for k in ("inception", "i3d", "syncnet", "scrfd")
+                            if getattr(weights, k) is not None}}
     versions = {"vividhead": __version__, "torch": torch.__version__}
     return EvalReport(str(generated), str(reference) if reference else None, rows, videos, settings, versions)
