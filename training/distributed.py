@@ -101,11 +101,13 @@ def wrap_model(model: nn.Module, ctx: DistContext, fsdp: bool) -> nn.Module:
     if not ctx.distributed:
         return model
     if fsdp:
+        from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
 
+        mesh = init_device_mesh(ctx.device.type, (ctx.world_size,))
         for block in getattr(model, "blocks", []):
-            fully_shard(block)
-        fully_shard(model)
+            fully_shard(block, mesh=mesh)
+        fully_shard(model, mesh=mesh)
         return model
     from torch.nn.parallel import DistributedDataParallel
 
