@@ -27,8 +27,8 @@ class Hands:
     scores: np.ndarray
 
 
-def _onnx_hw(path: Path) -> tuple[int, int]:
-    """Static input (height, width) of a [1, 3, H, W] ONNX model; errors name the file."""
+def _onnx_hw(path: Path, default: tuple[int, int]) -> tuple[int, int]:
+    """Input (height, width) of a [1, 3, H, W] ONNX model, `default` when H and W are dynamic."""
     import onnxruntime as ort
 
     try:
@@ -36,8 +36,10 @@ def _onnx_hw(path: Path) -> tuple[int, int]:
     except Exception as exc:  # noqa: BLE001 - any load failure is the same user error
         raise ValueError(f"ONNX model {path} is unreadable: {exc}") from exc
     shape = session.get_inputs()[0].shape
-    if len(shape) != 4 or not all(isinstance(v, int) for v in shape[2:]):
-        raise ValueError(f"ONNX model {path}: input shape {shape}, expected [1, 3, H, W] with fixed H and W")
+    if len(shape) != 4:
+        raise ValueError(f"ONNX model {path}: input shape {shape}, expected [1, 3, H, W]")
+    if not all(isinstance(v, int) for v in shape[2:]):
+        return default
     return int(shape[2]), int(shape[3])
 
 
@@ -57,7 +59,8 @@ class DWposeHands:
         for label, path in (("dwpose_det (YOLOX)", det_path), ("dwpose_pose (DWpose)", pose_path)):
             if not Path(path).is_file():
                 raise FileNotFoundError(f"{label} weights {path} do not exist")
-        det_hw, pose_hw = _onnx_hw(Path(det_path)), _onnx_hw(Path(pose_path))
+        # dynamic inputs fall back to DWpose's published sizes: YOLOX-L 640x640, dw-ll_ucoco_384 384x288
+        det_hw, pose_hw = _onnx_hw(Path(det_path), (640, 640)), _onnx_hw(Path(pose_path), (384, 288))
         device = onnx_device()
         # rtmlib takes the YOLOX size as (h, w) and the pose size as (w, h).
         self.det = YOLOX(str(det_path), model_input_size=det_hw, backend="onnxruntime", device=device)

@@ -170,6 +170,9 @@ class SyncStage(ClipStage):
         boxes = clip.face_track
         if boxes is None:
             boxes = mouth_track(clip, c.proxy_max_resolution)[1]
+        if min(len(boxes), len(audio) // SAMPLES_PER_FRAME) < 6:
+            return StageResult(metrics={"method": "syncnet"}, reject="too_short_for_sync",
+                               detail="SyncNet needs at least 6 frames of video and audio")
         frames = (rgb for _, rgb in iter_frames(clip_video(clip)))
         score = score_sync(self.model, frames, audio, boxes, vshift=c.max_search_offset, batch_size=c.batch_size)
         if score is None:
