@@ -123,3 +123,19 @@ def test_a_sample_without_audio_features_is_refused_by_name(tmp_path: Path, shar
                 dst.addfile(info, src.extractfile(info))
     with pytest.raises(ValueError, match=r"lacks audio\.npy"):
         index_shard(broken)
+
+
+def test_a_clip_that_does_not_decode_is_skipped_with_its_reason(tmp_path: Path, shards: list[Path]) -> None:
+    corrupt = tmp_path / "corrupt.tar"
+    with tarfile.open(shards[1]) as src, tarfile.open(corrupt, "w") as dst:
+        for info in src:
+            data = src.extractfile(info).read()
+            if info.name.endswith(".mp4"):
+                data = b"not an mp4" * 100
+                info.size = len(data)
+            dst.addfile(info, io.BytesIO(data))
+    batcher = BucketBatcher(batch_size=1)
+    sample = make([corrupt]).sample(0)
+    assert "mp4 does not decode" in sample["skip"]
+    batcher._add(sample)
+    assert batcher.skipped == 1 and sample["key"] in batcher.skip_examples[0]

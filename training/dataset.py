@@ -297,7 +297,10 @@ class ShardDataset(IterableDataset):
         if cached is not None:
             return base | cached
         wanted = list(range(start, start + self.frames)) + [ref_index]
-        decoded = decode_frames(read_member(entry, "mp4"), wanted)
+        try:
+            decoded = decode_frames(read_member(entry, "mp4"), wanted)
+        except Exception as exc:  # a corrupt clip is skipped and reported, not fatal to a long run
+            return base | {"skip": f"{entry.shard.name}: mp4 does not decode ({type(exc).__name__}: {exc})"}
         if len(decoded) < len(set(wanted)):
             return base | {"skip": f"mp4 decodes to fewer frames than audio.npy rows ({n_frames})"}
         h, w = decoded[start].shape[:2]
@@ -338,6 +341,7 @@ class BucketBatcher:
     next_position: int = 0
     pending: dict[tuple[int, int], list[dict[str, Any]]] = field(default_factory=dict)
     skipped: int = 0
+    skip_examples: list[str] = field(default_factory=list)     # the first few reasons, "key: reason"
 
     def state(self) -> dict[str, Any]:
         return {"next_position": self.next_position,
@@ -352,6 +356,8 @@ class BucketBatcher:
     def _add(self, sample: dict[str, Any]) -> list[dict[str, Any]] | None:
         if "skip" in sample:
             self.skipped += 1
+            if len(self.skip_examples) < 5:
+                self.skip_examples.append(f"{sample['key']}: {sample['skip']}")
             return None
         group = self.pending.setdefault(tuple(sample["size"]), [])
         group.append(sample)

@@ -359,6 +359,8 @@ def train(config: TrainConfig, ctx: DistContext | None = None, progress: bool = 
         if bar is not None:
             bar.close()
         log.close()
+    if batcher.skipped:
+        print(f"rank {ctx.rank}: skipped {batcher.skipped} sample(s), e.g. {batcher.skip_examples}", file=sys.stderr)
     model_dir = publish(out, objects, ctx, folder, vae_folder(config))
     return RunSummary(first_step, step, losses, model_dir, time.perf_counter() - started, wrapped)
 
