@@ -137,3 +137,30 @@ def test_unreadable_weights_fail_at_setup_with_the_path(tmp_path, clip_files):
     annotate = CLIP_STAGES["annotate"](AnnotateConfig(audio_features=False), Weights(genderage=bad / "genderage.onnx"))
     with pytest.raises(ValueError, match="genderage.onnx"):
         annotate.setup()
+
+
+def test_sync_corrects_a_small_offset_by_shifting_the_audio(weights, clip_files, monkeypatch):
+    from vividhead.models import syncnet
+
+    fixed = syncnet.SyncScore(lse_d=6.0, lse_c=7.5, offset=2, n_windows=N_FRAMES - 5, mean_dists=np.zeros(31))
+    monkeypatch.setattr(syncnet, "score_sync", lambda *args, **kwargs: fixed)
+    clip = make_clip(clip_files)
+    result = run("sync", SyncConfig(correct_offset=True, max_correct_offset=3), weights, clip)
+    assert clip.status == "kept" and result.metrics["audio_shift"] == 2
+    shifted, rate = sf.read(io.BytesIO(result.outputs["wav"]), dtype="float32")
+    original, _ = sf.read(clip_files[1], dtype="float32")
+    assert rate == 16000 and len(shifted) == len(original)
+    np.testing.assert_allclose(shifted[2 * 640:], original[: -2 * 640], atol=1e-4)
+
+    far = syncnet.SyncScore(lse_d=6.0, lse_c=7.5, offset=5, n_windows=N_FRAMES - 5, mean_dists=np.zeros(31))
+    monkeypatch.setattr(syncnet, "score_sync", lambda *args, **kwargs: far)
+    result = run("sync", SyncConfig(correct_offset=True, max_correct_offset=3), weights, make_clip(clip_files))
+    assert "wav" not in result.outputs and result.metrics["audio_shift"] == 0 and result.reject is None
+
+
+def test_proxy_rejects_a_clip_without_a_face(clip_files):
+    stage = CLIP_STAGES["sync"](SyncConfig(), Weights())
+    assert stage.mode() == "default"
+    stage.setup()
+    result = stage.process(make_clip(clip_files))    # a test pattern: no face for the mesh to find
+    assert result.reject == "no_face_for_sync" and result.metrics == {"method": "proxy"}
