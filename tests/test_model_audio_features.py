@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stream_fixtures import write_tiny_wav2vec2
+from stream_fixtures import one_thread, write_tiny_wav2vec2
 from vividhead.models import audio_features as af
 
 
@@ -55,3 +55,8 @@ def test_streaming_rows_come_from_the_chunk_window(stride):
         window = enc(af.window_for(audio, end), af.WINDOW_FRAMES)
         keep = min(end, len(feats)) - start
         np.testing.assert_allclose(feats[start:start + keep], window[af.WINDOW_FRAMES - (end - start):][:keep], rtol=1e-6)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _single_thread(one_thread):
+    yield

@@ -8,6 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from stream_fixtures import one_thread
 from vividhead.inference.sampler import sample_chunk, sampler_step
 from vividhead.models import flashhead as fh
 from vividhead.models.release import CheckpointError, load_release, save_release
@@ -115,3 +116,8 @@ def test_sample_chunk_keeps_motion_and_is_deterministic():
     a = sample_chunk(model, ref, context, motion, steps=2, generator=torch.Generator().manual_seed(3))
     b = sample_chunk(model, ref, context, motion, steps=2, generator=torch.Generator().manual_seed(3))
     assert torch.equal(a, b) and torch.equal(a[:, :, :1], motion) and a.shape == ref.shape
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _single_thread(one_thread):
+    yield

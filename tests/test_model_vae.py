@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stream_fixtures import write_ltx_diffusers, write_ltx_original, write_wan_original
+from stream_fixtures import one_thread, write_ltx_diffusers, write_ltx_original, write_wan_original
 from vividhead.models.vae import SpaceToDepthCodec, load_codec, load_ltx, load_wan
 
 
@@ -57,3 +57,8 @@ def test_wan_single_file_loads_through_diffusers_conversion(tmp_path):
     torch.save(state, path)
     with pytest.raises(ValueError, match=r"decoder\.conv_out\.weight"):
         load_wan(path)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _single_thread(one_thread):
+    yield

@@ -11,7 +11,7 @@ import aiohttp
 import numpy as np
 import pytest
 
-from stream_fixtures import face_like_image, tiny_engine, write_wav
+from stream_fixtures import one_thread, face_like_image, tiny_engine, write_wav
 from vividhead.inference.server import BackgroundServer, ServerLimits, StreamServer
 
 
@@ -114,3 +114,8 @@ def test_server_refuses_sessions_over_the_limit(server):
             return refused
 
     assert asyncio.run(many())["code"] == "busy"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _single_thread(one_thread):
+    yield

@@ -68,6 +68,9 @@ def _stream_file(engine, reference, args: argparse.Namespace) -> int:
     sink = RawSink(size=g.size, fps=g.fps) if args.out == "-" else Mp4Sink(Path(args.out), size=g.size, fps=g.fps)
     session = engine.session(reference)
     if args.stats:
+        crop = reference.face_box
+        print("vividhead stream: reference " + (f"face crop x={crop[0]} y={crop[1]} side={crop[2]}" if crop else
+              "centre square (no face crop)"), file=sys.stderr)
         print(f"vividhead stream: {args.variant} on {engine.device}, chunks of {g.frames} frames "
               f"(then {g.new_frames} new), {engine.options.steps} steps", file=sys.stderr)
     stream_to_sink(session, audio, sink, piece_seconds=g.chunk_seconds)

@@ -1,0 +1,135 @@
+"""The streaming engine end to end: cache rows = build rows, chunk geometry, the CLI's MP4 and raw outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import av
+import numpy as np
+import pytest
+
+from stream_fixtures import one_thread, MEDIA, face_like_image, tiny_engine, write_tiny_release, write_tiny_wav2vec2, write_wav
+from vividhead.cli import main as cli_main
+from vividhead.inference.audio_cache import AudioContextCache, PcmQueue
+from vividhead.models import audio_features as af
+
+
+@pytest.mark.parametrize("stride", [24, 28])
+def test_cache_rows_match_build_audio_npy(tmp_path, stride):
+    """Issue 3, point 3: the inference cache sees exactly the rows the build stores in audio.npy (float16)."""
+    encoder = af.load_audio_encoder(write_tiny_wav2vec2(tmp_path / "w2v"))
+    rng = np.random.default_rng(stride)
+    audio = (0.2 * rng.standard_normal(int(16000 * 3.1))).astype(np.float32)
+    build = af.streaming_features(encoder, audio, stride=stride).astype(np.float16)   # what annotate writes
+
+    cache, queue, rows = AudioContextCache(encoder), PcmQueue(33, stride), []
+    for start in range(0, len(audio), 4000):                                          # audio arrives in 0.25 s pieces
+        queue.put(audio[start: start + 4000])
+        last = start + 4000 >= len(audio)
+        while (piece := queue.take(flush=last)) is not None:
+            window_rows = cache.push(piece)                                            # [33, layers, dim]
+            rows.append(window_rows[-(33 if not rows else stride):])
+    served = np.concatenate(rows)[: len(build)]
+    assert served.shape == build.shape == (af.frames_for_samples(len(audio)), 3, 32)
+    np.testing.assert_allclose(served.astype(np.float16).astype(np.float32), build.astype(np.float32), rtol=0, atol=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("tiny")
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_dir):
+    return tiny_engine(tiny_dir, color_correction=True)
+
+
+def test_session_chunk_geometry_and_truncation(engine):
+    session = engine.session(engine.reference(face_like_image()))
+    audio = np.zeros(int(16000 * 3.0), np.float32)
+    session.feed(audio)
+    chunks = list(session.chunks(flush=True))
+    assert [len(c.frames) for c in chunks] == [33, 28, 14]                # tiny = Pro geometry; 75 frames for 3 s
+    assert [c.start_frame for c in chunks] == [0, 33, 61]
+    assert sum(len(c.audio) for c in chunks) == len(audio)
+    assert chunks[0].frames.shape[1:] == (512, 512, 3) and chunks[0].frames.dtype == np.uint8
+    assert set(chunks[0].timings) == {"audio_encode", "dit", "vae_decode", "motion_encode"}
+    summary = session.stats.summary()
+    assert summary["frames"] == 75 and summary["fps"] > 0 and summary["first_frame_s"] > 0
+
+
+def test_sessions_are_independent_and_seeded(engine):
+    reference = engine.reference(face_like_image())
+    audio = np.sin(np.arange(16000) / 50.0).astype(np.float32)                # one chunk each
+    outputs = []
+    for seed in (1, 1, 2):
+        session = engine.session(reference, seed=seed)
+        session.feed(audio)
+        outputs.append(np.concatenate([c.frames for c in session.chunks(flush=True)]))
+    assert np.array_equal(outputs[0], outputs[1]) and not np.array_equal(outputs[0], outputs[2])
+
+
+def test_raw_frames_to_a_pipe(tmp_path, tiny_dir, engine):
+    weights = tiny_dir                                                       # Model_Tiny/ written by the engine fixture
+    wav = write_wav(tmp_path / "a.wav", 1.5)
+    image = tmp_path / "face.png"
+    import cv2
+    cv2.imwrite(str(image), face_like_image())
+    result = subprocess.run([sys.executable, "-m", "vividhead.cli", "stream", "--weights", str(weights), "--variant", "tiny",
+                             "--image", str(image), "--audio", str(wav), "--out", "-", "--no-crop", "--steps", "2"],
+                            capture_output=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    assert len(result.stdout) == 38 * 512 * 512 * 3                        # 1.5 s = 37.5 -> 38 frames
+    assert b"rgb24 512x512 25 fps" in result.stderr
+
+
+def test_cli_writes_lite_mp4_with_audio(tmp_path, capsys):
+    """Issue point 3 on a tiny Model_Lite + VAE_LTX release (short synthetic speech to keep CI fast)."""
+    weights = write_tiny_release(tmp_path / "release")
+    image = MEDIA / "image" / "liveportrait_s1.jpg"
+    crop = []
+    if not image.is_file():
+        import cv2
+        image = tmp_path / "face.png"
+        cv2.imwrite(str(image), face_like_image())
+        crop = ["--no-crop"]
+    audio = write_wav(tmp_path / "speech.wav", 1.4)
+    out = tmp_path / "out dir" / "out.mp4"
+    code = cli_main(["stream", "--weights", str(weights), "--variant", "lite", "--image", str(image), "--audio", str(audio),
+                     "--out", str(out), "--stats", "--steps", "2", *crop])
+    assert code == 0
+    stats = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert stats["frames"] == 35 and stats["chunks"] == 2
+    with av.open(str(out)) as container:
+        video, sound = container.streams.video[0], container.streams.audio[0]
+        assert (video.width, video.height, video.average_rate) == (512, 512, 25)
+        frames = sum(1 for _ in container.decode(video=0))
+        assert frames == 35 and sound.sample_rate == 16000
+        assert abs(float(container.duration / av.time_base) - 1.4) <= 24 / 25
+
+
+def test_cli_errors_name_the_problem(tmp_path, capsys):
+    weights = write_tiny_release(tmp_path / "release", audio_layers=12, audio_dim=768, vaes=False)
+    code = cli_main(["stream", "--weights", str(weights), "--variant", "pro", "--image", "x.png", "--audio", "a.wav",
+                     "--out", "o.mp4"])
+    assert code == 2 and "VAE_Wan" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not (MEDIA / "image").is_dir(), reason=f"shared media not found at {MEDIA}")
+def test_reference_face_crop_uses_the_build_rule():
+    from vividhead.inference.reference import load_rgb, prepare_reference
+
+    image, box = prepare_reference(load_rgb(MEDIA / "image" / "liveportrait_s1.jpg"))
+    assert image.shape == (512, 512, 3) and box is not None
+    x, y, side = box
+    assert 0 <= x and 0 <= y and side <= 1145 and side > 200
+    _, no_face = prepare_reference(load_rgb(MEDIA / "image" / "liveportrait_s33.jpg"))   # a dog
+    assert no_face is None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _single_thread(one_thread):
+    yield
