@@ -105,7 +105,8 @@ def model_stage_rows(clip, weights, tmp: Path) -> list[tuple[str, str, float, st
         time_stage("11 annotate (log-mel, mask)", CLIP_STAGES["annotate"](AnnotateConfig(), none), clip),
     ]
     syncnet = random_syncnet(tmp / "syncnet_v2.model")
-    rows.append(time_stage("10 sync (SyncNet, random weights)", CLIP_STAGES["sync"](SyncConfig(), Weights(syncnet=syncnet)), clip))
+    rows.append(time_stage("10 sync (SyncNet, random weights)",
+                           CLIP_STAGES["sync"](SyncConfig(), Weights(syncnet=syncnet)), clip))
     w2v = random_wav2vec2_base(tmp / "wav2vec2-base")
     rows.append(time_stage("11 annotate (wav2vec2-base, random weights)",
                            CLIP_STAGES["annotate"](AnnotateConfig(), Weights(wav2vec2=w2v)), clip))
@@ -126,7 +127,8 @@ def core_rows(video: Path) -> list[tuple[str, str, float, str]]:
     rows = []
     tick = time.perf_counter()
     frames = [rgb for _, rgb in iter_frames(video)]
-    rows.append(("3-4 decode to RGB (PyAV)", "-", len(frames) / (time.perf_counter() - tick), f"{frames[0].shape[1]}x{frames[0].shape[0]}"))
+    size = f"{frames[0].shape[1]}x{frames[0].shape[0]}"
+    rows.append(("3-4 decode to RGB (PyAV)", "-", len(frames) / (time.perf_counter() - tick), size))
     try:
         from vividhead.models.face_detect import MediapipeFaceDetector
         from vividhead.pipelines.motion import MotionScorer

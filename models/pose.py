@@ -93,7 +93,7 @@ class MediapipeHands:
             return Hands(np.zeros((0, 2), np.float32), np.zeros(0, np.float32))
         h, w = rgb.shape[:2]
         points, scores = [], []
-        for landmarks, handedness in zip(found.multi_hand_landmarks, found.multi_handedness):
+        for landmarks, handedness in zip(found.multi_hand_landmarks, found.multi_handedness, strict=True):
             score = handedness.classification[0].score
             for p in landmarks.landmark:
                 points.append((p.x * w, p.y * h))

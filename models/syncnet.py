@@ -156,7 +156,7 @@ def crop_faces(frames_rgb: Iterable[np.ndarray], face_boxes: np.ndarray) -> np.n
     if boxes is None:
         return None
     params = crop_params(boxes)
-    crops = [crop_face(frame, *params[i]) for i, frame in zip(range(len(params)), frames_rgb)]
+    crops = [crop_face(frame, *params[i]) for i, frame in zip(range(len(params)), frames_rgb, strict=False)]
     return np.stack(crops) if crops else None
 
 

@@ -63,7 +63,7 @@ class AnnotateConfig(_StageConfig):
 
     mask: bool = True                                  # write mask.png of the first frame (face mesh hull)
     audio_features: bool = True                        # write audio.npy (wav2vec2 with weights, log-mel without)
-    audio_variant: Literal["lite", "pro"] = "lite"     # streaming geometry audio.npy follows: 24 (Lite) or 28 (Pro) new frames per chunk
+    audio_variant: Literal["lite", "pro"] = "lite"     # streaming chunk geometry: 24 (Lite) / 28 (Pro) new frames
     attribute_frames: int = Field(5, ge=1)             # frames sampled for gender/age; the median age and majority gender win
     language_seconds: float = Field(30.0, gt=0)        # audio given to the language-ID model (Whisper takes 30 s)
     min_language_prob: float = Field(0.5, ge=0, le=1)  # below this the language stays "unknown"

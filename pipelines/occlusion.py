@@ -66,8 +66,13 @@ class OcclusionStage(ClipStage):
             return "disabled in the build config"
         if self.mode() == "weights":
             return f"DWpose wholebody from {self.weights.dwpose_det} and {self.weights.dwpose_pose}"
-        problems = [f"{name} {'not configured' if getattr(self.weights, name) is None else f'{getattr(self.weights, name)} does not exist'}"
-                    for name in ("dwpose_det", "dwpose_pose") if not self.weights.available(name)]
+        problems = []
+        for name in ("dwpose_det", "dwpose_pose"):
+            path = getattr(self.weights, name)
+            if path is None:
+                problems.append(f"{name} not configured")
+            elif not path.exists():
+                problems.append(f"{name} {path} does not exist")
         return f"{'; '.join(problems)}: mediapipe hands"
 
     def setup(self) -> None:
