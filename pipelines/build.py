@@ -40,6 +40,7 @@ class BuildSummary:
     units: int = 0
     units_resumed: int = 0
     units_redone: dict[str, str] = field(default_factory=dict)
+    units_redecided: int = 0
     orphans_removed: int = 0
     config_changed: bool = False
     kept: int = 0
@@ -65,11 +66,12 @@ def run_build(sources_file: SourcesFile, base: Path, out_dir: Path, config: Buil
     out.root.mkdir(parents=True, exist_ok=True)
     weights = resolve_weights(config)
     hashes = {"config_hash": config.config_hash(), "content_hash": config.content_hash(),
-              "pipeline_version": __version__}
+              "stages_hash": config.stages_hash(weights), "pipeline_version": __version__}
     stages = model_stages(config)
     metric_types = all_metric_types()
-    state = prepare(out, hashes["content_hash"], hashes["config_hash"])
+    state = prepare(out, config, hashes, metric_types)
     summary = BuildSummary(str(out.root), units_resumed=len(state.done), units_redone=state.redo,
+                           units_redecided=len(state.redecided),
                            orphans_removed=state.orphans_removed, config_changed=state.config_changed,
                            stage_modes={name: stage_mode(cls, getattr(config, name, None), weights)
                                         for name, cls in stages})
@@ -162,7 +164,16 @@ def _extract_rows(row: dict[str, Any], config: BuildConfig, staging: str) -> lis
                     status="failed", reject_stage="extract", reject_reason=_reason(err),
                     reject_detail=f"{type(err).__name__}: {err} | {traceback.format_exc(limit=4)[-800:]}")
         clips = [clip]
+    node = _node_id()
+    for clip in clips:
+        clip.metrics["extract.node"] = node
     return [{"unit": unit.unit_id, "rows": len(clips), "clip": pickle.dumps(c)} for c in clips]
+
+
+def _node_id() -> str | None:
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
 
 
 def _reason(err: Exception) -> str:

@@ -3,7 +3,8 @@
 A unit is committed when `manifest/<unit>.parquet` exists; its shard `shards/<unit>.tar` (when it
 kept clips) is renamed into place first. On resume, a shard without its manifest part is an orphan
 of a killed run and is deleted; temporary files and staging folders are cleared; a unit whose part
-was written under another content hash, or holds failed rows, is redone.
+was written under another content hash, or holds failed rows, is redone. When only thresholds of
+stages 5-7 changed, its clips are re-decided from their stored metrics without decoding.
 """
 
 from __future__ import annotations
@@ -16,9 +17,14 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from vividhead.config import BuildConfig
 from vividhead.manifest import clip_row, manifest_schema, rows_table, write_atomic
+from vividhead.pipelines.extract import CORE_DECISIONS, decide_core
 from vividhead.pipelines.records import Clip
-from vividhead.shards import write_shard
+from vividhead.shards import read_shard, write_shard
+
+STAGES_KEY = b"vividhead.stages_hash"              # Parquet metadata: the hash of stages 8-11's config
+EARLY_STAGES = {"sources", "probe", "segment", "extract"}   # rejections no threshold of stages 5-7 can undo
 
 
 @dataclass
@@ -56,13 +62,13 @@ class ResumeState:
 
     done: set[str] = field(default_factory=set)
     redo: dict[str, str] = field(default_factory=dict)       # unit -> why it is redone
+    redecided: set[str] = field(default_factory=set)        # re-decided from stored metrics, no decode
     orphans_removed: int = 0
     config_changed: bool = False
-    previous_config_hash: str | None = None
 
 
-def prepare(out: OutputDir, content_hash: str, config_hash: str) -> ResumeState:
-    """Inspect and clean the output directory before a (re)run."""
+def prepare(out: OutputDir, config: BuildConfig, hashes: dict[str, str], metric_types: dict[str, str]) -> ResumeState:
+    """Inspect and clean the output directory before a (re)run; re-decide what a threshold change allows."""
     state = ResumeState()
     for folder in (out.shards, out.parts):
         folder.mkdir(parents=True, exist_ok=True)
@@ -70,27 +76,27 @@ def prepare(out: OutputDir, content_hash: str, config_hash: str) -> ResumeState:
             tmp.unlink()
     if out.staging.exists():
         shutil.rmtree(out.staging)
-    build_json = out.root / "build.json"
-    if build_json.exists():
-        try:
-            state.previous_config_hash = json.loads(build_json.read_text()).get("config_hash")
-        except (OSError, json.JSONDecodeError):
-            state.previous_config_hash = None
     for part in sorted(out.parts.glob("*.parquet")):
         unit = part.stem
         table = pq.read_table(part, columns=["status", "content_hash", "config_hash"])
         statuses = set(table.column("status").to_pylist())
         contents = set(table.column("content_hash").to_pylist()) - {None}
         configs = set(table.column("config_hash").to_pylist())
-        if configs - {config_hash}:
+        stored = (pq.read_schema(part).metadata or {}).get(STAGES_KEY, b"").decode()
+        if configs - {hashes["config_hash"]}:
             state.config_changed = True
         reason = None
         if "failed" in statuses:
             reason = "failed before"
-        elif contents - {content_hash}:
+        elif contents - {hashes["content_hash"]}:
             reason = "the clip-defining config changed"
-        elif configs - {config_hash}:
-            reason = "a threshold or model changed"
+        elif configs - {hashes["config_hash"]}:
+            if stored != hashes["stages_hash"]:
+                reason = "a model stage's config or weights changed"
+            else:
+                reason = redecide(out, unit, config, hashes, metric_types)
+                if reason is None:
+                    state.redecided.add(unit)
         if reason:
             state.redo[unit] = reason
             part.unlink()
@@ -102,6 +108,52 @@ def prepare(out: OutputDir, content_hash: str, config_hash: str) -> ResumeState:
             shard.unlink()
             state.orphans_removed += 1
     return state
+
+
+def redecide(out: OutputDir, unit: str, config: BuildConfig, hashes: dict[str, str],
+             metric_types: dict[str, str]) -> str | None:
+    """Re-decide a unit's clips from their stored metrics under new stage 5-7 thresholds.
+
+    Clips that now fail leave the shard; the part is rewritten. Returns why the unit must be
+    decoded again instead (a clip rejected before would now pass, or a source-level row), else None.
+    """
+    rows = pq.read_table(out.part(unit)).to_pylist()
+    removed: set[str] = set()
+    for row in rows:
+        if row["key"] is None:
+            return "a source-level decision may change"
+        core = row["reject_reason"] if row["reject_reason"] in CORE_DECISIONS else None
+        judged = row["status"] == "kept" or core is not None or (
+            row["status"] == "rejected" and row["reject_stage"] not in EARLY_STAGES)
+        if not judged:
+            continue
+        new = decide_core(row, config)
+        if core is not None and new is None:
+            return "a clip rejected before now passes its thresholds"
+        if new is not None:
+            if row["status"] == "kept":
+                removed.add(row["key"])
+            row.update(status="rejected", reject_stage=new[0], reject_reason=new[1], reject_detail=new[2], shard=None)
+    for row in rows:
+        row.update(config_hash=hashes["config_hash"], stages_hash=hashes["stages_hash"])
+    by_key = {row["key"]: row for row in rows}
+    shard = out.shard(unit)
+    if shard.exists():
+        samples = [(key, {**files, "json": json.dumps(_jsonable(by_key[key]), sort_keys=True).encode()})
+                   for key, files in read_shard(shard) if key not in removed]
+        if samples:
+            write_shard(shard, samples)
+        else:
+            shard.unlink()
+    _write_part(out, unit, rows, metric_types, hashes)
+    return None
+
+
+def _write_part(out: OutputDir, unit: str, rows: list[dict[str, Any]], metric_types: dict[str, str],
+                hashes: dict[str, str]) -> None:
+    table = rows_table(rows, manifest_schema(metric_types))
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), STAGES_KEY: hashes.get("stages_hash", "")})
+    write_atomic(table, out.part(unit))
 
 
 def commit_unit(out: OutputDir, unit: str, rows: list[dict[str, Any]], clips: list[Clip],
@@ -120,7 +172,7 @@ def commit_unit(out: OutputDir, unit: str, rows: list[dict[str, Any]], clips: li
             samples.append((clip.key, files))
     if kept:
         write_shard(out.shard(unit), samples)
-    write_atomic(rows_table(all_rows, manifest_schema(metric_types)), out.part(unit))
+    _write_part(out, unit, all_rows, metric_types, hashes)
     shutil.rmtree(out.staging / unit, ignore_errors=True)
 
 

@@ -40,6 +40,7 @@ EXTRACT_METRICS: dict[str, str] = {
     "flow.max_residual": "float", "flow.max_residual_at": "float", "flow.mean_motion": "float",
     "flow.max_motion": "float",
     "visibility.face_ratio": "float", "visibility.samples": "int", "visibility.max_faces": "int",
+    "extract.node": "str",          # the Ray node that decoded the unit (cluster provenance)
 }
 
 
@@ -210,7 +211,7 @@ class UnitExtractor:
             track = self._track(piece)
             clip.face_track = track
             clip.metrics.update(self._clip_metrics(piece, track))
-            reject = reject or self._decide(clip.metrics)
+            reject = reject or decide_core(clip.metrics, self.config)
         clip.timings = dict(piece.timings)
         if reject is not None:
             clip.status = "rejected"
@@ -221,26 +222,6 @@ class UnitExtractor:
             self._write(piece, clip)
         self.decoder.release_audio_before(end_t)
         return clip
-
-    def _decide(self, metrics: dict) -> tuple[str, str, str] | None:
-        """The first rejection among stages 5-7, from the clip's raw metrics."""
-        cfg = self.config
-        shift = metrics.get("face.max_center_shift")
-        if shift is not None and shift > cfg.face.max_center_shift:
-            return ("face", "face_left_center",
-                    f"the face centre moved {shift:.2f} of the crop side from the centre (> face.max_center_shift "
-                    f"{cfg.face.max_center_shift})")
-        residual = metrics.get("flow.max_residual")
-        if cfg.flow.enabled and residual is not None and residual > cfg.flow.max_residual:
-            return ("flow", "abrupt_transition",
-                    f"flow residual {residual:.3f} at {metrics['flow.max_residual_at']:.2f} s exceeds "
-                    f"flow.max_residual {cfg.flow.max_residual}")
-        ratio = metrics.get("visibility.face_ratio")
-        if cfg.visibility.enabled and ratio is not None and 1.0 - ratio > cfg.visibility.max_missing_ratio:
-            return ("visibility", "face_missing",
-                    f"{1.0 - ratio:.0%} of the 1 fps samples have no face (> visibility.max_missing_ratio "
-                    f"{cfg.visibility.max_missing_ratio})")
-        return None
 
     def _track(self, piece: _Piece) -> np.ndarray:
         """[n, 4] face boxes in crop pixels: detections at keyframes, linear in between, NaN when unknown."""
@@ -303,6 +284,36 @@ class UnitExtractor:
         clip.metrics["face.mask_source"] = source
         clip.outputs["mask.png"] = _png(mask)
         clip.timings["encode"] = clip.timings.get("encode", 0.0) + time.perf_counter() - tick
+
+
+CORE_DECISIONS = {"resolution_too_low", "face_left_center", "abrupt_transition", "face_missing"}
+
+
+def decide_core(metrics: dict, config: BuildConfig) -> tuple[str, str, str] | None:
+    """The first rejection among the thresholds of stages 5-7, from a clip's raw metrics alone.
+
+    Used when a clip is cut, and again on resume when only these thresholds changed.
+    """
+    upscale = metrics.get("face.upscale")
+    if upscale is not None and upscale > config.face.max_upscale:
+        return ("face", "resolution_too_low",
+                f"{config.face.size} px needs an upscale of {upscale:.2f} > face.max_upscale {config.face.max_upscale}")
+    shift = metrics.get("face.max_center_shift")
+    if shift is not None and shift > config.face.max_center_shift:
+        return ("face", "face_left_center",
+                f"the face centre moved {shift:.2f} of the crop side from the centre (> face.max_center_shift "
+                f"{config.face.max_center_shift})")
+    residual = metrics.get("flow.max_residual")
+    if config.flow.enabled and residual is not None and residual > config.flow.max_residual:
+        return ("flow", "abrupt_transition",
+                f"flow residual {residual:.3f} at {metrics.get('flow.max_residual_at') or 0:.2f} s exceeds "
+                f"flow.max_residual {config.flow.max_residual}")
+    ratio = metrics.get("visibility.face_ratio")
+    if config.visibility.enabled and ratio is not None and 1.0 - ratio > config.visibility.max_missing_ratio:
+        return ("visibility", "face_missing",
+                f"{1.0 - ratio:.0%} of the 1 fps samples have no face (> visibility.max_missing_ratio "
+                f"{config.visibility.max_missing_ratio})")
+    return None
 
 
 def _resize_width(rgb: np.ndarray, width: int) -> np.ndarray:

@@ -100,6 +100,9 @@ def test_content_hash_ignores_filter_thresholds() -> None:
     stricter = BuildConfig.model_validate({"sync": {"min_confidence": 5}, "speech": {"min_speech_ratio": 0.8}})
     assert base.content_hash() == stricter.content_hash() and base.config_hash() != stricter.config_hash()
     assert BuildConfig.model_validate({"encode": {"crf": 23}}).content_hash() != base.content_hash()
+    thresholds = BuildConfig.model_validate({"flow": {"max_residual": 0.05}, "visibility": {"max_missing_ratio": 0}})
+    assert thresholds.content_hash() == base.content_hash()
+    assert BuildConfig.model_validate({"flow": {"width": 128}}).content_hash() != base.content_hash()
 
 
 def test_cli_help_and_check_weights(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ manifest parts. The last run completes it. Keys, decisions and shard contents mu
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -93,14 +94,15 @@ def test_sigkill_at_several_points_then_resume_equals_uninterrupted(demo_build: 
     assert len(keys) == len(set(keys)), "no duplicate key"
 
 
-def test_changed_threshold_is_detected_and_reported(demo_build: Path, tmp_path: Path) -> None:
+def test_changed_threshold_is_re_decided_from_stored_metrics(demo_build: Path, tmp_path: Path) -> None:
     out = tmp_path / "copy"
     shutil.copytree(demo_build, out)
     config = tmp_path / "strict.yaml"
     config.write_text("visibility:\n  max_missing_ratio: 0.0\nflow:\n  max_residual: 0.001\n")
     result = run_vividhead("build", "--sources", demo_build / "demo-sources" / "sources.yaml", "--config", config,
                            "--out", out, "--no-progress")
-    assert "config changed" in result.stdout
+    assert "config changed" in result.stdout and "re-decided from stored metrics" in result.stdout
+    assert json.loads((out / "build.json").read_text())["this_run"]["units_redone"] == {}, "nothing was decoded again"
     rows = pq.read_table(out / "manifest.parquet").to_pylist()
     assert all(r["status"] != "kept" for r in rows), "a threshold this strict rejects every clip"
     assert {r["reject_reason"] for r in rows if r["reject_stage"] == "flow"} == {"abrupt_transition"}

@@ -205,14 +205,42 @@ class BuildConfig(_Strict):
         return value
 
     def content_hash(self) -> str:
-        """Hash of the fields that change a clip's bytes (segmentation, normalisation, crop, encoder)."""
-        return _hash(
-            {k: getattr(self, k).model_dump(mode="json") for k in ("segment", "normalize", "face", "encode")}
-        )
+        """Hash of the fields that change a clip's bytes or the raw metrics of stages 3-7.
+
+        Segmentation, normalisation, face detection and crop, flow and visibility analysis, encoder;
+        not the thresholds that only decide (DECISION_FIELDS) and not the model stages 8-11.
+        """
+        data = {}
+        for section in ("segment", "normalize", "face", "flow", "visibility", "encode"):
+            values = getattr(self, section).model_dump(mode="json")
+            data[section] = {k: v for k, v in values.items() if k not in DECISION_FIELDS.get(section, ())}
+        return _hash(data)
+
+    def stages_hash(self, weights: Weights) -> str:
+        """Hash of what decides the model stages 8-11: their config sections and their weights."""
+        files = {name: _file_stamp(path) for name, path in weights if name != "scrfd"}
+        return _hash({"sections": {k: getattr(self, k).model_dump(mode="json")
+                                   for k in ("occlusion", "speech", "sync", "annotate")}, "weights": files})
 
     def config_hash(self) -> str:
         """Hash of the whole config, weights included."""
         return _hash(self.model_dump(mode="json"))
+
+
+# Thresholds of stages 5-7 that only decide; a change re-decides clips from their stored metrics.
+DECISION_FIELDS: dict[str, tuple[str, ...]] = {
+    "face": ("max_upscale", "max_center_shift"),
+    "flow": ("max_residual",),
+    "visibility": ("max_missing_ratio", "enabled"),
+}
+
+
+def _file_stamp(path: Path | None) -> Any:
+    """A weights path with its size and modification time, or None when it is absent."""
+    if path is None or not Path(path).exists():
+        return None
+    stat = Path(path).stat()
+    return [str(path), stat.st_size, stat.st_mtime_ns]
 
 
 def _hash(data: Any) -> str:

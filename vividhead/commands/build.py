@@ -103,5 +103,6 @@ def _report(out: Path, summary) -> None:
         print("reasons:  " + ", ".join(f"{r} {n}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1])))
     resumed = f", {summary.units_resumed} units already done" if summary.units_resumed else ""
     redone = f", {len(summary.units_redone)} redone" if summary.units_redone else ""
+    redone += f", {summary.units_redecided} re-decided from stored metrics" if summary.units_redecided else ""
     changed = " (config changed since the last run)" if summary.config_changed else ""
     print(f"this run: {summary.units} units{resumed}{redone}, {summary.seconds:.1f} s{changed}")

@@ -1,0 +1,80 @@
+"""A build against a real two-node Ray cluster started on this machine; work lands on both nodes.
+
+The head is started with `ray start --head` and a second node with `ray start --address`, each
+with one CPU so that the decode tasks must spread. Both use a private temp dir; at the end only
+the processes started here (found by that temp dir in their command line) are stopped, by pid.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import run_vividhead
+
+RAY = Path(sys.executable).with_name("ray")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _ray(*args: str) -> None:
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    result = subprocess.run([str(RAY), "start", *args], capture_output=True, text=True, timeout=180, env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+
+def _stop(temp_dir: str) -> None:
+    """SIGKILL, by pid, the processes whose command line names this cluster's private temp dir."""
+    needle = temp_dir.encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle in (entry / "cmdline").read_bytes():
+                os.kill(int(entry.name), signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            continue
+
+
+@pytest.fixture()
+def two_node_cluster():
+    temp_dir = tempfile.mkdtemp(prefix="vhray", dir="/tmp")
+    port = _free_port()
+    common = ["--num-cpus", "1", "--object-store-memory", str(200 * 1024**2), "--disable-usage-stats"]
+    try:
+        _ray("--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--temp-dir", temp_dir,
+             "--include-dashboard", "false", *common)
+        _ray("--address", f"127.0.0.1:{port}", "--node-ip-address", "127.0.0.1", "--temp-dir", temp_dir, *common)
+        yield f"127.0.0.1:{port}"
+    finally:
+        _stop(temp_dir)
+        time.sleep(1)
+
+
+def test_build_on_a_two_node_cluster(demo_build: Path, two_node_cluster: str, tmp_path: Path) -> None:
+    config = tmp_path / "core.yaml"
+    config.write_text("".join(f"{name}: {{enabled: false}}\n" for name in ("occlusion", "speech", "sync", "annotate")))
+    out = tmp_path / "out"
+    run_vividhead("build", "--sources", demo_build / "demo-sources" / "sources.yaml", "--config", config,
+                  "--out", out, "--address", two_node_cluster, "--no-progress", timeout=400)
+    rows = pq.read_table(out / "manifest.parquet").to_pylist()
+    nodes = {row["extract.node"] for row in rows if row["key"]}
+    assert len(nodes) == 2, f"the decode tasks ran on {len(nodes)} node(s): {nodes}"
+    demo = {(r["key"], r["reject_reason"]) for r in pq.read_table(demo_build / "manifest.parquet").to_pylist()
+            if r["reject_stage"] in {None, "segment", "face", "flow", "visibility", "probe", "sources"}}
+    here = {(r["key"], r["reject_reason"]) for r in rows}
+    assert demo <= here, "the cluster build decides stages 1-7 as the local one"
