@@ -148,7 +148,7 @@ class UnitExtractor:
         tick = time.perf_counter()
         x, y, side = piece.crop
         crop = cv2.resize(rgb[y : y + side, x : x + side], (face_cfg.size, face_cfg.size),
-                          interpolation=cv2.INTER_AREA if side > face_cfg.size else cv2.INTER_LINEAR)
+                          interpolation=cv2.INTER_AREA if side > 2 * face_cfg.size else cv2.INTER_LINEAR)
         piece.encoder.add(crop)
         piece.spend("encode", time.perf_counter() - tick)
         k = index - piece.clip_start

@@ -30,8 +30,7 @@ class MotionScorer:
         if self._grid is None or self._grid.shape[:2] != (h, w):
             xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
             self._grid = np.stack([xs, ys], -1)
-        coords = self._grid + flow
-        warped = cv2.remap(gray, coords[..., 0], coords[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        residual = float(np.abs(warped.astype(np.int16) - previous.astype(np.int16)).mean() / 255.0)
-        motion = float(np.sqrt((flow**2).sum(-1)).mean() / w)
+        warped = cv2.remap(gray, self._grid + flow, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        residual = cv2.mean(cv2.absdiff(warped, previous))[0] / 255.0
+        motion = cv2.mean(cv2.magnitude(flow[..., 0], flow[..., 1]))[0] / w
         return residual, motion

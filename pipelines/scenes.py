@@ -22,13 +22,13 @@ class SceneScorer:
         self.last_score = 0.0
 
     def update(self, small_rgb: np.ndarray) -> bool:
-        hsv = cv2.cvtColor(small_rgb, cv2.COLOR_RGB2HSV).astype(np.int16)
+        hsv = cv2.cvtColor(small_rgb, cv2.COLOR_RGB2HSV)
         previous, self._previous = self._previous, hsv
         self._since_cut += 1
         if previous is None or previous.shape != hsv.shape:
             self.last_score = 0.0
             return False
-        self.last_score = float(np.abs(hsv - previous).reshape(-1, 3).mean(axis=0).mean())
+        self.last_score = float(np.mean(cv2.mean(cv2.absdiff(hsv, previous))[:3]))
         if self.last_score >= self.threshold and self._since_cut >= self.min_frames:
             self._since_cut = 0
             return True
