@@ -1,0 +1,203 @@
+"""Streaming benchmark: per-chunk latency breakdown, FPS and theoretical FLOPs per chunk.
+
+    python benchmarks/stream_bench.py                          # tiny preset (random weights), full chunks, + FLOPs table
+    python benchmarks/stream_bench.py --variant lite --random  # lite-shaped random weights (1.3B DiT, LTX VAE, wav2vec2-base)
+    python benchmarks/stream_bench.py --variant pro --random --dit-step   # one 1.3B DiT step only (CPU-friendly)
+    python benchmarks/stream_bench.py --variant lite --weights DIR --wav2vec DIR   # released or trained weights
+
+Stages per chunk: audio encode (8 s window + audio projection), DiT steps, VAE decode, motion re-encode and
+output encode (H.264 fMP4, the server's path). FPS = emitted frames / (generation + output encode) time.
+FLOPs are counted with torch's FlopCounterMode on the meta device (no weights, no compute).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from vividhead.inference.engine import EngineOptions, FlashHeadEngine, choose_device  # noqa: E402
+from vividhead.inference.sinks import FragmentEncoder  # noqa: E402
+from vividhead.models.audio_features import LogMelEncoder, Wav2Vec2Encoder  # noqa: E402
+from vividhead.models.flashhead import GEOMETRY, FlashHeadConfig, FlashHeadDiT  # noqa: E402
+from vividhead.models.vae import DiffusersVideoCodec, SpaceToDepthCodec  # noqa: E402
+
+def human(flops: float) -> str:
+    for unit, scale in (("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6)):
+        if flops >= scale:
+            return f"{flops / scale:.2f} {unit}"
+    return f"{flops:.0f} FLOP"
+
+
+STAGES = ("audio_encode", "dit", "vae_decode", "motion_encode", "output_encode")
+
+
+def latent_shape(variant: str) -> tuple[int, int, int, int]:
+    """(C, F, h, w) of one 33-frame 512x512 chunk."""
+    cfg, g = FlashHeadConfig.for_preset(variant), GEOMETRY[variant]
+    return cfg.out_dim, g.latent_frames, g.size // cfg.vae_stride[1], g.size // cfg.vae_stride[2]
+
+
+def count_flops(variant: str, steps: int) -> dict[str, float]:
+    """Theoretical FLOPs of one chunk on the meta device: DiT (all steps), VAE decode and motion re-encode."""
+    cfg, g = FlashHeadConfig.for_preset(variant), GEOMETRY[variant]
+    c, f, h, w = latent_shape(variant)
+    out: dict[str, float] = {}
+    with torch.device("meta"):
+        model = FlashHeadDiT(cfg)
+        x = torch.empty(1, c, f, h, w)
+        windows = torch.empty(1, g.frames, 5, cfg.audio_layers, cfg.audio_dim)
+        with FlopCounterMode(display=False) as counter:
+            model(x, torch.full((1,), 500.0), x, windows)
+        out["dit_step"] = counter.get_total_flops()
+        out["dit"] = out["dit_step"] * steps
+        if variant != "tiny":
+            vae = _random_vae(variant)
+            with FlopCounterMode(display=False) as counter, torch.no_grad():
+                vae.decode(x)
+            out["vae_decode"] = counter.get_total_flops()
+            with FlopCounterMode(display=False) as counter, torch.no_grad():
+                vae.encode(torch.empty(1, 3, g.motion_frames, g.size, g.size))
+            out["motion_encode"] = counter.get_total_flops()
+    out["tokens"] = f * h * w // (cfg.patch_size[1] * cfg.patch_size[2])
+    out["params"] = sum(p.numel() for p in model.parameters())
+    return out
+
+
+def _random_vae(variant: str) -> torch.nn.Module:
+    from diffusers import AutoencoderKLLTXVideo, AutoencoderKLWan
+
+    return (AutoencoderKLLTXVideo() if variant == "lite" else AutoencoderKLWan()).eval()
+
+
+def random_engine(variant: str, device: torch.device, steps: int) -> FlashHeadEngine:
+    """An engine with random weights at the real shapes of `variant` (tiny: the CPU preset)."""
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    torch.manual_seed(0)
+    cfg = FlashHeadConfig.for_preset(variant)
+    model = FlashHeadDiT(cfg).to(device, dtype).eval()
+    if variant == "tiny":
+        codec, audio = SpaceToDepthCodec(**{k: v for k, v in (cfg.codec or {}).items() if k != "type"}), LogMelEncoder()
+    else:
+        vae = _random_vae(variant).to(device, dtype)
+        c = cfg.out_dim
+        codec = DiffusersVideoCodec(vae, torch.zeros(c), torch.ones(c), GEOMETRY[variant].temporal_stride)
+        audio = _random_wav2vec(device)
+    return FlashHeadEngine(model, codec, audio, GEOMETRY[variant], device, EngineOptions(steps=steps, crop=False))
+
+
+def _random_wav2vec(device: torch.device) -> Wav2Vec2Encoder:
+    """wav2vec2-base shapes with random weights, through the same encoder class as real weights."""
+    import tempfile
+
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    folder = Path(tempfile.mkdtemp(prefix="w2v-random-"))
+    Wav2Vec2Model(Wav2Vec2Config()).save_pretrained(folder)
+    return Wav2Vec2Encoder(folder, device=str(device))
+
+
+def time_dit_step(engine: FlashHeadEngine) -> float:
+    """Seconds for one DiT forward over a chunk."""
+    c, f, h, w = latent_shape_from(engine)
+    dtype = engine.model.patch_embedding.weight.dtype
+    x = torch.randn(1, c, f, h, w, device=engine.device, dtype=dtype)
+    cfg = engine.model.config
+    windows = torch.randn(1, engine.geometry.frames, 5, cfg.audio_layers, cfg.audio_dim, device=engine.device, dtype=dtype)
+    with torch.inference_mode():
+        context = engine.model.audio_context(windows)
+        _sync(engine.device)
+        start = time.perf_counter()
+        engine.denoiser(x, torch.full((1,), 500.0, device=engine.device), x, context=context)
+        _sync(engine.device)
+    return time.perf_counter() - start
+
+
+def latent_shape_from(engine: FlashHeadEngine) -> tuple[int, int, int, int]:
+    cfg, g = engine.model.config, engine.geometry
+    return cfg.out_dim, g.latent_frames, g.size // cfg.vae_stride[1], g.size // cfg.vae_stride[2]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_chunks(engine: FlashHeadEngine, chunks: int) -> None:
+    """Stream `chunks` chunks of synthetic speech-like audio and print the breakdown per chunk."""
+    g = engine.geometry
+    seconds = (g.frames + (chunks - 1) * g.new_frames) / g.fps
+    t = np.arange(int(seconds * g.sample_rate)) / g.sample_rate
+    audio = (0.3 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+    rgb = np.full((g.size, g.size, 3), 128, np.uint8)
+    reference = engine.reference(rgb)
+    session, encoder = engine.session(reference), FragmentEncoder(g.size, g.fps)
+    session.feed(audio)
+    print(f"{'chunk':>5} {'frames':>6} " + " ".join(f"{s:>14}" for s in STAGES) + f" {'total ms':>9} {'FPS':>6}")
+    frames_total, time_total = 0, 0.0
+    for chunk in session.chunks(flush=True):
+        start = time.perf_counter()
+        encoder.encode(chunk.frames)
+        chunk.timings["output_encode"] = time.perf_counter() - start
+        total = sum(chunk.timings.get(s, 0.0) for s in STAGES)
+        frames_total, time_total = frames_total + len(chunk.frames), time_total + total
+        print(f"{chunk.index:>5} {len(chunk.frames):>6} " + " ".join(f"{chunk.timings.get(s, 0) * 1000:>14.1f}" for s in STAGES)
+              + f" {total * 1000:>9.1f} {len(chunk.frames) / total:>6.1f}")
+    steady = session.stats.chunk_latency[1:] or session.stats.chunk_latency
+    print(f"FPS over all chunks: {frames_total / time_total:.2f}; first frame after "
+          f"{session.stats.first_frame:.3f} s; steady chunk latency {np.mean(steady) * 1000:.0f} ms "
+          f"(real-time budget {g.chunk_seconds * 1000:.0f} ms per {g.new_frames} frames)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variant", choices=("tiny", "lite", "pro"), default="tiny")
+    parser.add_argument("--weights", type=Path, help="release or checkpoint folder (default: random weights)")
+    parser.add_argument("--wav2vec", type=Path)
+    parser.add_argument("--random", action="store_true", help="random weights at the variant's real shapes")
+    parser.add_argument("--dit-step", action="store_true", help="time one DiT step only (1.3B on CPU)")
+    parser.add_argument("--chunks", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--device")
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    print(f"theoretical FLOPs per chunk ({args.steps} steps; counted on the meta device):")
+    for variant in ("tiny", "lite", "pro"):
+        flops = count_flops(variant, args.steps)
+        extra = "".join(f", {k.replace('_', ' ')} {human(flops[k])}" for k in ("vae_decode", "motion_encode") if k in flops)
+        print(f"  {variant:>4}: {flops['params'] / 1e6:.1f} M params, {flops['tokens']} tokens, "
+              f"DiT {human(flops['dit_step'])}/step x {args.steps} = {human(flops['dit'])}{extra}")
+
+    device = choose_device(args.device)
+    options = EngineOptions(steps=args.steps, crop=False, compile=args.compile)
+    if args.weights:
+        engine = FlashHeadEngine.load(args.weights, args.variant, device=args.device, wav2vec=args.wav2vec, options=options)
+    elif args.variant == "tiny" or args.random:
+        engine = random_engine(args.variant, device, args.steps)
+    else:
+        print("lite/pro need --weights DIR or --random", file=sys.stderr)
+        return 2
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"\n{args.variant} on {device} ({name}), {args.steps} steps, weights: {args.weights or 'random'}")
+    if args.dit_step:
+        time_dit_step(engine)                          # warm-up
+        print(f"one DiT step: {time_dit_step(engine) * 1000:.0f} ms")
+        return 0
+    run_chunks(engine, args.chunks)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
