@@ -14,6 +14,7 @@ latents, the noise generator and the metrics. Each chunk is five steps (see `Str
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,7 +36,9 @@ def choose_device(requested: str | None = None) -> torch.device:
     """The device, chosen once: as requested, else CUDA when present, else CPU."""
     if requested:
         return torch.device(requested)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))   # one GPU per torchrun rank
+    return torch.device("cpu")
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class EngineOptions:
     crop: bool = True                 # face-crop the reference image like the build
     compile: bool = False             # torch.compile the DiT (GPU)
     seed: int = 0
+    sequence_parallel: bool = False   # split DiT tokens across torchrun ranks with xDiT (inference/parallel.py)
 
 
 @dataclass
@@ -115,7 +119,14 @@ class FlashHeadEngine:
             raise ValueError(f"codec temporal stride {codec.temporal_stride} != the variant's {geometry.temporal_stride}")
         self.model, self.codec, self.audio, self.geometry = model, codec, audio, geometry
         self.device, self.options = device, options
-        self.denoiser = torch.compile(model, dynamic=False) if options.compile else model
+        self.is_main = True                                           # the rank that writes output
+        denoiser: torch.nn.Module = model
+        if options.sequence_parallel:
+            from vividhead.inference.parallel import SequenceParallel, SequenceParallelDiT
+
+            sp = SequenceParallel(model.config.num_heads)
+            denoiser, self.is_main = SequenceParallelDiT(model, sp), sp.is_main
+        self.denoiser = torch.compile(denoiser, dynamic=False) if options.compile else denoiser
 
     @classmethod
     def load(cls, weights: Path, variant: str, *, device: str | None = None, wav2vec: Path | None = None,

@@ -58,6 +58,16 @@ class Mp4Sink:
         self.container.close()
 
 
+class NullSink:
+    """Discards chunks (helper ranks of a sequence-parallel job, benchmarks)."""
+
+    def write(self, chunk: Chunk) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 class RawSink:
     """rgb24 frames, row-major, back to back, to a binary stream (stdout by default)."""
 

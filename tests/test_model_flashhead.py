@@ -121,3 +121,32 @@ def test_sample_chunk_keeps_motion_and_is_deterministic():
 @pytest.fixture(scope="module", autouse=True)
 def _single_thread(one_thread):
     yield
+
+
+class _OneRank:
+    """A one-rank stand-in for xDiT's groups: attention is plain SDPA, all_gather is the identity."""
+
+    rank, world = 0, 1
+
+    class group:
+        @staticmethod
+        def all_gather(x, dim):
+            return x
+
+    @staticmethod
+    def attention(_, query, key, value):
+        out = torch.nn.functional.scaled_dot_product_attention(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2))
+        return out.transpose(1, 2)
+
+
+def test_sequence_parallel_forward_matches_on_one_rank():
+    """The xDiT path's token slicing and per-frame cross-attention reproduce the model (multi-GPU untested)."""
+    from vividhead.inference.parallel import SequenceParallelDiT
+
+    model = tiny()
+    x, ref = torch.randn(1, 192, 9, 8, 8), torch.randn(1, 192, 9, 8, 8)
+    context = model.audio_context(fh.frame_windows(torch.randn(1, 33, 1, 80)))
+    with torch.no_grad():
+        expect = model(x, torch.tensor([400.0]), ref, context=context)
+        got = SequenceParallelDiT(model, _OneRank())(x, torch.tensor([400.0]), ref, context=context)
+    torch.testing.assert_close(got, expect, rtol=1e-4, atol=1e-4)

@@ -29,18 +29,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", help="cuda, cuda:1, cpu (default: CUDA when present)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the DiT (GPU)")
+    parser.add_argument("--sequence-parallel", action="store_true",
+                        help="under torchrun: split the DiT's tokens across GPUs with xDiT (pip install vividhead[xdit])")
 
 
 def run(args: argparse.Namespace) -> int:
     from vividhead.inference.engine import EngineOptions, FlashHeadEngine
     from vividhead.inference.reference import load_rgb
 
+    if args.serve and args.sequence_parallel:
+        print("vividhead stream: --serve runs on one GPU; --sequence-parallel is for --out", file=sys.stderr)
+        return 2
     if not args.serve and not (args.audio and args.out):
         print("vividhead stream: give --audio and --out (a .mp4 path or '-'), or --serve", file=sys.stderr)
         return 2
     try:
         options = EngineOptions(steps=args.steps, color_correction=args.color_correction, crop=args.crop,
-                                compile=args.compile, seed=args.seed)
+                                compile=args.compile, seed=args.seed, sequence_parallel=args.sequence_parallel)
         engine = FlashHeadEngine.load(args.weights, args.variant, device=args.device, wav2vec=args.wav2vec,
                                       vae=args.vae, options=options)
         reference = engine.reference(load_rgb(args.image))
@@ -56,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _stream_file(engine, reference, args: argparse.Namespace) -> int:
-    from vividhead.inference.sinks import Mp4Sink, RawSink, stream_to_sink
+    from vividhead.inference.sinks import Mp4Sink, NullSink, RawSink, stream_to_sink
     from vividhead.models.audio_features import load_audio
 
     try:
@@ -65,16 +70,21 @@ def _stream_file(engine, reference, args: argparse.Namespace) -> int:
         print(f"vividhead stream: {err}", file=sys.stderr)
         return 2
     g = engine.geometry
-    sink = RawSink(size=g.size, fps=g.fps) if args.out == "-" else Mp4Sink(Path(args.out), size=g.size, fps=g.fps)
+    if not engine.is_main:
+        sink = NullSink()                      # sequence-parallel helper rank: same stream, no output
+    elif args.out == "-":
+        sink = RawSink(size=g.size, fps=g.fps)
+    else:
+        sink = Mp4Sink(Path(args.out), size=g.size, fps=g.fps)
     session = engine.session(reference)
-    if args.stats:
+    if args.stats and engine.is_main:
         crop = reference.face_box
         print("vividhead stream: reference " + (f"face crop x={crop[0]} y={crop[1]} side={crop[2]}" if crop else
               "centre square (no face crop)"), file=sys.stderr)
         print(f"vividhead stream: {args.variant} on {engine.device}, chunks of {g.frames} frames "
               f"(then {g.new_frames} new), {engine.options.steps} steps", file=sys.stderr)
     stream_to_sink(session, audio, sink, piece_seconds=g.chunk_seconds)
-    if args.stats:
+    if args.stats and engine.is_main:
         for i, latency in enumerate(session.stats.chunk_latency):
             print(f"chunk {i}: {latency * 1000:.0f} ms", file=sys.stderr)
         print(json.dumps(session.stats.summary()), file=sys.stderr)
