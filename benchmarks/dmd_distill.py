@@ -5,9 +5,10 @@
 
 Steps, all through the project's own entry points:
 1. Split the build's clips: the last `--held-out` clip keys are held back, the rest train.
-2. Stage 1 (`vividhead.training.stage1.train`): a tiny teacher, `--teacher-steps` steps.
-3. Stage 2 (`vividhead.training.stage2.train`) twice from that teacher, same seed and data:
-   oracle (teacher sees m_gt) and no-oracle (teacher sees m_pred). DMD / regression losses printed.
+2. Stage 1 (`vividhead train`, a stage-1 config): a tiny teacher, `--teacher-steps` steps.
+3. Stage 2 (`vividhead train`, stage-2 configs) twice from that teacher, same seed and data, run
+   side by side: oracle (teacher sees m_gt) and no-oracle (teacher sees m_pred). The DMD and
+   regression losses over steps are printed.
 4. Quality on the held-back clips, per 33-frame chunk with ground-truth motion context: the 4-step
    student (streaming sampler) before and after, and the teacher's 20-step Euler sampler with audio
    guidance 3; latent MSE and PSNR (32x32, the tiny codec's resolution) against ground truth.
@@ -34,14 +35,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import cv2
 import numpy as np
 import torch
+import yaml
 
 from vividhead.inference.engine import EngineOptions, FlashHeadEngine
 from vividhead.inference.sampler import overwrite_motion, sample_chunk
 from vividhead.models.flashhead import GEOMETRY, FlashHeadDiT, frame_windows, sampling_timesteps
 from vividhead.models.release import load_release
 from vividhead.models.vae import SpaceToDepthCodec, load_codec
-from vividhead.training import stage1, stage2
-from vividhead.training.config import TrainConfig, expand_shards
+from vividhead.training.config import expand_shards
 from vividhead.training.dataset import decode_frames, fit_to, index_shards, read_member, to_tensor
 
 GEO = GEOMETRY["tiny"]
@@ -108,28 +109,51 @@ def face_crop(frame32: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray
 
 
 # ------------------------------------------------------------------------------------------ training
-def base_config(out: Path, shards: Path, steps: int, **extra) -> dict:
-    return {"out": str(out), "seed": 0, "steps": steps, "log_every": max(1, steps // 10),
-            "save_every": max(1, steps // 2), "precision": "fp32",
-            "data": {"shards": [str(shards)], "frames": 33, "buckets": [[SIZE, SIZE]], "num_workers": 1,
-                     "shuffle_window": 16},
-            "model": {"preset": "tiny"}, **extra}
+def write_config(path: Path, out: Path, shards: Path, steps: int, **extra) -> Path:
+    """A training config file for `vividhead train` (what a user would write)."""
+    config = {"out": str(out), "seed": 0, "steps": steps, "log_every": max(1, steps // 10),
+              "save_every": max(1, steps // 2), "precision": "fp32",
+              "data": {"shards": [str(shards)], "frames": 33, "buckets": [[SIZE, SIZE]], "num_workers": 1,
+                       "shuffle_window": 16},
+              "model": {"preset": "tiny"}, **extra}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def vividhead_train(config: Path, log: Path) -> subprocess.Popen:
+    """`vividhead train --config CONFIG --no-progress`, output to `log`."""
+    exe = Path(sys.executable).with_name("vividhead")
+    handle = log.open("w")
+    return subprocess.Popen([str(exe), "train", "--config", str(config), "--no-progress"], stdout=handle,
+                            stderr=subprocess.STDOUT)
+
+
+def wait(process: subprocess.Popen, log: Path) -> None:
+    if process.wait() != 0:
+        raise SystemExit(f"vividhead train failed (exit {process.returncode}); see {log}:\n{log.read_text()[-3000:]}")
 
 
 def train_teacher(train_tar: Path, out: Path, steps: int) -> Path:
-    config = TrainConfig.model_validate(base_config(out, train_tar, steps, stage=1, optim={
-        "lr": 1e-3, "warmup_steps": 50, "schedule": "cosine", "batch_size": 4, "grad_clip": 1.0}))
-    stage1.train(config, progress=False)
-    return out / "Model_Tiny"
+    config = write_config(out / "teacher.yaml", out / "teacher", train_tar, steps, stage=1, optim={
+        "lr": 1e-3, "warmup_steps": 50, "schedule": "cosine", "batch_size": 4, "grad_clip": 1.0})
+    wait(vividhead_train(config, out / "teacher.log"), out / "teacher.log")
+    return out / "teacher" / "Model_Tiny"
 
 
-def distil(teacher: Path, train_tar: Path, out: Path, steps: int, oracle: bool, args) -> Path:
-    config = TrainConfig.model_validate(base_config(out, train_tar, steps, stage=2, optim={"batch_size": 2},
-        distill={"teacher": str(teacher), "oracle": oracle, "num_chunks": args.num_chunks,
-                 "lr_generator": args.lr_generator, "lr_fake": args.lr_fake,
-                 "regression_weight": args.regression_weight, "guidance_scale": 3.0}))
-    stage2.train(config)
-    return out / "Model_Tiny"
+def distil_both(teacher: Path, train_tar: Path, out: Path, steps: int, args) -> dict[str, Path]:
+    """Oracle and no-oracle students from the same teacher, seed and data, run side by side."""
+    runs = {}
+    for name, oracle in (("oracle", True), ("no-oracle", False)):
+        config = write_config(out / f"distill-{name}.yaml", out / f"distill-{name}", train_tar, steps, stage=2,
+                              optim={"batch_size": args.batch_size},
+                              distill={"teacher": str(teacher.parent), "oracle": oracle, "num_chunks": args.num_chunks,
+                                       "lr_generator": args.lr_generator, "lr_fake": args.lr_fake,
+                                       "regression_weight": args.regression_weight, "guidance_scale": 3.0})
+        runs[name] = (vividhead_train(config, out / f"distill-{name}.log"), out / f"distill-{name}.log")
+    for process, log in runs.values():
+        wait(process, log)
+    return {name: out / f"distill-{name}" / "Model_Tiny" for name in runs}
 
 
 def loss_table(run: Path, every: int) -> list[str]:
@@ -234,7 +258,8 @@ def main() -> int:
     parser.add_argument("--regression-weight", type=float, default=1.0)
     parser.add_argument("--drift-chunks", type=int, default=12)
     parser.add_argument("--seeds", type=int, default=2, help="noise seeds per held-out chunk")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="evaluation threads (a shared CPU: 1)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out = args.out.resolve()
@@ -246,12 +271,11 @@ def main() -> int:
 
     teacher = out / "teacher" / "Model_Tiny"
     if not (teacher / "config.json").is_file():
-        print(f"\n== stage 1: tiny teacher, {args.teacher_steps} steps", flush=True)
-        train_teacher(train_tar, out / "teacher", args.teacher_steps)
-    students = {}
-    for name, oracle in (("oracle", True), ("no-oracle", False)):
-        print(f"\n== stage 2 ({name}): {args.distill_steps} generator steps, K={args.num_chunks}", flush=True)
-        students[name] = distil(teacher, train_tar, out / f"distill-{name}", args.distill_steps, oracle, args)
+        print(f"\n== stage 1: tiny teacher, {args.teacher_steps} steps (log: {out}/teacher.log)", flush=True)
+        train_teacher(train_tar, out, args.teacher_steps)
+    print(f"\n== stage 2, oracle and no-oracle side by side: {args.distill_steps} generator steps, "
+          f"K={args.num_chunks} (logs: {out}/distill-*.log)", flush=True)
+    students = distil_both(teacher, train_tar, out, args.distill_steps, args)
     print(f"\ntraining done in {time.perf_counter() - started:.0f} s", flush=True)
 
     for name in students:

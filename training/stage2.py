@@ -11,6 +11,7 @@ whose generator folder is in the release layout.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -234,6 +235,9 @@ def train(config: TrainConfig, ctx: DistContext | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         (out / "train_config.json").write_text(config.model_dump_json(indent=2) + "\n")
     barrier(ctx)
+    if ctx.device.type == "cpu" and config.data.num_workers > 0:
+        # Leave the loader workers their cores: the main process computes on the rest.
+        torch.set_num_threads(max(1, min(torch.get_num_threads(), (os.cpu_count() or 1) - config.data.num_workers)))
     geometry = GEOMETRY[preset]
     nets = load_networks(config, ctx.device)
     on_gpu = ctx.device.type == "cuda"
