@@ -98,8 +98,8 @@ def run_build(sources_file: SourcesFile, base: Path, out_dir: Path, config: Buil
                              max_retries=config.run.max_retries)
 
             # 8-11. occlusion, speech, sync, annotate: model stages over the 512 clips (actor pools)
-            for name, _ in stages:
-                pool = actor_pool(len(stages))
+            for name, cls in stages:
+                pool = actor_pool(len(stages), ray.cluster_resources(), cls.num_gpus)
                 ds = ds.map(_stage_actor_class(), fn_constructor_args=(name, getattr(config, name, None), weights),
                             concurrency=pool["concurrency"], num_cpus=pool["num_cpus"], num_gpus=pool["num_gpus"])
 
@@ -210,19 +210,17 @@ def start_ray(address: str | None, workers: int | None) -> bool:
     return True
 
 
-def actor_pool(stage_count: int) -> dict[str, Any]:
+def actor_pool(stage_count: int, resources: dict[str, float], declared_gpus: float = 0.0) -> dict[str, Any]:
     """Pool size and per-actor resources of one model stage, from what the cluster reports.
 
-    With GPUs, each stage's actors share them (a fraction each) and the pool grows to use them all.
-    Without, actors reserve only a sliver of CPU so the decode tasks keep whole cores; the pool may
-    grow to one actor per two cores.
+    With GPUs, each actor takes the stage's declared GPU share, or an equal share of the GPUs
+    among the stages (fractions included, at most one GPU); the pool may grow until the GPUs are
+    used. Without, actors reserve only a sliver of CPU so the decode tasks keep whole cores, and a
+    pool may grow to one actor per two CPUs: a 2-core laptop is not oversubscribed.
     """
-    import ray
-
-    resources = ray.cluster_resources()
     cpus, gpus = resources.get("CPU", 1.0), resources.get("GPU", 0.0)
     if gpus > 0:
-        share = min(1.0, gpus / stage_count)
+        share = declared_gpus or min(1.0, gpus / max(stage_count, 1))
         return {"num_gpus": share, "num_cpus": 1, "concurrency": (1, max(1, int(gpus / share)))}
     return {"num_gpus": 0, "num_cpus": 0.01, "concurrency": (1, max(1, int(cpus // 2)))}
 

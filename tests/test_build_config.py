@@ -115,3 +115,15 @@ def test_cli_help_and_check_weights(tmp_path: Path) -> None:
     assert isinstance(Weights(), Weights)
     missing = run_vividhead("build", "--out", tmp_path / "o", check=False)
     assert missing.returncode == 2 and "--sources" in missing.stderr
+
+
+def test_actor_pools_follow_the_reported_resources() -> None:
+    from vividhead.pipelines.build import actor_pool
+
+    laptop = actor_pool(4, {"CPU": 2.0})
+    assert laptop["num_gpus"] == 0 and laptop["num_cpus"] < 0.1 and laptop["concurrency"] == (1, 1)
+    one_gpu = actor_pool(4, {"CPU": 16.0, "GPU": 1.0})
+    assert one_gpu["num_gpus"] == 0.25 and one_gpu["concurrency"] == (1, 4)        # fractional GPUs
+    node = actor_pool(4, {"CPU": 64.0, "GPU": 8.0})
+    assert node["num_gpus"] == 1.0 and node["concurrency"] == (1, 8)               # every GPU can be used
+    assert actor_pool(4, {"CPU": 64.0, "GPU": 8.0}, declared_gpus=0.5)["concurrency"] == (1, 16)
