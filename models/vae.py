@@ -109,7 +109,7 @@ def load_ltx(folder: Path, device: str | torch.device = "cpu", dtype: torch.dtyp
     if (folder / "autoencoder.pth").is_file():
         vae = _load_ltx_original(folder)
     elif (folder / "config.json").is_file():
-        vae = AutoencoderKLLTXVideo.from_pretrained(str(folder), torch_dtype=torch.float32)
+        vae = AutoencoderKLLTXVideo.from_pretrained(str(folder), torch_dtype=torch.float32, low_cpu_mem_usage=False)
     else:
         raise FileNotFoundError(f"{folder}: no LTX VAE (expected config.json + diffusion_pytorch_model.safetensors or autoencoder.pth)")
     mean, std = vae.latents_mean.detach().clone(), vae.latents_std.detach().clone()
@@ -192,7 +192,7 @@ def load_wan(path: Path, device: str | torch.device = "cpu", dtype: torch.dtype 
     if path.is_dir() and (path / "Wan2.1_VAE.pth").is_file():
         path = path / "Wan2.1_VAE.pth"
     if path.is_dir():
-        vae = AutoencoderKLWan.from_pretrained(str(path), torch_dtype=torch.float32)
+        vae = AutoencoderKLWan.from_pretrained(str(path), torch_dtype=torch.float32, low_cpu_mem_usage=False)
     elif path.is_file():
         raw = torch.load(path, map_location="cpu", weights_only=True)
         raw = raw.get("state_dict", raw)
