@@ -63,6 +63,17 @@ def test_stage2_resume_is_exact(teacher_run):
     changed = [k for k, v in student.state_dict().items() if not torch.equal(v, teacher.state_dict()[k])]
     assert changed and not any(k.startswith(("text_embedding", "audio_emb")) for k in changed)
 
+    # ... and `vividhead stream`'s engine runs it unchanged from the run folder.
+    import numpy as np
+
+    from vividhead.inference.engine import EngineOptions, FlashHeadEngine
+
+    engine = FlashHeadEngine.load(root / "straight", "tiny", device="cpu", options=EngineOptions(crop=False))
+    session = engine.session(engine.reference(np.full((64, 64, 3), 128, np.uint8)))
+    session.feed(np.zeros(33 * 640, np.float32))
+    chunk = next(session.chunks())
+    assert chunk.frames.shape == (33, 512, 512, 3)
+
 
 def test_stage2_needs_a_teacher(teacher_run, tmp_path):
     root = teacher_run
