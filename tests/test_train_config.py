@@ -94,3 +94,12 @@ def test_bad_cli_config_exits_with_the_reason(tmp_path: Path, capsys: pytest.Cap
     assert main(["train", "--config", str(path), "--out", str(tmp_path / "o")]) == 2
     assert "matches no shard file" in capsys.readouterr().err
     assert isinstance(TrainConfig.model_json_schema(), dict)
+
+
+def test_shape_overrides_are_named_and_only_for_a_fresh_model(tmp_path: Path) -> None:
+    config = load_train_config(write(tmp_path, BASE | {"model": {"overrides": {"dim": 256, "num_heads": 4}}}))
+    assert config.model.overrides == {"dim": 256, "num_heads": 4}
+    with pytest.raises(ConfigError, match=r"model\.overrides"):
+        load_train_config(write(tmp_path, BASE | {"model": {"overrides": {"depth": 3}}}))
+    with pytest.raises(ConfigError, match="fresh model"):
+        load_train_config(write(tmp_path, BASE | {"model": {"overrides": {"dim": 256}, "init": "release"}}))

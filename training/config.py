@@ -50,6 +50,10 @@ class ModelConfig(_Strict):
     preset: Literal["tiny", "lite", "pro"] = "tiny"
     init: Path | None = Field(None, description="release model folder or checkpoint to start from")
     vae: Path | None = Field(None, description="VAE folder for lite/pro (VAE_LTX or VAE_Wan)")
+    # Shape changes for a fresh model (not with `init`), written to its config.json so `vividhead stream`
+    # builds the same network. Example (tiny): {dim: 256, ffn_dim: 512, num_heads: 4}.
+    overrides: dict[Literal["dim", "ffn_dim", "num_heads", "num_layers", "freq_dim", "audio_hidden", "audio_tokens"],
+                    int] = Field(default_factory=dict)
     gradient_checkpointing: bool = Field(True, description="on GPU only")
     fsdp: bool | Literal["auto"] = Field("auto", description="auto: FSDP for multi-GPU runs of lite/pro")
 
@@ -95,6 +99,8 @@ class TrainConfig(_Strict):
     def _check_stage(self) -> "TrainConfig":
         if self.stage == 2 and self.distill is None:
             raise ValueError("stage 2 needs a `distill:` section (see vividhead.training.dmd_config)")
+        if self.model.overrides and self.model.init is not None:
+            raise ValueError("model.overrides: shape changes apply to a fresh model; model.init fixes the shape")
         if self.stage == 1 and self.distill is not None:
             raise ValueError("`distill:` belongs to stage 2; this config says stage: 1")
         return self

@@ -64,9 +64,9 @@ def build_model(config: TrainConfig, audio_shape: tuple[int, int] | None = None)
                              f"the config asks for preset {preset}")
         return model.train()
     torch.manual_seed(config.seed)
-    overrides = {}
+    overrides: dict[str, Any] = dict(config.model.overrides)
     if preset == "tiny" and audio_shape is not None:
-        overrides = {"audio_layers": audio_shape[0], "audio_dim": audio_shape[1]}
+        overrides |= {"audio_layers": audio_shape[0], "audio_dim": audio_shape[1]}
     return FlashHeadDiT(FlashHeadConfig.for_preset(preset, **overrides)).train()
 
 
