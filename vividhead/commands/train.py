@@ -23,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override data.shards: shard files, folders (e.g. a build's output) or globs")
     parser.add_argument("--out", type=Path, help="override out: the run folder (checkpoints, loss.jsonl)")
     parser.add_argument("--steps", type=int, help="override steps")
-    parser.add_argument("--init", type=Path, help="override model.init: start from released weights (folder)")
+    parser.add_argument("--init", type=Path, help="override model.init: start from released weights (a release folder or a run folder); "
+                             "the config's model.overrides are then ignored")
     parser.add_argument("--workers", type=int, help="override data.num_workers")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -32,14 +33,14 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
     """CLI values as dotted config keys; CLI paths are relative to the working directory."""
     values: dict[str, Any] = {}
     if args.shards:
-        values["data.shards"] = [str(Path(s).expanduser().resolve()) if not any(c in s for c in "*?[")
-                                 else str(Path.cwd() / s) if not Path(s).is_absolute() else s for s in args.shards]
+        values["data.shards"] = [str(Path.cwd() / Path(s).expanduser()) for s in args.shards]   # globs kept
     if args.out is not None:
         values["out"] = args.out.expanduser().resolve()
     if args.steps is not None:
         values["steps"] = args.steps
-    if args.init is not None:
+    if args.init is not None:   # the released weights fix the shape: the config's shape overrides do not apply
         values["model.init"] = args.init.expanduser().resolve()
+        values["model.overrides"] = {}
     if args.workers is not None:
         values["data.num_workers"] = args.workers
     return values
