@@ -67,5 +67,9 @@ def test_shards_load_with_hugging_face_datasets(synthetic_build: Expected, tmp_p
 def test_demo_build_loads_with_hugging_face_datasets(request: pytest.FixtureRequest, tmp_path: Path) -> None:
     out = real_build(request, "demo_build")
     dataset = load_with_datasets(out, tmp_path / "hf")
-    kept = json.loads(json.dumps(dataset["__key__"]))
-    assert len(kept) == len(set(kept)) > 0
+    keys = list(dataset["__key__"])
+    kept = pq.read_table(out / "manifest.parquet", columns=["key", "status"]).to_pylist()
+    assert sorted(keys) == sorted(row["key"] for row in kept if row["status"] == "kept")
+    row = dataset[0]
+    assert row["json"]["key"] == row["__key__"] and row["mask.png"].size == (512, 512)
+    assert np.asarray(row["audio.npy"]).shape[0] == row["json"]["n_frames"]

@@ -7,6 +7,7 @@ Runs on the hand-written synthetic build (always) and on real builds of the demo
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from vividhead.inspection.summary import summarize
 
 def build_path(value: object) -> Path:
     """The output directory of a build fixture, whatever object the fixture returns."""
+    if isinstance(value, (str, os.PathLike)):
+        return Path(value)
     for name in ("out", "root", "path", "output", "out_dir"):
         if hasattr(value, name) and Path(getattr(value, name)).is_dir():
             return Path(getattr(value, name))

@@ -67,3 +67,18 @@ def test_cli_what_if(synthetic_build: Expected, capsys: pytest.CaptureFixture) -
     assert data["what_if"]["after"]["kept"]["clips"] == 1               # speech ratios 0.9, 0.8, 0.6
     assert main(["inspect", str(synthetic_build.root), "--what-if", "sync.nope=1"]) == 2
     assert "has no field 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fixture", ["demo_build", "media_build"])
+def test_rules_reproduce_a_real_build_and_re_decide_it(request: pytest.FixtureRequest, fixture: str) -> None:
+    """The RULES table agrees with the stages' own decisions: the build's thresholds change nothing."""
+    from test_inspect_summary import real_build
+
+    out = real_build(request, fixture)
+    config = json.loads((out / "build.json").read_text())["config"]
+    same = run(out, f"speech.min_speech_ratio={config['speech']['min_speech_ratio']}")
+    assert same["before"] == same["after"] and same["disagreements"] == 0 and not same["moves"]
+    strict = run(out, "speech.min_speech_ratio=1.0")            # no real clip is speech from edge to edge
+    assert strict["after"]["kept"]["clips"] == 0
+    assert strict["after"]["stages"]["speech"]["clips"] == same["before"]["stages"].get("speech", {"clips": 0})["clips"] \
+        + same["before"]["kept"]["clips"]

@@ -307,12 +307,14 @@ def write_report(path: Path, dataset: Dataset, scan: Scan, picker: ExamplePicker
         sections.append(("What-if", _what_if(what_if)))
     if verification is not None:
         sections.append(("Verification", _verify(verification)))
+    inputs = ", ".join(summary["inputs"][:3]) + (f" and {len(summary['inputs']) - 3:,} more"
+                                                 if len(summary["inputs"]) > 3 else "")
     generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     body = "".join(f'<section id="s{index}"><h2>{escape(title)}</h2>{content}</section>'
                    for index, (title, content) in enumerate(sections))
     html = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>vividhead dataset report</title>'
             f'<meta name="viewport" content="width=device-width,initial-scale=1"><style>{CSS}</style></head><body>'
-            f'<header><h1>vividhead dataset report</h1><p>{escape(", ".join(summary["inputs"]))}</p>'
+            f'<header><h1>vividhead dataset report</h1><p>{escape(inputs)}</p>'
             f'<p>rows from {escape(summary["source_of_rows"])} · {escape(builds or "no build.json")} · generated '
             f"{generated}</p></header><main>{body}</main></body></html>")
     path = Path(path)

@@ -32,7 +32,9 @@ def _number(value: float | None) -> str:
 
 def render_summary(summary: dict[str, Any]) -> str:
     lines: list[str] = []
-    lines.append(f"vividhead inspect: {', '.join(summary['inputs'])}")
+    inputs = summary["inputs"]
+    shown = ", ".join(inputs[:3]) + (f" and {len(inputs) - 3:,} more" if len(inputs) > 3 else "")
+    lines.append(f"vividhead inspect: {shown}")
     lines.append(f"  rows from {summary['source_of_rows']}; {summary['manifest_files']} manifest file(s), "
                  f"{summary['shard_files']} shard(s)")
     for build in summary["builds"]:

@@ -78,7 +78,7 @@ def build_config(dataset: Dataset) -> dict[str, Any]:
     except ImportError as error:
         raise InspectError("--what-if needs the build config: no build.json with a 'config' section was "
                            "found and vividhead.config.BuildConfig is not available") from error
-    return BuildConfig().model_dump()
+    return BuildConfig().model_dump(mode="json")
 
 
 def _metric_for(stage: str, param: str, columns: set[str]) -> tuple[str, str] | None:
@@ -111,11 +111,12 @@ def _parse_value(text: str) -> Any:
 
 def parse_overrides(assignments: list[str], dataset: Dataset) -> dict[str, Any]:
     """Parse and validate `stage.param=value` against the build config; errors name the field."""
-    config = build_config(dataset)
-    columns = set(manifest_schema(dataset).names) if dataset.has_manifest else set()
     if not dataset.has_manifest:
         raise InspectError("--what-if needs the manifest (rejected clips and their metrics); none was found")
-    decidable = {rule.name for rule in threshold_rules(config, columns)}
+    config = build_config(dataset)
+    rules = threshold_rules(config, set(manifest_schema(dataset).names))
+    decidable = {rule.name for rule in rules}
+    stages = {rule.stage for rule in rules}
     overrides: dict[str, Any] = {}
     for assignment in assignments:
         name, equals, text = assignment.partition("=")
@@ -130,7 +131,6 @@ def parse_overrides(assignments: list[str], dataset: Dataset) -> dict[str, Any]:
             raise InspectError(f"--what-if {name}: section {stage!r} of the build config has no field {param!r} "
                                f"(fields: {', '.join(sorted(section))})")
         value, current = _parse_value(text.strip()), section[param]
-        stages = {rule.stage for rule in threshold_rules(config, columns)}
         if param == "enabled" and value is False and stage in stages:
             overrides[name.strip()] = False
             continue
