@@ -90,8 +90,8 @@ def test_released_key_names_and_shapes_on_meta():
         assert not any("norm1" in k or "norm2" in k for k in shapes)
 
 
-def test_one_sampler_step_matches_the_update_rule():
-    model = tiny()
+def test_one_sampler_step_matches_the_update_rule(tmp_path):
+    model = load_release(save_release(tiny(), tmp_path / "Model_Tiny"))      # a checkpoint, loaded as streamed
     g = torch.Generator().manual_seed(1)
     shape = (1, 192, 9, 8, 8)
     x_t, ref, noise = (torch.randn(shape, generator=g) for _ in range(3))

@@ -133,3 +133,28 @@ def test_reference_face_crop_uses_the_build_rule():
 @pytest.fixture(scope="module", autouse=True)
 def _single_thread(one_thread):
     yield
+
+
+def test_release_folder_loads_lite_and_pro_with_wav2vec(tmp_path):
+    """Model_Lite + VAE_LTX and Model_Pro + VAE_Wan/Wan2.1_VAE.pth + a wav2vec2 folder, via the user's code path."""
+    from safetensors.torch import load_file, save_file
+
+    from vividhead.inference.engine import EngineOptions, FlashHeadEngine
+    from vividhead.models.release import CheckpointError
+    from vividhead.models.vae import DiffusersVideoCodec
+
+    weights = write_tiny_release(tmp_path / "release", audio_layers=3, audio_dim=32)
+    w2v = write_tiny_wav2vec2(tmp_path / "wav2vec2-base-960h")
+    for variant, channels, new in (("lite", 128, 24), ("pro", 16, 28)):
+        engine = FlashHeadEngine.load(weights, variant, device="cpu", wav2vec=w2v, options=EngineOptions(crop=False))
+        assert isinstance(engine.codec, DiffusersVideoCodec) and engine.codec.latent_channels == channels
+        assert engine.geometry.new_frames == new and engine.audio.name == "wav2vec2"
+        assert engine.model.config.preset == variant
+    path = weights / "Model_Pro" / "diffusion_pytorch_model.safetensors"
+    state = load_file(str(path))
+    state["blocks.0.self_attn.qq.weight"] = state.pop("blocks.0.self_attn.q.weight")
+    save_file(state, str(path))
+    with pytest.raises(CheckpointError, match=r"blocks\.0\.self_attn\.q\.weight.*blocks\.0\.self_attn\.qq\.weight"):
+        FlashHeadEngine.load(weights, "pro", device="cpu", wav2vec=w2v)
+    with pytest.raises(ValueError, match="--wav2vec"):
+        FlashHeadEngine.load(weights, "lite", device="cpu")            # wav2vec-sized model, log-mel default
