@@ -3,8 +3,8 @@
 Each source is normalised with ffmpeg to a 512x512 25 fps clip and a 16 kHz mono wav (a stand-in for
 the build's staging), then run through occlusion, speech and sync as the pipeline chains them.
 Expected decisions follow ../shared/media/SOURCES.md: the interviews are kept, the music clip is
-rejected (no speech / not in sync), and a copy of a kept clip with its audio delayed by 0.5 s is
-rejected by sync.
+rejected (no speech / not in sync), a copy of a kept clip with its audio delayed by 0.5 s is
+rejected by sync, and the stage performance (hands and a microphone near the face) does not survive.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ CASES = {
     "interview_woman": ("videoretalking_face3.mp4", None, 0.0),
     "music": ("liveportrait_d14.mp4", 8.0, 0.0),
     "interview_man_delayed": ("videoretalking_face1.mp4", None, 0.5),
+    "stage_performance": ("facerec_short_hamilton_clip.mp4", None, 0.0),
 }
 
 
@@ -95,3 +96,11 @@ def test_delayed_audio_is_rejected_by_sync(decided):
     assert -15 <= clip.metrics["sync.proxy_offset"] <= -8
     in_sync = decided["interview_man"].metrics["sync.proxy_offset"]
     assert in_sync - clip.metrics["sync.proxy_offset"] >= 10
+
+
+def test_stage_performance_shows_hands_and_is_rejected(decided):
+    # one 10 s clip across its camera cuts (the build would already split it into pieces too short to keep)
+    clip = decided["stage_performance"]
+    assert clip.status == "rejected" and clip.reject_stage in {"occlusion", "sync"}
+    assert clip.metrics["occlusion.hand_frames"] >= 5 and clip.metrics["occlusion.occluded_ratio"] > 0
+    assert clip.metrics["sync.reject"] is not None
