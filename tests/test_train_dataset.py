@@ -139,3 +139,21 @@ def test_a_clip_that_does_not_decode_is_skipped_with_its_reason(tmp_path: Path, 
     assert "mp4 does not decode" in sample["skip"]
     batcher._add(sample)
     assert batcher.skipped == 1 and sample["key"] in batcher.skip_examples[0]
+
+
+def test_encoded_windows_fill_the_cache_and_come_back_identical(shards: list[Path], tmp_path: Path) -> None:
+    from vividhead.models.vae import SpaceToDepthCodec
+    from vividhead.training.stage1 import codec_id, to_latents
+
+    codec = SpaceToDepthCodec()
+    cache = LatentCache(tmp_path / "cache", codec_id(codec))
+    ds = make(shards, cache=cache, cache_stride=4)
+    fresh = to_latents([ds.sample(0), ds.sample(1)], codec, cache, torch.device("cpu"), motion_latents=2)
+    assert fresh.latent.shape == (2, 192, 9, 8, 8) and fresh.ref_latent.shape == (2, 192, 9, 8, 8)
+    # The reference latent is the reference frame repeated over the chunk, encoded.
+    assert torch.equal(fresh.ref_latent[:, :, 0], fresh.ref_latent[:, :, -1])
+    again = [ds.sample(0), ds.sample(1)]
+    assert all("video" not in s for s in again)            # read from the cache, no decoding
+    cached = to_latents(again, codec, cache, torch.device("cpu"), motion_latents=2)
+    assert torch.equal(cached.latent, fresh.latent) and torch.equal(cached.ref_latent, fresh.ref_latent)
+    assert cached.motion_latents.tolist() == [2 if s["full_motion"] else 1 for s in again]
