@@ -2,9 +2,11 @@
 
 Thresholds live in the build config (sections named after stages); build.json holds the resolved
 config. A threshold is re-decidable when a stored metric column decides it. The rules live in one
-table, `RULES`, which mirrors the decisions the stages make (pipelines/extract.py `_decide` for
-face, flow and visibility; pipelines/occlusion.py, speech.py and sync.py); no stage exports a pure
-decision function yet, so this table must follow them when they change.
+table, `RULES`, which mirrors the decisions the stages make. For face, flow and visibility the
+build core exports the pure function `vividhead.pipelines.extract.decide_core(metrics, config)`,
+and the re-decision calls it (the table then only names those thresholds); occlusion, speech, sync
+and segment length export none, so their rules here follow pipelines/occlusion.py, speech.py,
+sync.py and extract.py.
 
 Re-decision walks the stages in pipeline order. A clip that a changed threshold now rejects moves
 to that stage. A clip whose stored rejection the rules explain, and which now passes, was never
@@ -173,6 +175,40 @@ def _validate_with_schema(config: dict[str, Any], overrides: dict[str, Any]) -> 
         raise InspectError(f"--what-if: the build config rejects the new values: {problems}") from None
 
 
+CORE_STAGES = ("face", "flow", "visibility")
+CORE_METRICS = ("face.upscale", "face.max_center_shift", "flow.max_residual", "flow.max_residual_at",
+                "visibility.face_ratio")
+
+
+def core_decider(config: dict[str, Any], overrides: dict[str, Any]):
+    """The build core's own decision function for stages 5-7 with the old and the new config, or None
+    when it is not installed or this build's config is not one it reads."""
+    try:
+        from pydantic import ValidationError
+
+        from vividhead.config import BuildConfig
+        from vividhead.pipelines.extract import decide_core
+    except ImportError:
+        return None
+    changed = json.loads(json.dumps(config))
+    for name, value in overrides.items():
+        stage, param = name.split(".", 1)
+        changed[stage][param] = value
+    try:
+        old, new = BuildConfig.model_validate(config), BuildConfig.model_validate(changed)
+    except ValidationError:
+        return None
+
+    def decide(batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray]:
+        """Per row, the stage (or None) that rejects it under the old and the new config."""
+        rows = batch.select([name for name in CORE_METRICS if name in batch.schema.names]).to_pylist()
+        before = [(decide_core(row, old) or (None,))[0] for row in rows]
+        after = [(decide_core(row, new) or (None,))[0] for row in rows]
+        return np.array(before, dtype=object), np.array(after, dtype=object)
+
+    return decide
+
+
 def _strings(batch: pa.RecordBatch, name: str) -> np.ndarray:
     column = batch.column(name)
     column = column if pa.types.is_string(column.type) else pc.cast(column, pa.string())
@@ -189,6 +225,10 @@ def what_if(dataset: Dataset, overrides: dict[str, Any]) -> dict[str, Any]:
                       rule.measure, rule.enabled and rule.stage not in switched_off) for rule in old_rules]
     rule_stages = {rule.stage for rule in old_rules}
     metrics = sorted({rule.metric for rule in old_rules})
+    decide_core = core_decider(config, overrides)
+    if decide_core is not None:
+        rule_stages |= set(CORE_STAGES)
+        metrics = sorted(set(metrics) | {name for name in CORE_METRICS if name in columns})
     before: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
     after: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
     moves: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
@@ -210,6 +250,7 @@ def what_if(dataset: Dataset, overrides: dict[str, Any]) -> dict[str, Any]:
                              for value, where in zip(status, stage)])
         values = {name: pc.cast(batch.column(name), pa.float64()).to_numpy(zero_copy_only=False) for name in metrics}
         outcome = np.where(status == "kept", "kept", np.where(stage == None, "(no stage)", stage)).astype(object)  # noqa: E711
+        core_before, core_after = decide_core(batch) if decide_core is not None else (None, None)
         decided = np.zeros(batch.num_rows, bool)
         released = np.zeros(batch.num_rows, bool)     # passed their original rejecting stage under the what-if
         for name in order:
@@ -223,8 +264,13 @@ def what_if(dataset: Dataset, overrides: dict[str, Any]) -> dict[str, Any]:
             old_fail = np.zeros(batch.num_rows, bool)
             new_fail = np.zeros(batch.num_rows, bool)
             scored = np.zeros(batch.num_rows, bool)
+            if core_before is not None and name in CORE_STAGES:
+                old_fail, new_fail = core_before == name, core_after == name
+                for metric in CORE_METRICS:
+                    if metric.startswith(name + ".") and metric in values:
+                        scored |= np.isfinite(values[metric])
             for old, new in zip(old_rules, new_rules):
-                if old.stage == name:
+                if old.stage == name and (core_before is None or name not in CORE_STAGES):
                     column = values[old.metric]
                     scored |= np.isfinite(column)
                     old_fail |= old.fails(column)
