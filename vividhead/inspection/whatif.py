@@ -227,7 +227,8 @@ def what_if(dataset: Dataset, overrides: dict[str, Any]) -> dict[str, Any]:
     metrics = sorted({rule.metric for rule in old_rules})
     decide_core = core_decider(config, overrides)
     if decide_core is not None:
-        rule_stages |= set(CORE_STAGES)
+        rule_stages |= {stage for stage in CORE_STAGES
+                        if any(name.startswith(stage + ".") and name in columns for name in CORE_METRICS)}
         metrics = sorted(set(metrics) | {name for name in CORE_METRICS if name in columns})
     before: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
     after: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
