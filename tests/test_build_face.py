@@ -72,3 +72,15 @@ def test_decode_pass_with_scrfd_weights_crops_where_scrfd_says(take: Path, tmp_p
     # the 384 px crop centred on it would pass the frame's bottom edge, so it is shifted up to fit
     x, y, side = clip.crop_box
     assert side == 384 and x + side / 2 == pytest.approx(480, abs=1) and y == 540 - 384
+
+
+def test_long_source_is_split_into_units_decoded_separately(take: Path, tmp_path: Path) -> None:
+    config = BuildConfig.model_validate({"segment": {"unit_seconds": 3.0, "min_seconds": 1.0}})
+    source = Source(str(take), str(take), md5=hashlib.md5(take.read_bytes()).hexdigest())
+    units = plan_source(source, str(take), config)
+    assert [(u.start, round(u.end, 2)) for u in units] == [(0.0, 3.0), (3.0, 5.4)]
+    assert len({u.unit_id for u in units}) == 2
+    detector = make_face_detector("mediapipe", None)
+    clips = [c for u in units for c in UnitExtractor(u, config, tmp_path / u.unit_id, detector).run()]
+    assert [(c.start, c.end, c.status) for c in clips] == [(0.0, 3.0, "kept"), (3.0, 5.4, "kept")]
+    assert sum(c.n_frames for c in clips) == 135                      # no frame lost or doubled at the seam
