@@ -73,9 +73,10 @@ def untrained_copy(run_model: Path, seed: int, out: Path) -> Path:
     return save_release(FlashHeadDiT(config), out / MODEL_FOLDERS["tiny"]).parent
 
 
-def stream(weights: Path, image: Path, audio: Path, out: Path) -> None:
+def stream(weights: Path, image: Path, audio: Path, out: Path, steps: int) -> None:
     cmd = [sys.executable, "-m", "vividhead.cli", "stream", "--weights", str(weights), "--variant", "tiny",
-           "--image", str(image), "--audio", str(audio), "--out", str(out), "--no-crop", "--seed", "0"]
+           "--image", str(image), "--audio", str(audio), "--out", str(out), "--no-crop", "--seed", "0",
+           "--steps", str(steps)]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"vividhead stream failed ({done.returncode}): {done.stderr[-2000:]}")
@@ -87,6 +88,7 @@ def main() -> int:
     parser.add_argument("--shards", nargs="+", required=True, help="the shards it trained on")
     parser.add_argument("--clip", type=int, default=0, help="which clip (index in shard order) to drive")
     parser.add_argument("--seconds", type=float, default=4.0, help="audio seconds to stream")
+    parser.add_argument("--steps", type=int, default=4, choices=(1, 2, 4, 8), help="sampler steps of the stream")
     args = parser.parse_args()
 
     from vividhead.models.vae import SpaceToDepthCodec
@@ -122,10 +124,11 @@ def main() -> int:
         for name, weights in (("untrained", untrained_copy(args.run / "Model_Tiny", run_config["seed"], tmp / "untrained")),
                               ("trained", args.run)):
             out = tmp / f"{name}.mp4"
-            stream(weights, image, audio, out)
+            stream(weights, image, audio, out, args.steps)
             results[name] = scores(decode_all(out), reference, truth)
     print(f"clip {entry.key}: reference = its frame 0, audio = its first {args.seconds:.1f} s, "
-          f"run {args.run} ({sum(1 for _ in (args.run / 'loss.jsonl').open())} steps logged)")
+          f"run {args.run} ({sum(1 for _ in (args.run / 'loss.jsonl').open())} steps logged), "
+          f"{args.steps} sampler steps")
     print(f"{'model':<10} {'frames':>6} {'PSNR ref':>9} {'SSIM ref':>9} {'PSNR clip':>10} {'SSIM clip':>10}")
     for name, r in results.items():
         print(f"{name:<10} {r['frames']:>6} {r['psnr_ref']:9.2f} {r['ssim_ref']:9.4f} {r['psnr_clip']:10.2f} {r['ssim_clip']:10.4f}")
