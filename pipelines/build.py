@@ -121,12 +121,30 @@ def run_build(sources_file: SourcesFile, base: Path, out_dir: Path, config: Buil
 
 
 def _fetch_and_plan(sources: list[Source], config: BuildConfig, out: OutputDir) -> list[tuple]:
+    """Fetch, hash and probe every source as Ray tasks; MD5s are cached by (path, size, mtime)."""
     import ray
 
-    ds = ray.data.from_items([{"source": pickle.dumps(s)} for s in sources],
+    cache_path = out.root / ".cache" / "md5.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    ds = ray.data.from_items([{"source": pickle.dumps(s), "md5": cache.get(_stamp(s.uri))} for s in sources],
                              override_num_blocks=min(len(sources), 64))
     ds = ds.map(_fetch_row, fn_args=(config, str(out.downloads)), num_cpus=1, max_retries=config.run.max_retries)
-    return [pickle.loads(row["planned"]) for row in ds.take_all()]
+    planned = [pickle.loads(row["planned"]) for row in ds.take_all()]
+    cache.update({_stamp(source.uri): source.md5 for source, _ in planned if source.md5 and _stamp(source.uri)})
+    cache_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache_path.with_name(".md5.json.tmp")
+    tmp.write_text(json.dumps(cache))
+    os.replace(tmp, cache_path)
+    return planned
+
+
+def _stamp(uri: str) -> str | None:
+    """Cache key of a local file: real path, size and modification time (None for URLs or missing files)."""
+    try:
+        stat = os.stat(uri)
+    except (OSError, ValueError):
+        return None
+    return f"{os.path.realpath(uri)}|{stat.st_size}|{stat.st_mtime_ns}"
 
 
 def _fetch_row(row: dict[str, Any], config: BuildConfig, downloads: str) -> dict[str, Any]:
@@ -136,7 +154,8 @@ def _fetch_row(row: dict[str, Any], config: BuildConfig, downloads: str) -> dict
         path = fetch(source, Path(downloads), config.run)
         if not path.is_file():
             raise MediaError("missing_file", f"{path}: no such file")
-        source = Source(source.source_id, source.uri, source.dataset, source.ranges, source.attributes, md5_of(path))
+        md5 = row.get("md5") or md5_of(path)
+        source = Source(source.source_id, source.uri, source.dataset, source.ranges, source.attributes, md5)
         result: Any = plan_source(source, str(path), config)
     except MediaError as err:
         result = SourceRejection(source_unit_id(source, "source"), source, "sources", err.reason, err.detail)
@@ -309,7 +328,7 @@ class _Committer:
             from tqdm import tqdm
 
             self.bar = tqdm(total=len(units), initial=sum(u.unit_id in self.done for u in units), unit="unit",
-                            desc="build", dynamic_ncols=True)
+                            desc=f"build: {self.summary.sources} sources", dynamic_ncols=True)
 
     def add(self, unit: str, rows: int, clip: Clip) -> None:
         clips = self.pending.setdefault(unit, [])

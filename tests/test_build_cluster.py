@@ -51,7 +51,10 @@ def _stop(temp_dir: str) -> None:
 
 
 @pytest.fixture()
-def two_node_cluster():
+def two_node_cluster(monkeypatch: pytest.MonkeyPatch):
+    # Ray >= 2.5x turns token auth on when ~/.ray/auth_token exists, but a node joining with
+    # `ray start --address` does not; a private test cluster states its mode for every process.
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     temp_dir = tempfile.mkdtemp(prefix="vhray", dir="/tmp")
     port = _free_port()
     common = ["--num-cpus", "1", "--object-store-memory", str(200 * 1024**2), "--disable-usage-stats"]
