@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from vividhead.inference.audio_cache import AudioContextCache, PcmQueue
-from vividhead.inference.reference import color_correct, prepare_reference, to_uint8_frames, to_video_tensor
+from vividhead.inference.reference import (color_correct, prepare_reference, resize_frames, to_uint8_frames,
+                                           to_video_tensor)
 from vividhead.inference.sampler import sample_chunk
 from vividhead.models.audio_features import SAMPLES_PER_FRAME, AudioEncoder, frames_for_samples, load_audio_encoder
 from vividhead.models.flashhead import GEOMETRY, FlashHeadDiT, Geometry, frame_windows
@@ -195,14 +196,16 @@ class StreamSession:
             latent = sample_chunk(eng.denoiser, self.reference.latent, context, self.motion,
                                   steps=eng.options.steps, shift=g.shift, generator=self.generator)
         with clock("vae_decode"):
-            video = eng.codec.decode(latent)                                            # [1, 3, 33, 512, 512]
+            native = getattr(eng.codec, "native_size", None)                          # tiny: decode small, resize uint8
+            video = eng.codec.decode(latent) if native is None else eng.codec.decode(latent, size=native)  # [1, 3, 33, H, W]
         with clock("motion_encode"):
             self.motion = eng.codec.encode(video[:, :, -g.motion_frames:]).to(latent.dtype)
         new = g.frames if self.index == 0 else g.new_frames
         video = video[:, :, -new:]
         if eng.options.color_correction:
             video = color_correct(video, self.reference.pixels.to(video.device))
-        chunk = Chunk(self.index, self.emitted, to_uint8_frames(video), audio[-new * SAMPLES_PER_FRAME:], timings)
+        frames = resize_frames(to_uint8_frames(video), g.size)                         # [new, 512, 512, 3]
+        chunk = Chunk(self.index, self.emitted, frames, audio[-new * SAMPLES_PER_FRAME:], timings)
         self.index += 1
         return chunk
 

@@ -69,6 +69,13 @@ def color_correct(video: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     return ((video - mean) / (std + 1e-5) * ref_std + ref_mean).clamp(-1, 1)
 
 
+def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
+    """uint8 [T, h, w, 3] -> [T, size, size, 3], bilinear."""
+    if frames.shape[1:3] == (size, size):
+        return frames
+    return np.stack([cv2.resize(frame, (size, size), interpolation=cv2.INTER_LINEAR) for frame in frames])
+
+
 def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
     """[1, 3, T, H, W] in [-1, 1] -> uint8 [T, H, W, 3]."""
     frames = ((video[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)

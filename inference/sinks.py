@@ -12,7 +12,7 @@ import struct
 import sys
 from fractions import Fraction
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Callable, Protocol
 
 import av
 import numpy as np
@@ -143,7 +143,8 @@ class FragmentEncoder:
         return f'video/mp4; codecs="{avc_codec_string(self.init)}"'
 
 
-def stream_to_sink(session, audio: np.ndarray, sink: Sink, piece_seconds: float | None = None) -> None:
+def stream_to_sink(session, audio: np.ndarray, sink: Sink, piece_seconds: float | None = None,
+                   on_chunk: "Callable[[Chunk], None] | None" = None) -> None:
     """Feed `audio` to a session (whole, or in pieces as a live source would) and write every chunk.
 
     The output encode time of each chunk is added to its timings as `output_encode`.
@@ -160,4 +161,6 @@ def stream_to_sink(session, audio: np.ndarray, sink: Sink, piece_seconds: float 
             spent = time.perf_counter() - t0
             chunk.timings["output_encode"] = spent
             session.stats.stages["output_encode"] = session.stats.stages.get("output_encode", 0.0) + spent
+            if on_chunk is not None:
+                on_chunk(chunk)
     sink.close()

@@ -43,6 +43,7 @@ class SpaceToDepthCodec:
         self.frame_size, self.spatial, self.temporal, self.output_size = frame_size, spatial, temporal, output_size
         self.latent_channels = 3 * spatial * spatial * temporal
         self.temporal_stride = temporal
+        self.native_size = frame_size   # decode(latent, size=native_size) skips the upsampling (the engine resizes uint8)
 
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         b, c, t, h, w = video.shape

@@ -83,9 +83,13 @@ def _stream_file(engine, reference, args: argparse.Namespace) -> int:
               "centre square (no face crop)"), file=sys.stderr)
         print(f"vividhead stream: {args.variant} on {engine.device}, chunks of {g.frames} frames "
               f"(then {g.new_frames} new), {engine.options.steps} steps", file=sys.stderr)
-    stream_to_sink(session, audio, sink, piece_seconds=g.chunk_seconds)
-    if args.stats and engine.is_main:
-        for i, latency in enumerate(session.stats.chunk_latency):
-            print(f"chunk {i}: {latency * 1000:.0f} ms", file=sys.stderr)
+    def report(chunk) -> None:
+        stages = ", ".join(f"{name} {seconds * 1000:.0f}" for name, seconds in chunk.timings.items())
+        print(f"chunk {chunk.index}: {len(chunk.frames)} frames in {session.stats.chunk_latency[-1] * 1000:.0f} ms "
+              f"({stages} ms)", file=sys.stderr, flush=True)
+
+    show = args.stats and engine.is_main
+    stream_to_sink(session, audio, sink, piece_seconds=g.chunk_seconds, on_chunk=report if show else None)
+    if show:
         print(json.dumps(session.stats.summary()), file=sys.stderr)
     return 0
