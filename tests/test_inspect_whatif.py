@@ -65,6 +65,8 @@ def test_cli_what_if(synthetic_build: Expected, capsys: pytest.CaptureFixture) -
     assert main(["inspect", str(synthetic_build.root), "--json", "--what-if", "speech.min_speech_ratio=0.9"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["what_if"]["after"]["kept"]["clips"] == 1               # speech ratios 0.9, 0.8, 0.6
+    assert main(["inspect", "--what-if", "sync.min_confidence=5", str(synthetic_build.root)]) == 0  # path last
+    assert "What-if: sync.min_confidence=5" in capsys.readouterr().out
     assert main(["inspect", str(synthetic_build.root), "--what-if", "sync.nope=1"]) == 2
     assert "has no field 'nope'" in capsys.readouterr().err
 

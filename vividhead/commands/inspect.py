@@ -15,7 +15,7 @@ HELP = "summarise, verify and report on a built dataset (counts, funnel, distrib
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("paths", nargs="+", metavar="PATH",
+    parser.add_argument("paths", nargs="*", metavar="PATH",
                         help="build directory, directory of shards, .tar/.parquet file, or a glob of them "
                              "(quote globs so that the shell leaves them alone)")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON instead of text")
@@ -49,6 +49,11 @@ def _run(args: argparse.Namespace) -> int:
     from vividhead.inspection import text
     from vividhead.inspection.reader import InspectError, resolve
 
+    # `--what-if a=1 DIR` lets argparse take DIR as an assignment: an item without "=" is a path.
+    args.paths += [item for item in args.what_if if "=" not in item]
+    args.what_if = [item for item in args.what_if if "=" in item]
+    if not args.paths:
+        raise InspectError("give a build directory, shards or a glob to inspect (PATH)")
     dataset = resolve(args.paths)
     if args.sample:
         from vividhead.inspection.sample import dump_sample
