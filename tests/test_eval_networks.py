@@ -26,10 +26,14 @@ def write_fid_inception(path: Path, seed: int = 0) -> Path:
     """A random FID Inception-v3 in the format of pt_inception-2015-12-05-6726825d.pth."""
     torch.manual_seed(seed)
     model = FIDInceptionV3()
-    for module in model.modules():      # non-trivial BatchNorm statistics, so loading them matters
+    # BatchNorm statistics calibrated on a few synthetic images: a raw random Inception's activations
+    # vanish over its 11 blocks (pool features ~1e-8), which would make every distance ~0.
+    for module in model.modules():
         if isinstance(module, nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.1, 0.1)
-            module.running_var.uniform_(0.5, 1.5)
+            module.momentum = None
+    model.train()
+    model.features(torch.from_numpy(_faces(4, seed=seed + 100)).permute(0, 3, 1, 2).float() / 255)
+    model.eval()
     state = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
     torch.save(state, path)
     return path
@@ -61,14 +65,25 @@ def write_tiny_i3d(path: Path, seed: int = 0) -> Path:
     return path
 
 
+def eval_weights(tmp_path_factory) -> dict[str, Path]:
+    """The tiny FID Inception and I3D files, written once per test session and shared by the eval tests."""
+    folder = tmp_path_factory.getbasetemp() / "eval weights"
+    paths = {"inception": folder / "pt_inception-2015-12-05-6726825d.pth", "i3d": folder / "i3d_torchscript.pt"}
+    if not all(p.is_file() for p in paths.values()):
+        folder.mkdir(exist_ok=True)
+        write_fid_inception(folder / ".inception.tmp").replace(paths["inception"])
+        write_tiny_i3d(folder / ".i3d.tmp").replace(paths["i3d"])
+    return paths
+
+
 @pytest.fixture(scope="session")
 def inception_file(tmp_path_factory) -> Path:
-    return write_fid_inception(tmp_path_factory.mktemp("inception") / "pt_inception-2015-12-05-6726825d.pth")
+    return eval_weights(tmp_path_factory)["inception"]
 
 
 @pytest.fixture(scope="session")
 def i3d_file(tmp_path_factory) -> Path:
-    return write_tiny_i3d(tmp_path_factory.mktemp("i3d") / "i3d_torchscript.pt")
+    return eval_weights(tmp_path_factory)["i3d"]
 
 
 def _faces(n: int, size: int = 64, seed: int = 0) -> np.ndarray:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_eval_networks import write_fid_inception, write_tiny_i3d
+from test_eval_networks import eval_weights
 from train_fixtures import encode_mp4, write_shards
 from vividhead.cli import main
 from vividhead.evaluation.fid import FIDConfig
@@ -42,11 +42,7 @@ def sets(tmp_path_factory) -> dict[str, Path]:
         clip = item.load()
         frames = np.clip(clip.frames + rng.normal(0, 40, clip.frames.shape), 0, 255).astype(np.uint8)
         (noisy / f"{item.key}.mp4").write_bytes(encode_mp4(frames, clip.audio))
-    weights = root / "weights"
-    weights.mkdir()
-    return {"shards": root / "shards", "plain": plain, "noisy": noisy,
-            "inception": write_fid_inception(weights / "pt_inception-2015-12-05-6726825d.pth"),
-            "i3d": write_tiny_i3d(weights / "i3d_torchscript.pt")}
+    return {"shards": root / "shards", "plain": plain, "noisy": noisy, **eval_weights(tmp_path_factory)}
 
 
 def test_sampling_helpers():
