@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import tarfile
 from collections import defaultdict
 from html import escape
 from pathlib import Path
@@ -222,7 +223,7 @@ def _kept_clips(dataset: Dataset, picker: ExamplePicker) -> str:
             continue
         try:
             files.update(read_members(shards[shard], keys, {"mp4", "mask.png"}))
-        except (OSError, EOFError, Exception) as error:  # a damaged tar: report it, keep the report going
+        except (OSError, EOFError, tarfile.TarError) as error:  # a damaged tar: say so, keep the report going
             problems.update({key: f"shards/{shard} does not read: {error}" for key in keys})
     cards = []
     for row in chosen:
