@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from vividhead.inspection.reader import resolve
 from vividhead.inspection.report import ExamplePicker, write_report
 from vividhead.inspection.summary import summarize
+from vividhead.inspection.verify import verify
 from vividhead.inspection.whatif import parse_overrides, what_if
 
 CONFIG = {"segment": {"min_seconds": 5.0}, "visibility": {"enabled": True, "max_missing_ratio": 0.2},
@@ -76,7 +77,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--parts", type=int, default=200)
+    parser.add_argument("--verify", type=Path, metavar="BUILD",
+                        help="also time --verify on a real build directory (decode-bound: frames per second)")
+    parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
+    if args.verify:
+        start = time.perf_counter()
+        report = verify(resolve([args.verify]), workers=args.workers)
+        seconds = time.perf_counter() - start
+        print(f"verify {args.verify}: {report['samples']:,} samples, {report['decoded_frames']:,} frames in "
+              f"{seconds:.1f} s = {report['decoded_frames'] / seconds:,.0f} frames/s "
+              f"({report['decoded_frames'] / 25 / seconds:,.1f} s of clip per second), {args.workers} worker(s), "
+              f"ok={report['ok']}")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out"
         start = time.perf_counter()

@@ -21,7 +21,7 @@ from vividhead.inspection.reader import BATCH_ROWS, Dataset, manifest_batches, m
 from vividhead.inspection.stats import Distribution
 
 # Pipeline order of DESIGN.md section 4.1; stages a build names otherwise follow in schema order.
-STAGE_ORDER = ("sources", "probe", "segment", "normalise", "normalize", "face", "flow", "flow_cuts",
+STAGE_ORDER = ("sources", "probe", "extract", "segment", "normalise", "normalize", "face", "flow", "flow_cuts",
                "visibility", "occlusion", "speech", "sync", "annotate")
 ATTRIBUTES = ("language", "gender", "age", "ethnicity")
 PROVENANCES = ("given", "model", "unknown")
