@@ -147,9 +147,12 @@ def check_json(data: bytes, key: str) -> list[str]:
         return [f"json does not parse: {error}"]
     if not isinstance(row, dict):
         return ["json is not an object"]
+    problems = []
     if row.get("key") not in (None, key):
-        return [f"json names key {row.get('key')!r}, expected {key!r}"]
-    return []
+        problems.append(f"json names key {row.get('key')!r}, expected {key!r}")
+    if row.get("status") not in (None, "kept"):
+        problems.append(f"json has status {row.get('status')!r}, expected 'kept' for a sample in a shard")
+    return problems
 
 
 def check_sample(key: str, files: dict[str, bytes]) -> tuple[int, list[tuple[str, str]]]:
