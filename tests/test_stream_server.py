@@ -16,8 +16,12 @@ from vividhead.inference.server import BackgroundServer, ServerLimits, StreamSer
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    engine = tiny_engine(tmp_path_factory.mktemp("tiny"))
+def engine(tmp_path_factory):
+    return tiny_engine(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def server(engine):
     limits = ServerLimits(max_message_bytes=64 * 1024, messages_per_second=200, burst=200, max_sessions=3)
     background = BackgroundServer(StreamServer(engine, engine.reference(face_like_image()), limits))
     yield background
@@ -99,6 +103,27 @@ def test_disconnect_frees_the_session(server):
     assert refs and not server.server.connections
     gc.collect()
     assert all(ref() is None for ref in refs)
+
+
+def test_message_rate_is_bounded(engine):
+    limits = ServerLimits(messages_per_second=5, burst=5)
+    background = BackgroundServer(StreamServer(engine, engine.reference(face_like_image()), limits))
+
+    async def flood():
+        async with aiohttp.ClientSession() as http, http.ws_connect(f"{background.url}/ws") as ws:
+            await ws.receive_json()
+            for _ in range(12):
+                await ws.send_str(json.dumps({"type": "start", "format": "s16"}))
+            codes = [(await ws.receive_json())["code"] for _ in range(7)]
+            await asyncio.sleep(0.5)                                      # tokens refill: the session goes on
+            await ws.send_str(json.dumps({"type": "dance"}))
+            return codes, (await ws.receive_json())["code"]
+
+    try:
+        codes, after = asyncio.run(flood())
+    finally:
+        background.stop()
+    assert codes == ["rate_limited"] * 7 and after == "unknown_type"
 
 
 def test_server_refuses_sessions_over_the_limit(server):
