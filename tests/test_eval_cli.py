@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from conftest import REPO, run_vividhead
 from test_eval_networks import eval_weights
 from tiny_models import write_tiny_syncnet
 from vividhead.evaluation.videos import list_videos
+from vividhead.models.flashhead import GEOMETRY
 
 
 def test_checkpoint_generate_then_score_on_held_back_demo_shards(demo_build: Path, tmp_path: Path, tmp_path_factory):
@@ -39,6 +42,10 @@ def test_checkpoint_generate_then_score_on_held_back_demo_shards(demo_build: Pat
     fps = rows["FPS"]
     assert fps["value"] > 0 and fps["detail"]["device"].startswith("CPU (") and fps["detail"]["variant"] == "tiny"
     assert f"device={fps['detail']['device']}" in table and "| FPS ↑ |" in table
+    # one timed chunk after one warm-up chunk: the steady chunk's new frames, every stage timed
+    assert fps["detail"]["frames"] == GEOMETRY["tiny"].new_frames and fps["detail"]["warmup_chunks"] == 1
+    assert set(fps["detail"]["stage_ms"]) == {"audio_encode", "dit", "vae_decode", "motion_encode", "output_encode"}
+    assert fps["value"] == pytest.approx(fps["detail"]["frames"] / fps["detail"]["chunk_latency_mean_s"], rel=1e-3)
     generated = list_videos(out / "generated")
     reference = list_videos(held)
     assert [g.key for g in generated] == [r.key for r in reference]

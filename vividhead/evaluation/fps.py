@@ -1,15 +1,18 @@
 """FPS of the stream engine on a checkpoint and this hardware, timed as `benchmarks/stream_bench.py` times it.
 
-`time_engine` is the one timing function: it streams `warmup + chunks` chunks through a session of the
-engine (audio encode, few-step DiT sampling, VAE decode, motion re-encode; output encoding excluded),
-discards the warm-up chunks (allocations, cuDNN autotuning, torch.compile) and reports generated frames
-per second of generation time over the rest, with per-chunk and first-chunk latency. The engine's own
-clock synchronises CUDA, so GPU work is counted when it finishes.
+`time_engine` is the one timing function (the benchmark's `run_chunks` measures the same thing and can
+call it): it feeds `warmup + chunks` chunks of synthetic speech-like audio to a fresh session of the
+engine, lets it generate every chunk (audio encode, few-step DiT sampling, VAE decode, motion re-encode;
+the engine's clock synchronises CUDA) and encodes each chunk's frames as the server does (H.264 fMP4
+segments). FPS = emitted frames / (generation + output encode) seconds over the timed chunks, as in the
+benchmark; the first `warmup` chunks (allocation, cuDNN autotuning, torch.compile) are left out of the
+figure but reported as the cold-start latency. Per-stage milliseconds per chunk come with it.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,49 +21,58 @@ from vividhead.evaluation.report import MetricRow
 from vividhead.evaluation.runner import device_name
 
 SAMPLE_RATE = 16000
+STAGES = ("audio_encode", "dit", "vae_decode", "motion_encode", "output_encode")
 
 
 @dataclass(frozen=True)
 class EngineTiming:
     """What `time_engine` measured."""
 
-    fps: float                      # generated frames / generation seconds, warm-up excluded
+    fps: float                      # emitted frames / (generation + output encode) seconds, warm-up excluded
     frames: int
     chunks: int
     warmup_chunks: int
     chunk_latency_mean_s: float
     chunk_latency_max_s: float
-    first_chunk_s: float            # latency of the very first chunk (cold start), warm-up included
+    first_chunk_s: float            # the very first chunk (cold start), part of the warm-up
+    stage_ms: dict[str, float] = field(default_factory=dict)   # mean per timed chunk
 
 
-def timing_audio(seconds: float, seed: int = 0) -> np.ndarray:
-    """Deterministic speech-like 16 kHz audio (a modulated tone with noise) to drive timing runs."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
-    voiced = 0.3 * np.sin(2 * np.pi * 160 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))
-    return (voiced + 0.02 * rng.standard_normal(len(t))).astype(np.float32)
+def timing_audio(seconds: float) -> np.ndarray:
+    """The benchmark's driving signal: a 180 Hz tone with a 3 Hz syllable-rate envelope, 16 kHz."""
+    t = np.arange(int(round(seconds * SAMPLE_RATE))) / SAMPLE_RATE
+    return (0.3 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t))).astype(np.float32)
 
 
-def time_engine(engine, reference_rgb: np.ndarray, chunks: int = 8, warmup: int = 1,
-                audio: np.ndarray | None = None) -> EngineTiming:
-    """Stream `warmup + chunks` chunks through a fresh session and time the last `chunks` of them."""
-    if chunks < 1:
-        raise ValueError(f"chunks must be >= 1, got {chunks}")
+def time_engine(engine, reference_rgb: np.ndarray | None = None, chunks: int = 8, warmup: int = 1) -> EngineTiming:
+    """Stream `warmup + chunks` chunks through a fresh session; time the last `chunks` of them."""
+    from vividhead.inference.sinks import FragmentEncoder
+
+    if chunks < 1 or warmup < 0:
+        raise ValueError(f"need chunks >= 1 and warmup >= 0, got chunks={chunks}, warmup={warmup}")
     g = engine.geometry
+    if reference_rgb is None:
+        reference_rgb = np.full((g.size, g.size, 3), 128, np.uint8)
     n_frames = g.frames + (warmup + chunks - 1) * g.new_frames
-    samples = n_frames * (SAMPLE_RATE // g.fps)
-    if audio is None or len(audio) < samples:
-        audio = timing_audio(samples / SAMPLE_RATE)
     session = engine.session(engine.reference(reference_rgb))
-    session.feed(audio[:samples])
-    frames = [len(chunk.frames) for chunk in session.chunks()]
-    latency = session.stats.chunk_latency
-    if len(latency) < warmup + chunks:
-        raise RuntimeError(f"the engine produced {len(latency)} chunks, expected {warmup + chunks}")
-    timed, timed_frames = latency[warmup:warmup + chunks], frames[warmup:warmup + chunks]
-    return EngineTiming(fps=sum(timed_frames) / sum(timed), frames=sum(timed_frames), chunks=chunks,
-                        warmup_chunks=warmup, chunk_latency_mean_s=float(np.mean(timed)),
-                        chunk_latency_max_s=float(np.max(timed)), first_chunk_s=float(latency[0]))
+    session.feed(timing_audio(n_frames / g.fps))
+    encoder = FragmentEncoder(g.size, g.fps)
+    records: list[tuple[int, dict[str, float]]] = []
+    for chunk in session.chunks(flush=True):
+        start = time.perf_counter()
+        encoder.encode(chunk.frames)
+        chunk.timings["output_encode"] = time.perf_counter() - start
+        records.append((len(chunk.frames), dict(chunk.timings)))
+    if len(records) < warmup + chunks:
+        raise RuntimeError(f"the engine produced {len(records)} chunks, expected {warmup + chunks}")
+    timed = records[warmup:warmup + chunks]
+    totals = [sum(t.get(s, 0.0) for s in STAGES) for _, t in timed]
+    frames = sum(n for n, _ in timed)
+    first = sum(records[0][1].get(s, 0.0) for s in STAGES)
+    stage_ms = {s: round(1000 * float(np.mean([t.get(s, 0.0) for _, t in timed])), 2) for s in STAGES}
+    return EngineTiming(fps=frames / sum(totals), frames=frames, chunks=chunks, warmup_chunks=warmup,
+                        chunk_latency_mean_s=float(np.mean(totals)), chunk_latency_max_s=float(np.max(totals)),
+                        first_chunk_s=first, stage_ms=stage_ms)
 
 
 def detect_variant(checkpoint: Path) -> str:
