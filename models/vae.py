@@ -138,7 +138,12 @@ def _read_ltx_statistics(path: Path, channels: int) -> tuple[torch.Tensor, torch
 
 
 def _ltx_config_from_state(state: dict[str, torch.Tensor], original: dict[str, Any]) -> dict[str, Any]:
-    """diffusers config of an LTX VAE, read off its converted state dict (4 down blocks + mid, as 0.9.x)."""
+    """diffusers config of an LTX VAE, read off its converted state dict.
+
+    Covers the 0.9.0 / 0.9.1 structure (LTXVideoDownBlock3D encoder; decoder noise injection and timestep
+    conditioning detected from their parameters). Later VAEs (0.9.5+: residual upsamplers) should be given
+    in the diffusers layout, whose config.json states the architecture.
+    """
     def count(prefix: str) -> int:
         return len({k[len(prefix):].split(".")[0] for k in state if k.startswith(prefix)})
 
@@ -157,7 +162,7 @@ def _ltx_config_from_state(state: dict[str, torch.Tensor], original: dict[str, A
         decoder_layers_per_block=tuple([count(f"{p}.resnets.") for p in up][::-1] + [count("decoder.mid_block.resnets.")]),
         spatio_temporal_scaling=tuple(any(k.startswith(f"{p}.downsamplers.") for k in state) for p in down),
         decoder_spatio_temporal_scaling=tuple(any(k.startswith(f"{p}.upsamplers.") for k in state) for p in up)[::-1],
-        decoder_inject_noise=(False,) * (len(up) + 1),
+        decoder_inject_noise=tuple(f"{p}.resnets.0.per_channel_scale1" in state for p in ["decoder.mid_block", *up])[::-1],
         timestep_conditioning=any(k.startswith("decoder.time_embedder.") for k in state),
         patch_size=int(original.get("patch_size", 4)),
         decoder_causal=bool(original.get("causal_decoder", False)),
