@@ -74,9 +74,9 @@ def _generate_and_time(args: argparse.Namespace, config):
     engine = load_engine(args.checkpoint, args.variant, args.device, args.wav2vec, args.steps)
     generated = args.generated
     if generated is None:
-        generated = args.out / "generated"
-        paths = generate_from_reference(engine, args.reference, generated, max_videos=args.max_videos)
-        print(f"generated {len(paths)} videos into {generated}", file=sys.stderr)
+        # Score exactly the videos of this run, even if the folder holds older ones.
+        generated = generate_from_reference(engine, args.reference, args.out / "generated", max_videos=args.max_videos)
+        print(f"generated {len(generated)} videos into {args.out / 'generated'}", file=sys.stderr)
     fps = None
     if "fps" in config.metrics:
         first_frame = list_videos(args.reference)[0].load().frames[0]

@@ -156,12 +156,19 @@ def _score_set(items: list[VideoItem], name: str, metrics: _Metrics, with_sync: 
     return scores
 
 
-def run_eval(generated: Path, reference: Path | None, weights: Weights, config: EvalConfig = EvalConfig(),
+def _list(locations: Path | list[Path]) -> list[VideoItem]:
+    if isinstance(locations, Path):
+        return list_videos(locations)
+    return sorted((item for location in locations for item in list_videos(location)), key=lambda v: v.key)
+
+
+def run_eval(generated: Path | list[Path], reference: Path | None, weights: Weights, config: EvalConfig = EvalConfig(),
              fps_row: MetricRow | None = None) -> EvalReport:
-    """Score the generated videos against the reference videos; FPS comes in measured (or absent)."""
+    """Score the generated videos (a location, or a list of video files/shards) against the reference
+    videos; FPS comes in measured (or absent)."""
     device = choose_device(config.device)
     limit = config.max_videos or None
-    gen_items = list_videos(generated)[:limit]
+    gen_items = _list(generated)[:limit]
     ref_items = list_videos(reference)[:limit] if reference is not None else []
     metrics = _Metrics(config, weights, device, bool(ref_items))
     gen_feats: dict[str, list[np.ndarray]] = {"fid": [], "fvd": []}
@@ -194,4 +201,5 @@ def run_eval(generated: Path, reference: Path | None, weights: Weights, config: 
                 "weights": {k: str(getattr(weights, k)) for k in ("inception", "i3d", "syncnet", "scrfd")
                             if getattr(weights, k) is not None}}
     versions = {"vividhead": __version__, "torch": torch.__version__}
-    return EvalReport(str(generated), str(reference) if reference else None, rows, videos, settings, versions)
+    where = str(generated) if isinstance(generated, Path) else ", ".join(sorted({str(p.parent) for p in generated}))
+    return EvalReport(where, str(reference) if reference else None, rows, videos, settings, versions)
