@@ -75,8 +75,8 @@ class Reference:
 class StreamStats:
     """Per-chunk latency, first-frame latency and FPS of one session."""
 
-    started: float = field(default_factory=time.perf_counter)
-    first_frame: float | None = None          # seconds from start to the first emitted frame
+    started: float | None = None              # when the first audio arrived
+    first_frame: float | None = None          # seconds from the first audio to the first generated frame
     chunk_latency: list[float] = field(default_factory=list)
     stages: dict[str, float] = field(default_factory=dict)
     frames: int = 0
@@ -87,7 +87,7 @@ class StreamStats:
         self.busy += seconds
         self.frames += len(chunk.frames)
         if self.first_frame is None:
-            self.first_frame = time.perf_counter() - self.started
+            self.first_frame = time.perf_counter() - (self.started or time.perf_counter())
         for name, value in chunk.timings.items():
             self.stages[name] = self.stages.get(name, 0.0) + value
 
@@ -172,6 +172,8 @@ class StreamSession:
 
     def feed(self, samples: np.ndarray) -> None:
         """Queue 16 kHz mono float32 audio."""
+        if self.stats.started is None:
+            self.stats.started = time.perf_counter()
         self.queue.put(samples)
 
     def chunks(self, flush: bool = False) -> Iterator[Chunk]:
