@@ -110,3 +110,27 @@ def test_cli_writes_json_and_table(sets, tmp_path, capsys):
     assert rows["FVD"]["status"] == "ok" and rows["FVD"]["value"] > 0
     assert main(["eval", "--generated", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
     assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_sync_rows_average_scored_videos_and_name_skips():
+    from vividhead.evaluation.report import VideoScore
+    from vividhead.evaluation.runner import _sync_rows
+
+    scores = [VideoScore("a", "a.mp4", "reference", 50, 25.0, 6.0, 7.0, 1),
+              VideoScore("b", "b.mp4", "reference", 50, 25.0, 4.0, 9.0, -3),
+              VideoScore("c", "c.mp4", "reference", 50, 25.0, note="sync: no face detected")]
+    rows = {r.metric: r for r in _sync_rows(scores, " (reference)")}
+    assert rows["Sync-C (reference)"].value == 5.0 and rows["Sync-C (reference)"].better == "higher"
+    assert rows["Sync-D (reference)"].value == 8.0 and rows["Sync-D (reference)"].detail["skipped"] == 1
+    assert rows["AV offset (reference)"].value == -1.0 and rows["AV offset (reference)"].detail["mean_abs_frames"] == 2.0
+    none = _sync_rows(scores[2:])
+    assert none[0].status == "unavailable" and "no face detected" in none[0].reason
+
+
+def test_frames_resampled_to_25_fps_for_syncnet():
+    from vividhead.evaluation.sync import to_25fps
+
+    frames = np.arange(60)[:, None, None, None] * np.ones((1, 2, 2, 3), np.uint8)
+    out = to_25fps(frames, 30.0)                     # 2 s at 30 fps -> 50 frames at 25 fps
+    assert len(out) == 50 and out[0, 0, 0, 0] == 0 and out[25, 0, 0, 0] == 30
+    assert to_25fps(frames, 25.0) is frames
