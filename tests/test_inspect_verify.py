@@ -130,6 +130,12 @@ def test_build_json_totals_must_match_the_manifest(synthetic_build: Expected, tm
     assert problems_of(out) == ["build.json totals say 4 kept but the manifest has 3 kept row(s)"]
 
 
+def test_consolidated_manifest_must_hold_its_parts(synthetic_build: Expected, tmp_path: Path) -> None:
+    out = copy_build(synthetic_build, tmp_path)
+    (out / "manifest" / "c.parquet").unlink()
+    assert problems_of(out) == ["out copy/manifest.parquet has 6 rows but its 2 manifest/*.parquet parts hold 5"]
+
+
 def test_parallel_workers_find_the_same(synthetic_build: Expected) -> None:
     assert verify(resolve([synthetic_build.root]), workers=2)["ok"]
 

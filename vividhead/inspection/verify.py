@@ -4,7 +4,7 @@ Per sample: the tar is intact, the required files are present, the mp4 decodes a
 H.264 with an audio stream, the wav is 16 kHz mono PCM s16 of the clip's length, `audio.npy` is
 float16 [frames, layers, dim] with one row per decoded frame, the mask is a 512x512 8-bit PNG and
 the json names the sample's key. Across files: every kept manifest row has exactly one sample, in
-the shard it names, every sample has a kept row, and build.json's totals match the manifest. Problems are counted by kind and a bounded
+the shard it names, every sample has a kept row, build.json's totals match the manifest, and manifest.parquet holds the rows of its parts. Problems are counted by kind and a bounded
 number of precise messages is kept.
 """
 
@@ -25,6 +25,7 @@ import av
 import cv2
 import numpy as np
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import soundfile
 
 from vividhead.inspection.reader import REQUIRED_FILES, Dataset, iter_samples, manifest_batches
@@ -237,6 +238,19 @@ def check_totals(dataset: Dataset, problems: Problems) -> None:
                                      f"{found[status]} {status} row(s)")
 
 
+def check_consolidation(dataset: Dataset, problems: Problems) -> None:
+    """A build's manifest.parquet holds exactly the rows of its manifest/*.parquet parts (metadata only)."""
+    for root in dataset.roots:
+        consolidated, parts = root / "manifest.parquet", sorted((root / "manifest").glob("*.parquet"))
+        if not consolidated.is_file() or not parts:
+            continue
+        whole = pq.read_metadata(consolidated).num_rows
+        in_parts = sum(pq.read_metadata(part).num_rows for part in parts)
+        if whole != in_parts:
+            problems.add("manifest", f"{root.name}/manifest.parquet has {whole} rows but its {len(parts)} "
+                                     f"manifest/*.parquet parts hold {in_parts}")
+
+
 def _checks(dataset: Dataset, workers: int) -> Iterator[ShardCheck]:
     if workers <= 1 or len(dataset.shards) <= 1:
         yield from map(check_shard, dataset.shards)
@@ -251,6 +265,7 @@ def verify(dataset: Dataset, workers: int = 1) -> dict[str, Any]:
     expected = expected_samples(dataset, problems) if dataset.has_manifest else None
     if dataset.has_manifest:
         check_totals(dataset, problems)
+        check_consolidation(dataset, problems)
     home: dict[str, str] = {}   # key -> shard, for kept rows (to name the right shard of a misplaced sample)
     if expected is not None:
         home = {key: shard for shard, keys in expected.items() for key in keys}
