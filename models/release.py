@@ -40,10 +40,15 @@ def infer_preset(config: FlashHeadConfig, folder: Path) -> str:
 
 
 def model_folder(weights: Path, variant: str) -> Path:
-    """The DiT folder for `variant` under a release folder, or `weights` itself when it holds config.json."""
+    """The DiT folder for `variant`: `weights` itself when it holds config.json, else Model_Lite/Model_Pro/Model_Tiny
+    under it; a `vividhead train` run folder resolves through its `checkpoints/latest` file."""
     weights = Path(weights)
     if (weights / CONFIG_NAME).is_file():
         return weights
+    for latest in (weights / "latest", weights / "checkpoints" / "latest"):   # a `vividhead train` run folder
+        if latest.is_file():
+            weights = latest.parent / latest.read_text().strip()
+            break
     candidate = weights / MODEL_FOLDERS.get(variant, variant)
     if (candidate / CONFIG_NAME).is_file():
         return candidate

@@ -150,3 +150,15 @@ def test_sequence_parallel_forward_matches_on_one_rank():
         expect = model(x, torch.tensor([400.0]), ref, context=context)
         got = SequenceParallelDiT(model, _OneRank())(x, torch.tensor([400.0]), ref, context=context)
     torch.testing.assert_close(got, expect, rtol=1e-4, atol=1e-4)
+
+
+def test_model_folder_finds_release_and_training_layouts(tmp_path):
+    from vividhead.models.release import model_folder
+
+    save_release(tiny(), tmp_path / "run" / "checkpoints" / "step-00000002" / "Model_Tiny")
+    (tmp_path / "run" / "checkpoints" / "latest").write_text("step-00000002\n")
+    expected = tmp_path / "run" / "checkpoints" / "step-00000002" / "Model_Tiny"
+    assert model_folder(tmp_path / "run", "tiny") == expected
+    assert model_folder(expected.parent, "tiny") == expected and model_folder(expected, "lite") == expected
+    with pytest.raises(FileNotFoundError, match="Model_Lite"):
+        model_folder(expected.parent, "lite")
