@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -79,6 +80,15 @@ def build_seconds(sources: Path, out: Path, config: Path | None, workers: int | 
     return time.perf_counter() - start
 
 
+def profile(out: Path) -> str:
+    """Seconds per stage summed over the manifest's per-clip timings."""
+    totals: dict[str, float] = {}
+    for text in pq.read_table(out / "manifest.parquet").column("timings").to_pylist():
+        for stage, seconds in json.loads(text or "{}").items():
+            totals[stage] = totals.get(stage, 0.0) + seconds
+    return ", ".join(f"{stage} {seconds:.1f}" for stage, seconds in sorted(totals.items(), key=lambda kv: -kv[1]))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sources", type=Path, help="sources.yaml (default: the generated demo corpus)")
@@ -112,6 +122,7 @@ def main() -> int:
     print(f"fixed cost:        {fixed:.1f} s  (a re-run with nothing left to do: process and Ray start, hashing, "
           f"probing); without it stages 1-7 take {(core_wall - fixed) / floor:.2f} x the floor")
     print(f"build, all stages: {full_wall:.1f} s  = {full_wall / floor:.2f} x the floor")
+    print("where the time goes (CPU-seconds summed over clips, all stages): " + profile(work / "out-full"))
     for label, wall in (("stages 1-7", core_wall), ("all stages", full_wall)):
         print(f"throughput ({label}): {source_seconds / 3600 / (wall * cores / 3600):.3f} source-hours per "
               f"CPU-core-hour on {cores} cores")
