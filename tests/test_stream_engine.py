@@ -86,9 +86,15 @@ def test_raw_frames_to_a_pipe(tmp_path, tiny_dir, engine):
     assert b"rgb24 512x512 25 fps" in result.stderr
 
 
-def test_cli_writes_lite_mp4_with_audio(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    """Model_Lite/, Model_Pro/ (tiny dims, log-mel sized audio), VAE_LTX/, VAE_Wan/Wan2.1_VAE.pth."""
+    return write_tiny_release(tmp_path_factory.mktemp("release"))
+
+
+def test_cli_writes_lite_mp4_with_audio(tmp_path, capsys, release):
     """Issue point 3 on a tiny Model_Lite + VAE_LTX release (short synthetic speech to keep CI fast)."""
-    weights = write_tiny_release(tmp_path / "release")
+    weights = release
     image = MEDIA / "image" / "liveportrait_s1.jpg"
     crop = []
     if not image.is_file():
@@ -158,3 +164,20 @@ def test_release_folder_loads_lite_and_pro_with_wav2vec(tmp_path):
         FlashHeadEngine.load(weights, "pro", device="cpu", wav2vec=w2v)
     with pytest.raises(ValueError, match="--wav2vec"):
         FlashHeadEngine.load(weights, "lite", device="cpu")            # wav2vec-sized model, log-mel default
+
+
+@pytest.mark.parametrize("variant", ["lite", "pro"])
+def test_lite_and_pro_chunks_through_their_vaes(release, variant):
+    """Two chunks through the real VAE architectures (LTX / Wan) at 64 px: motion frames re-encode to 2 latents."""
+    from dataclasses import replace
+
+    from vividhead.inference.engine import EngineOptions, FlashHeadEngine
+
+    loaded = FlashHeadEngine.load(release, variant, device="cpu", options=EngineOptions(steps=1, crop=False))
+    small = replace(loaded.geometry, size=64)
+    engine = FlashHeadEngine(loaded.model, loaded.codec, loaded.audio, small, loaded.device, loaded.options)
+    session = engine.session(engine.reference(face_like_image(64)))
+    session.feed(np.zeros(16000 * 2, np.float32))
+    chunks = list(session.chunks(flush=True))
+    assert [len(c.frames) for c in chunks] == [33, 17] and chunks[0].frames.shape[1:] == (64, 64, 3)
+    assert session.motion.shape[2] == 2 and session.motion.shape[1] == engine.codec.latent_channels
