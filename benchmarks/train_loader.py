@@ -6,7 +6,7 @@ Measures, on this machine:
      pre-loaded batch, so no data wait is counted;
   3. the samples/s training consumes = steps/s x batch size, next to what the loader delivers.
 
-    .venv/bin/python benchmarks/train_loader.py --shards demo-out/shards
+    .venv/bin/python benchmarks/train_loader.py --shards demo-out/shards --config manifests/train-tiny.yaml
     .venv/bin/python benchmarks/train_loader.py --synthetic 6      # real-format synthetic shards
 On a GPU machine add `--preset lite --vae PATH/VAE_LTX` to time a lite step instead (bf16 autocast).
 """
@@ -38,7 +38,8 @@ def loader_rate(shards: list[Path], workers: int, size: int, samples: int) -> fl
     return samples / (time.perf_counter() - start)
 
 
-def step_rate(shards: list[Path], preset: str, batch: int, size: int, steps: int, vae: Path | None) -> tuple[float, str]:
+def step_rate(shards: list[Path], preset: str, batch: int, size: int, steps: int, vae: Path | None,
+              shape: dict[str, int]) -> tuple[float, str]:
     from vividhead.models.flashhead import GEOMETRY, FlashHeadConfig, FlashHeadDiT
     from vividhead.models.vae import load_codec
     from vividhead.training.dataset import AUDIO_LEFT_CONTEXT, ShardDataset
@@ -48,7 +49,7 @@ def step_rate(shards: list[Path], preset: str, batch: int, size: int, steps: int
 
     device = choose_device()
     layers, dim = peek_audio_shape(shards)
-    overrides = {"audio_layers": layers, "audio_dim": dim} if preset == "tiny" else {}
+    overrides = dict(shape) | ({"audio_layers": layers, "audio_dim": dim} if preset == "tiny" else {})
     model = FlashHeadDiT(FlashHeadConfig.for_preset(preset, **overrides)).to(device).train()
     model.gradient_checkpointing = device.type == "cuda"
     freeze_unused(model)
@@ -86,6 +87,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shards", nargs="+", help="shard files, folders or globs")
     parser.add_argument("--synthetic", type=int, default=0, help="write N synthetic real-format clips instead")
+    parser.add_argument("--config", type=Path, help="take preset, model.overrides and batch size from a train config")
     parser.add_argument("--preset", default="tiny", choices=("tiny", "lite", "pro"))
     parser.add_argument("--vae", type=Path, help="VAE folder for lite/pro")
     parser.add_argument("--batch", type=int, default=4)
@@ -94,7 +96,12 @@ def main() -> int:
     parser.add_argument("--max-workers", type=int, default=max(1, (os.cpu_count() or 2)))
     args = parser.parse_args()
 
-    from vividhead.training.config import expand_shards
+    from vividhead.training.config import expand_shards, load_train_config
+
+    shape: dict[str, int] = {}
+    if args.config is not None:
+        config = load_train_config(args.config)
+        args.preset, args.batch, shape = config.model.preset, config.optim.batch_size, dict(config.model.overrides)
 
     tmp = None
     if args.synthetic:
@@ -109,16 +116,20 @@ def main() -> int:
     else:
         parser.error("give --shards or --synthetic N")
     size = {"tiny": 32}.get(args.preset, 512)
-    print(f"machine: {os.cpu_count()} CPU cores, torch {torch.__version__}, cuda={torch.cuda.is_available()}")
+    print(f"machine: {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f}, torch {torch.__version__}, "
+          f"cuda={torch.cuda.is_available()}")
     print(f"\nloader (33-frame window + reference decoded from 512x512 mp4, resized to {size}):")
     rates = {}
     for workers in range(0, args.max_workers + 1):
         rates[workers] = loader_rate(shards, workers, size, args.samples)
         print(f"  workers={workers}: {rates[workers]:7.2f} samples/s")
-    steps, device = step_rate(shards, args.preset, args.batch, size, args.steps, args.vae)
+    best_workers = max(rates, key=rates.get)
+    if not torch.cuda.is_available():   # as `vividhead train` does: the loader workers keep their cores
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) - best_workers))
+    steps, device = step_rate(shards, args.preset, args.batch, size, args.steps, args.vae, shape)
     need = steps * args.batch
     best = max(rates.values())
-    print(f"\ntraining step ({args.preset}, batch {args.batch}, {device}): {steps:.2f} steps/s "
+    print(f"\ntraining step ({args.preset} {shape or ''}, batch {args.batch}, {device}): {steps:.2f} steps/s "
           f"= {need:.2f} samples/s consumed")
     print(f"loader / consumption at its best worker count: {best / need:.2f}x "
           f"({'the loader keeps up' if best >= need else 'the LOADER is the bottleneck'})")
