@@ -57,6 +57,8 @@ def test_session_chunk_geometry_and_truncation(engine):
     assert sum(len(c.audio) for c in chunks) == len(audio)
     assert chunks[0].frames.shape[1:] == (512, 512, 3) and chunks[0].frames.dtype == np.uint8
     assert set(chunks[0].timings) == {"audio_encode", "dit", "vae_decode", "motion_encode"}
+    reference = session.reference.image.reshape(-1, 3).mean(0)           # colour correction is on in this engine
+    np.testing.assert_allclose(chunks[1].frames.reshape(-1, 3).mean(0), reference, atol=4)
     summary = session.stats.summary()
     assert summary["frames"] == 75 and summary["fps"] > 0 and summary["first_frame_s"] > 0
 
