@@ -4,12 +4,15 @@ Frames are sampled at `sample_fps`. A sampled frame is occluded when at least `m
 confident hand keypoints lie inside the face box (the clip's face track, grown by `face_margin`).
 With weights the hand keypoints come from DWpose wholebody (keypoints 91-132), without them from
 mediapipe hands. Records `occlusion.occluded_ratio`; rejects above `max_occluded_ratio`.
+The rejection rule is the pure function `decide`, which `inspect --what-if` reuses on stored metrics.
 """
 
 from __future__ import annotations
 
 import time
-from typing import ClassVar, Literal
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -18,6 +21,24 @@ from vividhead.pipelines.clip_media import FPS, clip_video, iter_frames
 from vividhead.pipelines.filter_config import OcclusionConfig
 from vividhead.pipelines.records import Clip, ClipStage, StageResult
 from vividhead.weights import Weights
+
+
+# Config field -> the metric (unprefixed) it is compared with.
+THRESHOLD_METRICS: Mapping[str, str] = MappingProxyType({"max_occluded_ratio": "occluded_ratio"})
+
+
+def decide(metrics: Mapping[str, Any], config: OcclusionConfig) -> tuple[str, str] | None:
+    """(reason, detail) when the thresholds reject a clip with these occlusion metrics, else None.
+
+    Pure, over the stage's own metric names; a missing (None) metric decides nothing.
+    """
+    ratio = metrics.get("occluded_ratio")
+    if not config.enabled or ratio is None or not ratio > config.max_occluded_ratio:
+        return None
+    first = metrics.get("first_occluded")
+    at = "" if first is None else f" (first at {first:.1f} s)"
+    return ("hand_over_face", f"a hand covers the face in {ratio:.0%} of sampled frames{at}, "
+                              f"above occlusion.max_occluded_ratio={config.max_occluded_ratio}")
 
 
 def points_in_box(hands: Hands, box: np.ndarray, min_score: float, margin: float) -> int:
@@ -117,10 +138,9 @@ class OcclusionStage(ClipStage):
             "occluded_ratio": round(ratio, 4), "sampled_frames": sampled,
             "hand_frames": hand_frames, "first_occluded": first,
         })
-        if ratio > c.max_occluded_ratio:
-            result.reject = "hand_over_face"
-            result.detail = (f"a hand covers the face in {ratio:.0%} of sampled frames (first at {first:.1f} s), "
-                             f"above occlusion.max_occluded_ratio={c.max_occluded_ratio}")
+        decision = decide({"occluded_ratio": ratio, "first_occluded": first}, c)   # the unrounded ratio
+        if decision is not None:
+            result.reject, result.detail = decision
         result.seconds = time.perf_counter() - start
         return result
 

@@ -1,14 +1,34 @@
-"""Stage 9, speech: voice activity on the clip's audio (silero-vad); reject clips that are mostly not speech."""
+"""Stage 9, speech: voice activity on the clip's audio (silero-vad); reject clips that are mostly not speech.
+
+The rejection rule is the pure function `decide`, which `inspect --what-if` reuses on stored metrics.
+"""
 
 from __future__ import annotations
 
 import time
-from typing import ClassVar, Literal
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, ClassVar, Literal
 
 from vividhead.pipelines.clip_media import read_audio
 from vividhead.pipelines.filter_config import SpeechConfig
 from vividhead.pipelines.records import Clip, ClipStage, StageResult
 from vividhead.weights import Weights
+
+# Config field -> the metric (unprefixed) it is compared with.
+THRESHOLD_METRICS: Mapping[str, str] = MappingProxyType({"min_speech_ratio": "speech_ratio"})
+
+
+def decide(metrics: Mapping[str, Any], config: SpeechConfig) -> tuple[str, str] | None:
+    """(reason, detail) when the thresholds reject a clip with these speech metrics, else None.
+
+    Pure, over the stage's own metric names; a missing (None) metric decides nothing.
+    """
+    ratio = metrics.get("speech_ratio")
+    if not config.enabled or ratio is None or not ratio < config.min_speech_ratio:
+        return None
+    return ("no_speech",
+            f"speech covers {ratio:.0%} of the clip, below speech.min_speech_ratio={config.min_speech_ratio}")
 
 
 class SpeechStage(ClipStage):
@@ -50,9 +70,8 @@ class SpeechStage(ClipStage):
             "speech_segments": len(found.segments),
             "longest_silence": round(max(gaps), 3),
         })
-        if found.ratio < self.config.min_speech_ratio:
-            result.reject = "no_speech"
-            result.detail = (f"speech covers {found.ratio:.0%} of the clip, "
-                             f"below speech.min_speech_ratio={self.config.min_speech_ratio}")
+        decision = decide({"speech_ratio": found.ratio}, self.config)   # the unrounded ratio
+        if decision is not None:
+            result.reject, result.detail = decision
         result.seconds = time.perf_counter() - start
         return result

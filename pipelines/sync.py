@@ -8,13 +8,18 @@ face track; records `sync.lse_d`, `sync.lse_c`, `sync.offset`, and rejects below
 Without weights (embedded default): the mouth opening from the face mesh is correlated with the
 speech-band audio envelope over offsets of +-15 frames. It is recorded as `sync.proxy_corr`,
 `sync.proxy_offset` and `sync.proxy_peak_ratio`, never as LSE.
+
+The threshold rules of both are the pure function `decide`, which `inspect --what-if` reuses on
+stored metrics.
 """
 
 from __future__ import annotations
 
 import io
 import time
-from typing import ClassVar, Literal
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -24,6 +29,34 @@ from vividhead.pipelines.records import Clip, ClipStage, StageResult
 from vividhead.weights import Weights
 
 SAMPLES_PER_FRAME = SAMPLE_RATE // 25
+
+# Config field -> the metric (unprefixed) it is compared with.
+THRESHOLD_METRICS: Mapping[str, str] = MappingProxyType({
+    "min_confidence": "lse_c", "max_abs_offset": "offset",
+    "proxy_min_corr": "proxy_corr", "proxy_max_abs_offset": "proxy_offset",
+})
+
+
+def decide(metrics: Mapping[str, Any], config: SyncConfig) -> tuple[str, str] | None:
+    """(reason, detail) when the thresholds reject a clip with these sync metrics, else None.
+
+    Pure, over the stage's own metric names; a missing (None) metric decides nothing, so SyncNet's
+    rules apply to SyncNet scores and the proxy's rules to proxy scores.
+    """
+    if not config.enabled:
+        return None
+    lse_c, offset = metrics.get("lse_c"), metrics.get("offset")
+    corr, proxy_offset = metrics.get("proxy_corr"), metrics.get("proxy_offset")
+    if lse_c is not None and lse_c < config.min_confidence:
+        return "out_of_sync", f"SyncNet LSE-C {lse_c:.2f} is below sync.min_confidence={config.min_confidence}"
+    if offset is not None and abs(offset) > config.max_abs_offset:
+        return "av_offset", f"SyncNet AV offset {offset} frames exceeds sync.max_abs_offset={config.max_abs_offset}"
+    if corr is not None and corr < config.proxy_min_corr:
+        return "out_of_sync", f"mouth/audio correlation {corr:.2f} is below sync.proxy_min_corr={config.proxy_min_corr}"
+    if proxy_offset is not None and abs(proxy_offset) > config.proxy_max_abs_offset:
+        return "av_offset", (f"mouth/audio offset {proxy_offset} frames exceeds "
+                             f"sync.proxy_max_abs_offset={config.proxy_max_abs_offset}")
+    return None
 
 
 # ------------------------------------------------------------------------------- embedded default
@@ -184,12 +217,9 @@ class SyncStage(ClipStage):
         if c.correct_offset and 0 < abs(score.offset) <= c.max_correct_offset:
             result.outputs["wav"] = wav_bytes(shift_audio(audio, score.offset))
             result.metrics["audio_shift"] = score.offset
-        if score.lse_c < c.min_confidence:
-            result.reject = "out_of_sync"
-            result.detail = f"SyncNet LSE-C {score.lse_c:.2f} is below sync.min_confidence={c.min_confidence}"
-        elif abs(score.offset) > c.max_abs_offset:
-            result.reject = "av_offset"
-            result.detail = f"SyncNet AV offset {score.offset} frames exceeds sync.max_abs_offset={c.max_abs_offset}"
+        decision = decide({"lse_c": score.lse_c, "offset": score.offset}, c)   # the unrounded LSE-C
+        if decision is not None:
+            result.reject, result.detail = decision
         return result
 
     def _proxy(self, clip: Clip) -> StageResult:
@@ -200,12 +230,7 @@ class SyncStage(ClipStage):
             return StageResult(metrics={"method": "proxy"}, reject="no_face_for_sync",
                                detail="the face mesh found too few faces to measure lip sync")
         result = StageResult(metrics={"method": "proxy", **found})
-        if found["proxy_corr"] < c.proxy_min_corr:
-            result.reject = "out_of_sync"
-            result.detail = (f"mouth/audio correlation {found['proxy_corr']:.2f} is below "
-                             f"sync.proxy_min_corr={c.proxy_min_corr}")
-        elif abs(found["proxy_offset"]) > c.proxy_max_abs_offset:
-            result.reject = "av_offset"
-            result.detail = (f"mouth/audio offset {found['proxy_offset']} frames exceeds "
-                             f"sync.proxy_max_abs_offset={c.proxy_max_abs_offset}")
+        decision = decide(found, c)
+        if decision is not None:
+            result.reject, result.detail = decision
         return result

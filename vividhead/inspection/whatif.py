@@ -1,12 +1,12 @@
 """`inspect --what-if 'stage.param=value'`: re-decide the funnel from the stored raw metrics.
 
 Thresholds live in the build config (sections named after stages); build.json holds the resolved
-config. A threshold is re-decidable when a stored metric column decides it. The rules live in one
-table, `RULES`, which mirrors the decisions the stages make. For face, flow and visibility the
-build core exports the pure function `vividhead.pipelines.extract.decide_core(metrics, config)`,
-and the re-decision calls it (the table then only names those thresholds); occlusion, speech, sync
-and segment length export none, so their rules here follow pipelines/occlusion.py, speech.py,
-sync.py and extract.py.
+config. A threshold is re-decidable when a stored metric column decides it. The decisions are the
+stages' own pure functions: `decide(metrics, config)` of pipelines/occlusion.py, speech.py and
+sync.py (each with `THRESHOLD_METRICS`, the metric every threshold reads), and the build core's
+`vividhead.pipelines.extract.decide_core(metrics, config)` for face, flow and visibility. Only the
+segment length rule is restated here (`LOCAL_RULES`): the build core decides it inline, counting
+frames (extract.py) or probing the source (units.py), and exports no function for it.
 
 Re-decision walks the stages in pipeline order. A clip that a changed threshold now rejects moves
 to that stage. A clip whose stored rejection the rules explain, and which now passes, was never
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,26 +28,56 @@ import pyarrow.compute as pc
 from vividhead.inspection.reader import Dataset, InspectError, manifest_batches, manifest_schema
 from vividhead.inspection.summary import declared_stages, stage_order
 
-# (section, param) -> (metric columns that decide it, first present wins; how the metric is measured).
-# A `min_*` param rejects below the threshold, a `max_*` param above it.
-RULES: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {
-    ("segment", "min_seconds"): (("duration",), "value"),
-    ("face", "max_upscale"): (("face.upscale",), "value"),
-    ("face", "max_center_shift"): (("face.max_center_shift",), "value"),
-    ("flow", "max_residual"): (("flow.max_residual",), "value"),
-    ("visibility", "max_missing_ratio"): (("visibility.face_ratio",), "one_minus"),
-    ("occlusion", "max_occluded_ratio"): (("occlusion.occluded_ratio",), "value"),
-    ("speech", "min_speech_ratio"): (("speech.speech_ratio",), "value"),
-    ("sync", "min_confidence"): (("sync.lse_c",), "value"),
-    ("sync", "max_abs_offset"): (("sync.offset",), "abs"),
-    ("sync", "proxy_min_corr"): (("sync.proxy_corr",), "value"),
-    ("sync", "proxy_max_abs_offset"): (("sync.proxy_offset",), "abs"),
+# (section, param) -> (the metric column that decides it, how the metric is measured).
+# A `min_*` param rejects below the threshold, a `max_*` param above it. Segment length has no pure
+# function in the build core, so its rule lives here. Face, flow and visibility are decided by
+# `decide_core`; their entries name the metric each threshold reads and are the fallback when
+# `decide_core` cannot read this build's config.
+LOCAL_RULES: dict[tuple[str, str], tuple[str, str]] = {
+    ("segment", "min_seconds"): ("duration", "value"),
+    ("face", "max_upscale"): ("face.upscale", "value"),
+    ("face", "max_center_shift"): ("face.max_center_shift", "value"),
+    ("flow", "max_residual"): ("flow.max_residual", "value"),
+    ("visibility", "max_missing_ratio"): ("visibility.face_ratio", "one_minus"),
 }
 
 
 @dataclass(frozen=True)
+class StageDecision:
+    """A filter stage's own decision: its config schema, threshold -> metric map and pure `decide`."""
+
+    config_type: type
+    threshold_metrics: Mapping[str, str]
+    decide: Callable[[Mapping[str, Any], Any], tuple[str, str] | None]
+
+    def config(self, stage: str, section: dict[str, Any]) -> Any:
+        """The stage's config from a build config section (fields it does not know are left out)."""
+        from pydantic import ValidationError
+
+        known = {name: value for name, value in section.items() if name in self.config_type.model_fields}
+        try:
+            return self.config_type.model_validate(known)
+        except ValidationError as error:
+            problems = "; ".join(f"{stage}.{'.'.join(map(str, item['loc']))}: {item['msg']}" for item in error.errors())
+            raise InspectError(f"--what-if: the {stage} config rejects these values: {problems}") from None
+
+
+def stage_decisions() -> dict[str, StageDecision]:
+    """The filter stages (occlusion, speech, sync) whose decisions the stage modules export."""
+    from vividhead.pipelines import occlusion, speech, sync
+    from vividhead.pipelines.filter_config import OcclusionConfig, SpeechConfig, SyncConfig
+
+    return {"occlusion": StageDecision(OcclusionConfig, occlusion.THRESHOLD_METRICS, occlusion.decide),
+            "speech": StageDecision(SpeechConfig, speech.THRESHOLD_METRICS, speech.decide),
+            "sync": StageDecision(SyncConfig, sync.THRESHOLD_METRICS, sync.decide)}
+
+
+@dataclass(frozen=True)
 class Rule:
-    """Reject a clip at `stage` when its measured metric is below a `min` or above a `max` threshold."""
+    """Reject a clip at `stage` when its measured metric is below a `min` or above a `max` threshold.
+
+    For the filter stages a Rule only names the threshold and its metric: their stage's `decide` decides.
+    """
 
     stage: str
     param: str
@@ -83,14 +114,19 @@ def build_config(dataset: Dataset) -> dict[str, Any]:
     return BuildConfig().model_dump(mode="json")
 
 
-def _metric_for(stage: str, param: str, columns: set[str]) -> tuple[str, str] | None:
-    candidates, measure = RULES.get((stage, param), ((), "value"))
-    found = next((name for name in candidates if name in columns), None)
-    return (found, measure) if found else None
+def _metric_for(stage: str, param: str, columns: set[str],
+                decisions: dict[str, StageDecision]) -> tuple[str, str] | None:
+    if stage in decisions:
+        metric = decisions[stage].threshold_metrics.get(param)
+        found, measure = (f"{stage}.{metric}" if metric else None), "value"
+    else:
+        found, measure = LOCAL_RULES.get((stage, param), (None, "value"))
+    return (found, measure) if found in columns else None
 
 
 def threshold_rules(config: dict[str, Any], columns: set[str]) -> list[Rule]:
     """Every numeric min_/max_ threshold of the config that a stored metric column decides."""
+    decisions = stage_decisions()
     rules = []
     for stage, section in config.items():
         if not isinstance(section, dict):
@@ -98,7 +134,7 @@ def threshold_rules(config: dict[str, Any], columns: set[str]) -> list[Rule]:
         for param, value in section.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue
-            found = _metric_for(stage, param, columns)
+            found = _metric_for(stage, param, columns, decisions)
             if found is not None:
                 rules.append(Rule(stage, param, found[0], float(value), found[1], section.get("enabled", True) is not False))
     return rules
@@ -151,6 +187,15 @@ def parse_overrides(assignments: list[str], dataset: Dataset) -> dict[str, Any]:
     return overrides
 
 
+def _changed(config: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A copy of the build config with the overrides applied."""
+    changed = json.loads(json.dumps(config))
+    for name, value in overrides.items():
+        stage, param = name.split(".", 1)
+        changed[stage][param] = value
+    return changed
+
+
 def _validate_with_schema(config: dict[str, Any], overrides: dict[str, Any]) -> None:
     """Let the build core's pydantic schema judge the new values (bounds such as 0 <= ratio <= 1),
     when it is installed and reads this build's config (an older build's config may not)."""
@@ -164,12 +209,8 @@ def _validate_with_schema(config: dict[str, Any], overrides: dict[str, Any]) -> 
         BuildConfig.model_validate(config)
     except ValidationError:
         return
-    changed = json.loads(json.dumps(config))
-    for name, value in overrides.items():
-        stage, param = name.split(".", 1)
-        changed[stage][param] = value
     try:
-        BuildConfig.model_validate(changed)
+        BuildConfig.model_validate(_changed(config, overrides))
     except ValidationError as error:
         problems = "; ".join(f"{'.'.join(map(str, item['loc']))}: {item['msg']}" for item in error.errors())
         raise InspectError(f"--what-if: the build config rejects the new values: {problems}") from None
@@ -190,12 +231,8 @@ def core_decider(config: dict[str, Any], overrides: dict[str, Any]):
         from vividhead.pipelines.extract import decide_core
     except ImportError:
         return None
-    changed = json.loads(json.dumps(config))
-    for name, value in overrides.items():
-        stage, param = name.split(".", 1)
-        changed[stage][param] = value
     try:
-        old, new = BuildConfig.model_validate(config), BuildConfig.model_validate(changed)
+        old, new = BuildConfig.model_validate(config), BuildConfig.model_validate(_changed(config, overrides))
     except ValidationError:
         return None
 
@@ -205,6 +242,28 @@ def core_decider(config: dict[str, Any], overrides: dict[str, Any]):
         before = [(decide_core(row, old) or (None,))[0] for row in rows]
         after = [(decide_core(row, new) or (None,))[0] for row in rows]
         return np.array(before, dtype=object), np.array(after, dtype=object)
+
+    return decide
+
+
+def stage_decider(stage: str, decision: StageDecision, config: dict[str, Any], overrides: dict[str, Any]):
+    """Per batch, which rows the filter stage's own `decide` rejects under the old and the new config,
+    and which rows it scored (any of its threshold metrics stored)."""
+    old = decision.config(stage, config[stage])
+    new = decision.config(stage, _changed(config, overrides)[stage])
+    prefix = stage + "."
+    metrics = [prefix + name for name in dict.fromkeys(decision.threshold_metrics.values())]
+
+    def decide(batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        present = [name for name in metrics if name in batch.schema.names]
+        rows = [{name[len(prefix):]: value for name, value in row.items()}
+                for row in batch.select(present).to_pylist()]
+        before = np.array([decision.decide(row, old) is not None for row in rows], bool)
+        after = np.array([decision.decide(row, new) is not None for row in rows], bool)
+        scored = np.zeros(batch.num_rows, bool)
+        for name in present:
+            scored |= np.isfinite(pc.cast(batch.column(name), pa.float64()).to_numpy(zero_copy_only=False))
+        return before, after, scored
 
     return decide
 
@@ -226,6 +285,8 @@ def what_if(dataset: Dataset, overrides: dict[str, Any]) -> dict[str, Any]:
     rule_stages = {rule.stage for rule in old_rules}
     metrics = sorted({rule.metric for rule in old_rules})
     decide_core = core_decider(config, overrides)
+    deciders = {stage: stage_decider(stage, decision, config, overrides)
+                for stage, decision in stage_decisions().items() if stage in rule_stages}
     if decide_core is not None:
         rule_stages |= {stage for stage in CORE_STAGES
                         if any(name.startswith(stage + ".") and name in columns for name in CORE_METRICS)}
@@ -252,6 +313,7 @@ def what_if(dataset: Dataset, overrides: dict[str, Any]) -> dict[str, Any]:
         values = {name: pc.cast(batch.column(name), pa.float64()).to_numpy(zero_copy_only=False) for name in metrics}
         outcome = np.where(status == "kept", "kept", np.where(stage == None, "(no stage)", stage)).astype(object)  # noqa: E711
         core_before, core_after = decide_core(batch) if decide_core is not None else (None, None)
+        filtered = {stage: decide(batch) for stage, decide in deciders.items()}
         decided = np.zeros(batch.num_rows, bool)
         released = np.zeros(batch.num_rows, bool)     # passed their original rejecting stage under the what-if
         for name in order:
@@ -265,13 +327,15 @@ def what_if(dataset: Dataset, overrides: dict[str, Any]) -> dict[str, Any]:
             old_fail = np.zeros(batch.num_rows, bool)
             new_fail = np.zeros(batch.num_rows, bool)
             scored = np.zeros(batch.num_rows, bool)
-            if core_before is not None and name in CORE_STAGES:
+            if name in filtered:
+                old_fail, new_fail, scored = filtered[name]
+            elif core_before is not None and name in CORE_STAGES:
                 old_fail, new_fail = core_before == name, core_after == name
                 for metric in CORE_METRICS:
                     if metric.startswith(name + ".") and metric in values:
                         scored |= np.isfinite(values[metric])
             for old, new in zip(old_rules, new_rules):
-                if old.stage == name and (core_before is None or name not in CORE_STAGES):
+                if old.stage == name and name not in filtered and (core_before is None or name not in CORE_STAGES):
                     column = values[old.metric]
                     scored |= np.isfinite(column)
                     old_fail |= old.fails(column)
