@@ -84,3 +84,24 @@ def test_rules_reproduce_a_real_build_and_re_decide_it(request: pytest.FixtureRe
     assert strict["after"]["kept"]["clips"] == 0
     assert strict["after"]["stages"]["speech"]["clips"] == same["before"]["stages"].get("speech", {"clips": 0})["clips"] \
         + same["before"]["kept"]["clips"]
+
+
+def test_what_if_decides_with_the_stage_modules_own_function(synthetic_build: Expected,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Speech is re-decided by pipelines/speech.py `decide`, the function its process() applies: swap it
+    and the re-decision follows, fed the stage's unprefixed metrics and the old and the new config."""
+    from vividhead.pipelines import speech
+
+    seen: list[dict] = []
+
+    def reject_under_the_new_config(metrics, config):
+        seen.append(dict(metrics))
+        return ("no_speech", "test") if config.min_speech_ratio == 0.31 else None
+
+    assert run(synthetic_build.root, "speech.min_speech_ratio=0.31")["moves"] == {}   # the real rule: no change
+    monkeypatch.setattr(speech, "decide", reject_under_the_new_config)
+    result = run(synthetic_build.root, "speech.min_speech_ratio=0.31")
+    assert result["after"]["kept"]["clips"] == 0
+    assert result["moves"]["kept -> speech"]["clips"] == 3 and result["moves"]["sync -> speech"]["clips"] == 1
+    assert seen and all(set(row) == {"speech_ratio"} for row in seen)
+    assert result["thresholds"]["speech.min_speech_ratio"]["metric"] == "speech.speech_ratio"
