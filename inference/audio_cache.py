@@ -2,7 +2,8 @@
 
 Each chunk pushes the audio of its new video frames, the whole window (zeros before the start) is
 encoded with `vividhead.models.audio_features.encode_window` (the same call the build uses for
-`audio.npy`), and the features of the chunk's 33 frames are returned. `PcmQueue` turns audio that
+`audio.npy`), and the features of the chunk's 33 frames are returned (the engine asks for 2 more on the
+left, so the -2..+2 windows of the chunk's first frames see the real preceding features). `PcmQueue` turns audio that
 arrives in arbitrary pieces into exactly the chunk-sized pieces the cache needs.
 """
 

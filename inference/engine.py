@@ -5,7 +5,7 @@ encoder once, on the device chosen once (CUDA when present, else CPU; bf16 on GP
 holds everything that belongs to one stream: the reference latent, the audio context cache, the motion
 latents, the noise generator and the metrics. Each chunk is five steps (see `StreamSession._generate`):
 
-    rows   = cache.push(audio)                        # 8 s window encoded, features of the chunk's 33 frames
+    rows   = cache.push(audio)                        # 8 s window encoded; the chunk's 33 rows (+2 of left context)
     latent = sample_chunk(dit, reference, context(rows), motion)   # few-step sampler, motion frames kept
     video  = codec.decode(latent)                     # 33 frames
     motion = codec.encode(video[last motion frames])  # next chunk's motion latents
@@ -162,7 +162,7 @@ class StreamSession:
     def __init__(self, engine: FlashHeadEngine, reference: Reference, seed: int) -> None:
         g = engine.geometry
         self.engine, self.reference = engine, reference
-        self.cache = AudioContextCache(engine.audio, g.window_frames, g.frames)
+        self.cache = AudioContextCache(engine.audio, g.window_frames, g.frames + g.audio_radius)  # + left context
         self.queue = PcmQueue(g.frames, g.new_frames)
         self.motion = reference.latent[:, :, :1]                       # cold start: first reference latent frame
         self.generator = torch.Generator(device=engine.device).manual_seed(seed)
@@ -192,8 +192,9 @@ class StreamSession:
         eng, g, timings = self.engine, self.engine.geometry, {}
         clock = _Clock(eng.device, timings)
         with clock("audio_encode"):
-            rows = torch.from_numpy(self.cache.push(audio)).to(eng.device)[None]        # [1, 33, L, C]
-            context = eng.model.audio_context(frame_windows(rows, g.audio_radius))      # [1, F, T, dim]
+            rows = torch.from_numpy(self.cache.push(audio)).to(eng.device)[None]        # [1, 2 + 33, L, C]
+            windows = frame_windows(rows, g.audio_radius)[:, g.audio_radius:]           # [1, 33, 5, L, C]
+            context = eng.model.audio_context(windows)                                   # [1, F, T, dim]
         with clock("dit"):
             latent = sample_chunk(eng.denoiser, self.reference.latent, context, self.motion,
                                   steps=eng.options.steps, shift=g.shift, generator=self.generator)

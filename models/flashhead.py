@@ -180,7 +180,11 @@ def apply_rope(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torc
 
 
 def frame_windows(rows: torch.Tensor, radius: int = 2) -> torch.Tensor:
-    """Per-frame audio windows: [B, N, L, C] -> [B, N, 2r+1, L, C], indices i-r..i+r clamped to [0, N)."""
+    """Per-frame audio windows: [B, N, L, C] -> [B, N, 2r+1, L, C], indices i-r..i+r clamped to [0, N).
+
+    The streaming engine passes the chunk's 33 rows plus `radius` rows of left context from the 8 s window
+    and keeps the last 33 windows, so only the right edge (the newest audio) is clamped.
+    """
     n = rows.shape[1]
     index = (torch.arange(n, device=rows.device)[:, None] + torch.arange(-radius, radius + 1, device=rows.device)).clamp(0, n - 1)
     return rows[:, index]

@@ -183,3 +183,29 @@ def test_lite_and_pro_chunks_through_their_vaes(release, variant):
     chunks = list(session.chunks(flush=True))
     assert [len(c.frames) for c in chunks] == [33, 17] and chunks[0].frames.shape[1:] == (64, 64, 3)
     assert session.motion.shape[2] == 2 and session.motion.shape[1] == engine.codec.latent_channels
+
+
+def test_chunk_windows_use_left_context_from_the_cache(engine):
+    """The first frames' -2..+2 windows see the real preceding rows of the 8 s window; only the right edge clamps."""
+    import torch
+
+    from vividhead.models.flashhead import frame_windows
+
+    session = engine.session(engine.reference(face_like_image()))
+    rng = np.random.default_rng(0)
+    audio = (0.3 * rng.standard_normal(16000 * 3)).astype(np.float32)
+    seen = []
+    original = engine.model.audio_context
+    engine.model.audio_context = lambda windows: (seen.append(windows.clone()), original(windows))[1]
+    try:
+        session.feed(audio)
+        list(session.chunks(flush=True))
+    finally:
+        del engine.model.audio_context
+    ends = [33, 61]                                                    # chunk 1 ends at frame 61
+    rows = af.streaming_features(engine.audio, audio, stride=28)       # build rows (chunk-final frames equal)
+    window = torch.from_numpy(engine.audio(af.window_for(audio, ends[1]), af.WINDOW_FRAMES))[None]
+    expected = frame_windows(window, 2)[:, -33:]
+    torch.testing.assert_close(seen[1], expected)
+    assert not torch.equal(seen[1][0, 0, 0], seen[1][0, 0, 2])         # frame 0 of the chunk: a real left neighbour
+    np.testing.assert_allclose(seen[1][0, -28:, 2].numpy(), rows[33:61], rtol=1e-6)
