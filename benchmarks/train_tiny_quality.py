@@ -14,7 +14,6 @@ then decode, 32x32 latent grid upsampled to 512) is printed as the ceiling.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import subprocess
 import sys

@@ -378,20 +378,6 @@ class BucketBatcher:
                 yield group
 
 
-def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack tensors, list everything else."""
-    out: dict[str, Any] = {}
-    for name in samples[0]:
-        values = [s[name] for s in samples]
-        if isinstance(values[0], torch.Tensor):
-            out[name] = torch.stack(values)
-        elif isinstance(values[0], bool):
-            out[name] = torch.tensor(values)
-        else:
-            out[name] = values
-    return out
-
-
 def sample_stream(dataset: ShardDataset, num_workers: int) -> Iterator[dict[str, Any]]:
     """Single samples in j order from `dataset.start_position`, with `num_workers` loader processes."""
     if num_workers == 0:

@@ -14,6 +14,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -260,6 +261,80 @@ def loss_curve(losses: list[float], width: int = 60, height: int = 12) -> str:
 
 
 # ------------------------------------------------------------------------------------------ loop
+@dataclass
+class Trainer:
+    """The model, codec and optimiser state of one rank's stage-1 run."""
+
+    config: TrainConfig
+    ctx: DistContext
+    model: FlashHeadDiT                # the module itself
+    wrapped: torch.nn.Module           # as trained: DDP / FSDP / the module
+    codec: VideoCodec
+    trainable: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    objects: Checkpointable
+    flow_rng: torch.Generator          # timesteps, noise, audio drop: saved with each checkpoint
+
+
+def setup(config: TrainConfig, ctx: DistContext, shards: list[Path]) -> Trainer:
+    """Build the model (fresh or from `model.init`), its codec, the wrapper and AdamW with warm-up."""
+    preset = config.model.preset
+    if ctx.device.type == "cpu" and config.data.num_workers > 0:
+        # Leave the loader workers their cores: the main process computes on the rest.
+        torch.set_num_threads(max(1, min(torch.get_num_threads(), (os.cpu_count() or 1) - config.data.num_workers)))
+    model = build_model(config, peek_audio_shape(shards)).to(ctx.device)
+    check_geometry(config, model)
+    freeze_unused(model)
+    model.gradient_checkpointing = config.model.gradient_checkpointing and ctx.device.type == "cuda"
+    codec = build_codec(config, model, ctx.device)
+    fsdp = use_fsdp(config.model.fsdp, preset, ctx)
+    wrapped = wrap_model(model, ctx, fsdp)
+    opt = config.optim
+    trainable = [p for p in wrapped.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=opt.lr, betas=opt.betas, eps=opt.eps, weight_decay=opt.weight_decay)
+    scheduler = warmup_schedule(optimizer, config)
+    objects = Checkpointable({MODEL_FOLDERS[preset]: wrapped}, {"model": optimizer}, {"model": scheduler}, fsdp=fsdp)
+    flow_rng = torch.Generator().manual_seed(config.seed * 100_003 + ctx.rank)
+    return Trainer(config, ctx, model, wrapped, codec, trainable, optimizer, scheduler, objects, flow_rng)
+
+
+def open_data(trainer: Trainer, shards: list[Path], rank_state: dict[str, Any] | None
+              ) -> tuple[BucketBatcher, Iterator[list[dict[str, Any]]], LatentCache | None]:
+    """This rank's bucket batches from its data position (0, or the checkpoint's)."""
+    config, ctx = trainer.config, trainer.ctx
+    cache = None
+    if config.data.latent_cache is not None:
+        cache = LatentCache(Path(config.data.latent_cache), codec_id(trainer.codec))
+    batcher = BucketBatcher(config.optim.batch_size)
+    dataset = ShardDataset(
+        shards, frames=config.data.frames, buckets=list(config.data.buckets),
+        motion_full_prob=config.data.motion_full_prob, shuffle_window=config.data.shuffle_window,
+        seed=config.seed, rank=ctx.rank, world_size=ctx.world_size,
+        start_position=rank_state["data"]["next_position"] if rank_state else 0,
+        cache=cache, cache_stride=config.data.cache_stride,
+    )
+    if rank_state is not None:
+        batcher.restore(rank_state["data"], dataset)
+    return batcher, batcher.batches(sample_stream(dataset, config.data.num_workers)), cache
+
+
+def train_step(trainer: Trainer, batch: FlowBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """One AdamW update on the flow-matching loss; returns (loss, gradient norm before clipping)."""
+    config, ctx = trainer.config, trainer.ctx
+    bf16 = config.precision == "bf16" or (config.precision == "auto" and ctx.device.type == "cuda")
+    with torch.autocast(ctx.device.type, dtype=torch.bfloat16) if bf16 else nullcontext():
+        loss = flow_matching_loss(trainer.wrapped, batch, shift=config.flow.timestep_shift,
+                                  audio_drop_prob=config.flow.audio_drop_prob, generator=trainer.flow_rng,
+                                  left_context=AUDIO_LEFT_CONTEXT)
+    trainer.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(trainer.trainable, config.optim.grad_clip)
+    trainer.optimizer.step()
+    trainer.scheduler.step()
+    return loss, grad_norm
+
+
 def train(config: TrainConfig, ctx: DistContext | None = None, progress: bool = True) -> RunSummary:
     """Run (or resume) stage 1 until `config.steps`; returns the losses of the steps run here."""
     started = time.perf_counter()
@@ -269,91 +344,50 @@ def train(config: TrainConfig, ctx: DistContext | None = None, progress: bool = 
         out.mkdir(parents=True, exist_ok=True)
         (out / "train_config.json").write_text(config.model_dump_json(indent=2) + "\n")
     barrier(ctx)
-    preset = config.model.preset
-    if ctx.device.type == "cpu" and config.data.num_workers > 0:
-        # Leave the loader workers their cores: the main process computes on the rest.
-        torch.set_num_threads(max(1, min(torch.get_num_threads(), (os.cpu_count() or 1) - config.data.num_workers)))
     shards = expand_shards(config.data.shards)
-    model = build_model(config, peek_audio_shape(shards)).to(ctx.device)
-    check_geometry(config, model)
-    freeze_unused(model)
-    on_gpu = ctx.device.type == "cuda"
-    model.gradient_checkpointing = config.model.gradient_checkpointing and on_gpu
-    codec = build_codec(config, model, ctx.device)
-    fsdp = use_fsdp(config.model.fsdp, preset, ctx)
-    wrapped = wrap_model(model, ctx, fsdp)
-    opt = config.optim
-    trainable = [p for p in wrapped.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=opt.lr, betas=opt.betas, eps=opt.eps,
-                                  weight_decay=opt.weight_decay)
-    scheduler = warmup_schedule(optimizer, config)
-    folder = MODEL_FOLDERS[preset]
-    objects = Checkpointable({folder: wrapped}, {"model": optimizer}, {"model": scheduler}, fsdp=fsdp)
-    flow_rng = torch.Generator().manual_seed(config.seed * 100_003 + ctx.rank)
+    trainer = setup(config, ctx, shards)
 
     step, rank_state = 0, None
     resume_from = latest_checkpoint(out)
     if resume_from is not None:
-        step, rank_state, _ = load_checkpoint(resume_from, objects, ctx)
+        step, rank_state, _ = load_checkpoint(resume_from, trainer.objects, ctx)
         if ctx.is_main:
             print(f"resuming from {resume_from} (step {step})", file=sys.stderr)
-
-    cache = None
-    if config.data.latent_cache is not None:
-        cache = LatentCache(Path(config.data.latent_cache), codec_id(codec))
-    batcher = BucketBatcher(config.optim.batch_size)
-    next_position = rank_state["data"]["next_position"] if rank_state else 0
-    dataset = ShardDataset(
-        shards, frames=config.data.frames, buckets=list(config.data.buckets),
-        motion_full_prob=config.data.motion_full_prob, shuffle_window=config.data.shuffle_window,
-        seed=config.seed, rank=ctx.rank, world_size=ctx.world_size, start_position=next_position,
-        cache=cache, cache_stride=config.data.cache_stride,
-    )
-    if rank_state is not None:
-        batcher.restore(rank_state["data"], dataset)
-    batches = batcher.batches(sample_stream(dataset, config.data.num_workers))
+    batcher, batches, cache = open_data(trainer, shards, rank_state)
     if rank_state is not None:  # after the loader drew its worker seeds: the loop's RNG continues exactly
-        restore_rng(rank_state["rng"], {"flow": flow_rng})
+        restore_rng(rank_state["rng"], {"flow": trainer.flow_rng})
 
-    use_bf16 = config.precision == "bf16" or (config.precision == "auto" and on_gpu)
-    autocast = (lambda: torch.autocast(ctx.device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
-    motion_latents = GEOMETRY[preset].motion_latents
+    motion_latents = GEOMETRY[config.model.preset].motion_latents
     log = LossLog(out, step, enabled=ctx.is_main)
     bar = None
     if progress and ctx.is_main:
         from tqdm import tqdm
 
-        bar = tqdm(total=config.steps, initial=step, desc=f"stage 1 ({preset})", unit="step", dynamic_ncols=True)
+        bar = tqdm(total=config.steps, initial=step, desc=f"stage 1 ({config.model.preset})", unit="step",
+                   dynamic_ncols=True)
     first_step, losses = step, []
     try:
         while step < config.steps:
             tick = time.perf_counter()
             samples = next(batches)
-            check_audio(samples, model.config)
-            batch = to_latents(samples, codec, cache, ctx.device, motion_latents)
+            check_audio(samples, trainer.model.config)
+            batch = to_latents(samples, trainer.codec, cache, ctx.device, motion_latents)
             data_s = time.perf_counter() - tick
-            with autocast():
-                loss = flow_matching_loss(wrapped, batch, shift=config.flow.timestep_shift,
-                                          audio_drop_prob=config.flow.audio_drop_prob, generator=flow_rng,
-                                          left_context=AUDIO_LEFT_CONTEXT)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, opt.grad_clip)
-            optimizer.step()
-            scheduler.step()
+            loss, grad_norm = train_step(trainer, batch)
             step += 1
             mean_loss = float(mean_across_ranks(loss, ctx))
             losses.append(mean_loss)
-            log.write({"step": step, "loss": mean_loss, "lr": scheduler.get_last_lr()[0],
-                       "grad_norm": float(grad_norm), "data_s": round(data_s, 4),
-                       "step_s": round(time.perf_counter() - tick, 4), "samples": config.optim.batch_size * ctx.world_size})
+            lr = trainer.scheduler.get_last_lr()[0]
+            log.write({"step": step, "loss": mean_loss, "lr": lr, "grad_norm": float(grad_norm),
+                       "data_s": round(data_s, 4), "step_s": round(time.perf_counter() - tick, 4),
+                       "samples": config.optim.batch_size * ctx.world_size})
             if bar is not None:
                 bar.update(1)
                 if step % config.log_every == 0:
-                    bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+                    bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}")
             if step % config.save_every == 0 or step == config.steps:
-                rank_state = {"rng": capture_rng({"flow": flow_rng}), "data": batcher.state()}
-                save_checkpoint(out, step, objects, ctx, rank_state,
+                rank_state = {"rng": capture_rng({"flow": trainer.flow_rng}), "data": batcher.state()}
+                save_checkpoint(out, step, trainer.objects, ctx, rank_state,
                                 extra={"config": config.model_dump(mode="json")}, keep=config.keep_checkpoints)
     finally:
         if bar is not None:
@@ -361,8 +395,8 @@ def train(config: TrainConfig, ctx: DistContext | None = None, progress: bool = 
         log.close()
     if batcher.skipped:
         print(f"rank {ctx.rank}: skipped {batcher.skipped} sample(s), e.g. {batcher.skip_examples}", file=sys.stderr)
-    model_dir = publish(out, objects, ctx, folder, vae_folder(config))
-    return RunSummary(first_step, step, losses, model_dir, time.perf_counter() - started, wrapped)
+    model_dir = publish(out, trainer.objects, ctx, MODEL_FOLDERS[config.model.preset], vae_folder(config))
+    return RunSummary(first_step, step, losses, model_dir, time.perf_counter() - started, trainer.wrapped)
 
 
 def publish(out: Path, objects: Checkpointable, ctx: DistContext, folder: str, vae: Path | None = None) -> Path:
