@@ -38,13 +38,15 @@ def test_sample_holds_window_reference_motion_and_the_clip_audio_rows(shards: li
     entry = next(e for e in ds.flat if e.key == s["key"])
     rows = np.load(io.BytesIO(read_member(entry, "audio.npy")))
     assert rows.dtype == np.float16 and rows.shape == (40, 1, 80)
-    expected = rows[s["start"]: s["start"] + 33].astype(np.float32)
-    assert torch.equal(s["audio"], torch.from_numpy(expected))
-    # The engine's windowing of a chunk's rows: frame i sees rows i-2..i+2, clamped to the chunk.
+    expected = rows[np.arange(s["start"] - 2, s["start"] + 33).clip(0, None)].astype(np.float32)
+    assert AUDIO_LEFT_CONTEXT == 2 and torch.equal(s["audio"], torch.from_numpy(expected))
+    # The engine's windowing: frame i of the chunk sees rows i-2..i+2 (2 rows of left context from the
+    # 8 s window), clamped only at the newest edge.
     windows = audio_windows(s["audio"][None], AUDIO_LEFT_CONTEXT)
     assert windows.shape == (1, 33, 5, 1, 80)
-    assert torch.equal(windows, frame_windows(s["audio"][None]))
-    assert torch.equal(windows[0, -1, 4], s["audio"][-1]) and torch.equal(windows[0, 5, 0], s["audio"][3])
+    assert torch.equal(windows, frame_windows(s["audio"][None])[:, 2:])
+    assert torch.equal(windows[0, 0, 0], s["audio"][0]) and torch.equal(windows[0, 0, 2], s["audio"][2])
+    assert torch.equal(windows[0, -1, 4], s["audio"][-1]) and torch.equal(windows[0, -1, 3], s["audio"][-1])
 
 
 def test_stream_is_deterministic_and_worker_processes_keep_the_order(shards: list[Path]) -> None:

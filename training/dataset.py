@@ -3,9 +3,10 @@
 Each sample is one training window of one clip:
   - `video`   float32 [3, T, H, W] in [-1, 1]: T consecutive frames (one 33-frame chunk);
   - `ref`     float32 [3, H, W] in [-1, 1]: a reference frame drawn from anywhere in the clip;
-  - `audio`   float32 [T, layers, dim]: the clip's `audio.npy` rows of the window, exactly the rows the
-              streaming engine's audio cache yields for a chunk (the -2..+2 windows are then clamped to
-              the chunk, as the engine does, by `vividhead.models.flashhead.frame_windows`);
+  - `audio`   float32 [2 + T, layers, dim]: the clip's `audio.npy` rows of the window plus the 2 rows
+              before it, as the streaming engine's audio cache yields them for a chunk; the -2..+2
+              windows then clamp only at the newest edge (`flow_matching.audio_windows`). Before the
+              clip's first frame the rows repeat row 0 (the engine would see features of silence);
   - `full_motion` bool: motion context is the first n ground-truth frames (p 0.9) or only the first
               frame (p 0.1), the paper's dynamic motion-frame sampling;
   - `key`, `start`, `ref_index`, `position`.
@@ -37,8 +38,8 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 REQUIRED = ("mp4", "audio.npy")
-# Rows before the window passed along with it. 0: the engine windows the chunk's own 33 rows only.
-AUDIO_LEFT_CONTEXT = 0
+# Rows before the window passed along with it: the engine's left context for the -2..+2 windows.
+AUDIO_LEFT_CONTEXT = 2
 
 
 # ------------------------------------------------------------------------------------------ index

@@ -24,12 +24,12 @@ class FlowBatch:
 
     latent: torch.Tensor           # [B, C, F, H, W] clean latent of the window (x0)
     ref_latent: torch.Tensor       # [B, C, F, H, W] reference latent (repeated over F)
-    audio_rows: torch.Tensor       # [B, N + r, L, D] audio rows of the window (plus r rows before it; r = 0 by default)
+    audio_rows: torch.Tensor       # [B, r + N, L, D] audio rows of the window plus r rows before it (r = 2)
     motion_latents: torch.Tensor   # [B] long: latent frames of motion context per sample (1 or 2)
 
 
 def audio_windows(rows: torch.Tensor, left_context: int, radius: int = 2) -> torch.Tensor:
-    """[B, N + r, L, D] rows -> [B, N, 2*radius+1, L, D] windows, as the streaming engine windows a chunk."""
+    """[B, r + N, L, D] rows -> [B, N, 2*radius+1, L, D] windows, as the streaming engine windows a chunk."""
     return frame_windows(rows, radius)[:, left_context:]
 
 
