@@ -159,3 +159,41 @@ def test_encoded_windows_fill_the_cache_and_come_back_identical(shards: list[Pat
     cached = to_latents(again, codec, cache, torch.device("cpu"), motion_latents=2)
     assert torch.equal(cached.latent, fresh.latent) and torch.equal(cached.ref_latent, fresh.ref_latent)
     assert cached.motion_latents.tolist() == [2 if s["full_motion"] else 1 for s in again]
+
+
+def test_audio_condition_equals_the_streaming_engine_for_its_second_chunk(tmp_path: Path) -> None:
+    """Train = serve: the window the engine generates as chunk 1 (frames 28..60 with the tiny/pro
+    geometry) gets the same audio windows from `audio.npy` as from the engine's 8 s context cache.
+
+    One row differs by construction of `audio.npy`: frame 32, the last frame of the build's chunk 0,
+    was encoded in the window ending at frame 33 (its log-mel window hangs over zeros), while the
+    engine re-encodes it inside chunk 1's window. Every other row, and the windowing, is identical."""
+    import wave
+
+    from vividhead.inference.audio_cache import AudioContextCache
+    from vividhead.models.audio_features import LogMelEncoder
+    from vividhead.models.flashhead import GEOMETRY, frame_windows
+
+    geometry = GEOMETRY["tiny"]
+    start = geometry.frames - geometry.motion_frames                  # 28: chunk 1 re-uses 5 motion frames
+    shard = write_shards(tmp_path, [1], n_frames=start + geometry.frames, size=64)[0]
+    ds = ShardDataset([shard], frames=33, buckets=[(32, 32)], seed=0)
+    ds.sampler.draw = lambda g, n: (start, 0, True)                   # pin the window to chunk 1
+    sample = ds.sample(0)
+    train_windows = audio_windows(sample["audio"][None], AUDIO_LEFT_CONTEXT)
+
+    entry = ds.flat[0]
+    with wave.open(io.BytesIO(read_member(entry, "wav"))) as w:
+        pcm = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float32) / 32767
+    cache = AudioContextCache(LogMelEncoder(), geometry.window_frames, geometry.frames + geometry.audio_radius)
+    cache.push(pcm[: geometry.frames * 640])                                   # chunk 0
+    rows = torch.from_numpy(cache.push(pcm[geometry.frames * 640: (start + geometry.frames) * 640]))[None]
+    engine_windows = frame_windows(rows, geometry.audio_radius)[:, geometry.audio_radius:]
+    assert train_windows.shape == engine_windows.shape == (1, 33, 5, 1, 80)
+    # Which window entries read frame 32 (row 32 - 26 = 6 of the 35 rows)?
+    index = (torch.arange(35)[:, None] + torch.arange(-2, 3)).clamp(0, 34)[2:]       # [33, 5] row per entry
+    boundary = (index == 32 - (start - AUDIO_LEFT_CONTEXT)).view(1, 33, 5, 1, 1)
+    # audio.npy is float16 and the wav is 16-bit PCM: equal up to that rounding.
+    close = torch.isclose(train_windows, engine_windows, atol=2e-2, rtol=1e-2)
+    assert bool((close | boundary).all())
+    assert not bool(close[boundary.expand_as(close)].all())      # the documented boundary row does differ
