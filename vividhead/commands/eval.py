@@ -73,7 +73,9 @@ def _generate_and_time(args: argparse.Namespace, config):
 
     engine = load_engine(args.checkpoint, args.variant, args.device, args.wav2vec, args.steps)
     generated = args.generated
-    if generated is None:
+    if generated is None and not set(config.metrics) & {"sync", "fid", "fvd"}:
+        generated = []                                 # FPS only: nothing to generate
+    elif generated is None:
         # Score exactly the videos of this run, even if the folder holds older ones.
         generated = generate_from_reference(engine, args.reference, args.out / "generated", max_videos=args.max_videos)
         print(f"generated {len(generated)} videos into {args.out / 'generated'}", file=sys.stderr)

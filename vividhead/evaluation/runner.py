@@ -135,6 +135,8 @@ class _Metrics:
 
 def _score_set(items: list[VideoItem], name: str, metrics: _Metrics, with_sync: bool,
                features: dict[str, list[np.ndarray]]) -> list[VideoScore]:
+    if metrics.fid is None and metrics.fvd is None and not (with_sync and metrics.sync is not None):
+        return []                                      # no metric reads this set: do not decode it
     scores = []
     for item in items:
         video = item.load()
@@ -201,5 +203,5 @@ def run_eval(generated: Path | list[Path], reference: Path | None, weights: Weig
                 "weights": {k: str(getattr(weights, k)) for k in ("inception", "i3d", "syncnet", "scrfd")
                             if getattr(weights, k) is not None}}
     versions = {"vividhead": __version__, "torch": torch.__version__}
-    where = str(generated) if isinstance(generated, Path) else ", ".join(sorted({str(p.parent) for p in generated}))
+    where = str(generated) if isinstance(generated, Path) else ", ".join(sorted({str(p.parent) for p in generated})) or "-"
     return EvalReport(where, str(reference) if reference else None, rows, videos, settings, versions)
