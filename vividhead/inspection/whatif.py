@@ -256,14 +256,22 @@ def stage_decider(stage: str, decision: StageDecision, config: dict[str, Any], o
 
     def decide(batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         present = [name for name in metrics if name in batch.schema.names]
-        rows = [{name[len(prefix):]: value for name, value in row.items()}
-                for row in batch.select(present).to_pylist()]
-        before = np.array([decision.decide(row, old) is not None for row in rows], bool)
-        after = np.array([decision.decide(row, new) is not None for row in rows], bool)
+        columns = [pc.cast(batch.column(name), pa.float64()).to_numpy(zero_copy_only=False) for name in present]
         scored = np.zeros(batch.num_rows, bool)
-        for name in present:
-            scored |= np.isfinite(pc.cast(batch.column(name), pa.float64()).to_numpy(zero_copy_only=False))
-        return before, after, scored
+        for column in columns:
+            scored |= np.isfinite(column)
+        # Only scored rows are asked (a missing metric decides nothing), with None where a metric is missing.
+        names = [name[len(prefix):] for name in present]
+        values = zip(*(np.where(np.isfinite(column), column, None)[scored].tolist() for column in columns))
+        rows = [dict(zip(names, row)) for row in values]
+
+        def rejected(stage_config: Any) -> np.ndarray:
+            out = np.zeros(batch.num_rows, bool)
+            out[scored] = [decision.decide(row, stage_config) is not None for row in rows]
+            return out
+
+        before = rejected(old)
+        return before, (before if new == old else rejected(new)), scored
 
     return decide
 
