@@ -22,17 +22,18 @@ import time
 from pathlib import Path
 
 MEASURE = r'''
-import hashlib, resource, sys, time
+import resource, sys, time
 from pathlib import Path
 from vividhead.config import BuildConfig
 from vividhead.models.face_detect import make_face_detector
 from vividhead.pipelines.extract import UnitExtractor
 from vividhead.pipelines.records import Source
+from vividhead.pipelines.sources import md5_of
 from vividhead.pipelines.units import plan_source
 
 path, staging = sys.argv[1], Path(sys.argv[2])
 config = BuildConfig()
-source = Source(path, path, md5=hashlib.md5(Path(path).read_bytes()).hexdigest())
+source = Source(path, path, md5=md5_of(Path(path)))      # streamed, as the build hashes
 units = plan_source(source, path, config)
 detector = make_face_detector("mediapipe", None)
 start, kept = time.perf_counter(), 0
