@@ -134,3 +134,7 @@ def test_frames_resampled_to_25_fps_for_syncnet():
     out = to_25fps(frames, 30.0)                     # 2 s at 30 fps -> 50 frames at 25 fps
     assert len(out) == 50 and out[0, 0, 0, 0] == 0 and out[25, 0, 0, 0] == 30
     assert to_25fps(frames, 25.0) is frames
+    vfr = np.array([0.0, 0.04, 0.2, 0.24])             # a frame held for 0.16 s (variable frame rate)
+    held = to_25fps(frames[:4], 0.0, vfr)
+    assert held[:, 0, 0, 0].tolist() == [0, 1, 1, 1, 1, 2, 3]
+    assert to_25fps(frames[:4], 25.0, np.arange(4) / 25) is not None

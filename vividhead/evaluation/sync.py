@@ -3,8 +3,8 @@
 This reuses the build's SyncNet and its reference scoring (`vividhead.models.syncnet.score_sync`):
 Sync-C is LSE-C, Sync-D is LSE-D, and the AV offset is in 25 fps frames. Face boxes come from the
 build's face detector (SCRFD from local weights, else mediapipe), the largest face per frame; frames
-without a face are interpolated from their neighbours by the scorer. Videos at another frame rate
-are resampled to 25 fps by nearest-frame selection, as SyncNet expects.
+without a face are interpolated from their neighbours by the scorer. Videos at another (or a
+variable) frame rate are resampled to 25 fps from their frame timestamps, as SyncNet expects.
 """
 
 from __future__ import annotations
@@ -31,12 +31,18 @@ class SyncResult:
     skipped: str | None = None
 
 
-def to_25fps(frames: np.ndarray, fps: float) -> np.ndarray:
-    """Nearest-frame resampling of [T, H, W, 3] frames at `fps` to 25 fps."""
-    if abs(fps - FPS) < 1e-3:
-        return frames
-    n_out = int(np.floor(len(frames) * FPS / fps))
-    idx = np.minimum(np.round(np.arange(n_out) * fps / FPS).astype(int), len(frames) - 1)
+def to_25fps(frames: np.ndarray, fps: float, times: np.ndarray | None = None) -> np.ndarray:
+    """Resample [T, H, W, 3] frames to 25 fps: at each output time, the frame shown then (the latest
+    with a presentation time <= t; `times` in seconds, else a constant `fps` is assumed)."""
+    if times is None:
+        if abs(fps - FPS) < 1e-3:
+            return frames
+        times = np.arange(len(frames)) / fps
+    elif len(times) > 1 and np.allclose(np.diff(times), 1.0 / FPS, atol=1e-3):
+        return frames                                  # already constant 25 fps
+    duration = times[-1] + (times[-1] - times[-2] if len(times) > 1 else 1.0 / FPS)
+    out_times = np.arange(int(np.floor(duration * FPS + 1e-6))) / FPS
+    idx = np.clip(np.searchsorted(times, out_times + 1e-6, side="right") - 1, 0, len(frames) - 1)
     return frames[idx]
 
 
@@ -62,7 +68,7 @@ class SyncScorer:
     def score(self, video: Decoded) -> SyncResult:
         if video.audio is None or len(video.audio) == 0:
             return SyncResult(skipped="no audio")
-        frames = to_25fps(video.frames, video.fps)
+        frames = to_25fps(video.frames, video.fps, video.times)
         boxes = face_track(self.detector, frames)
         try:
             result = score_sync(self.model, frames, video.audio, boxes, vshift=self.vshift)

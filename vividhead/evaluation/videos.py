@@ -26,8 +26,9 @@ class Decoded:
     """One decoded video: frames [T, H, W, 3] uint8, fps, and 16 kHz mono audio (None if absent)."""
 
     frames: np.ndarray
-    fps: float
+    fps: float                          # average frame rate
     audio: np.ndarray | None
+    times: np.ndarray | None = None     # [T] presentation time of each frame in seconds (VFR-safe)
 
 
 @dataclass(frozen=True)
@@ -49,13 +50,17 @@ def decode_video(source: Path | bytes, origin: str) -> Decoded:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             fps = float(stream.average_rate or stream.guessed_rate or 25)
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+            frames, times = [], []
+            for frame in container.decode(stream):
+                frames.append(frame.to_ndarray(format="rgb24"))
+                times.append(frame.time if frame.time is not None else len(times) / fps)
         audio = decode_audio(source, origin)
     except av.error.FFmpegError as error:
         raise ValueError(f"{origin}: cannot decode video: {error}") from error
     if not frames:
         raise ValueError(f"{origin}: the video has no frames")
-    return Decoded(np.stack(frames), fps, audio)
+    times_arr = np.asarray(times, dtype=np.float64)
+    return Decoded(np.stack(frames), fps, audio, times_arr - times_arr[0])
 
 
 def decode_audio(source: Path | bytes, origin: str) -> np.ndarray | None:
@@ -101,7 +106,7 @@ def _shard_items(shard: Path) -> Iterator[VideoItem]:
                 wav = tar.extractfile(members["wav"]).read() if "wav" in members else None
             decoded = decode_video(video, origin)
             audio = read_wav(wav, origin) if wav is not None else decoded.audio
-            return Decoded(decoded.frames, decoded.fps, audio)
+            return Decoded(decoded.frames, decoded.fps, audio, decoded.times)
 
         yield VideoItem(key, origin, load)
 
