@@ -15,6 +15,7 @@ import os
 import pickle
 import time
 import traceback
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,7 +102,9 @@ def run_build(sources_file: SourcesFile, base: Path, out_dir: Path, config: Buil
             for name, cls in stages:
                 pool = actor_pool(len(stages), ray.cluster_resources(), cls.num_gpus)
                 ds = ds.map(_stage_actor_class(), fn_constructor_args=(name, getattr(config, name, None), weights),
-                            concurrency=pool["concurrency"], num_cpus=pool["num_cpus"], num_gpus=pool["num_gpus"])
+                            compute=ray.data.ActorPoolStrategy(min_size=pool["concurrency"][0],
+                                                               max_size=pool["concurrency"][1]),
+                            num_cpus=pool["num_cpus"], num_gpus=pool["num_gpus"])
 
             # commit: each unit's shard, then its manifest part, as soon as its last clip arrives (driver)
             for row in ds.iter_rows():
@@ -215,6 +218,8 @@ def start_ray(address: str | None, workers: int | None) -> bool:
     if ray.is_initialized():
         return False
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    # Ray Data calls `max_retries` a deprecated remote argument but offers no named one for it yet.
+    warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
     options: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.ERROR, "log_to_driver": False}
     if address:
         ray.init(address=address, **options)
@@ -241,7 +246,7 @@ def actor_pool(stage_count: int, resources: dict[str, float], declared_gpus: flo
     if gpus > 0:
         share = declared_gpus or min(1.0, gpus / max(stage_count, 1))
         return {"num_gpus": share, "num_cpus": 1, "concurrency": (1, max(1, int(gpus / share)))}
-    return {"num_gpus": 0, "num_cpus": 0.01, "concurrency": (1, max(1, int(cpus // 2)))}
+    return {"num_gpus": 0, "num_cpus": 0, "concurrency": (1, max(1, int(cpus // 2)))}
 
 
 def model_stages(config: BuildConfig) -> list[tuple[str, type]]:
