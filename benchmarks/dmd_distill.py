@@ -186,8 +186,9 @@ def teacher_sample(model: FlashHeadDiT, reference, windows, motion, steps: int =
 
 @torch.inference_mode()
 def quality(models: dict[str, FlashHeadDiT], clips: list[dict], codec: SpaceToDepthCodec, seeds: int) -> dict:
-    """Mean latent MSE and PSNR vs ground truth per sampler, over every full chunk of the clips."""
-    totals = {name: {"latent_mse": [], "psnr": []} for name in models}
+    """Mean latent MSE and PSNR vs ground truth per sampler, over every full chunk of the clips, and
+    each sampler's latent MSE to the teacher's 20-step sample from the same noise seed."""
+    totals = {name: {"latent_mse": [], "psnr": [], "mse_to_teacher": []} for name in models}
     for clip in clips:
         video = to_tensor(clip["small"])[None]                                        # [1, 3, T, 32, 32]
         rows = torch.from_numpy(clip["rows"])[None]
@@ -199,6 +200,7 @@ def quality(models: dict[str, FlashHeadDiT], clips: list[dict], codec: SpaceToDe
             windows = frame_windows(rows[:, max(0, s - 2): s + GEO.frames])[:, min(2, s):]
             motion = z[:, :, :GEO.motion_latents]
             truth = ((video[0, :, s: s + GEO.frames] + 1) * 127.5).round().clamp(0, 255)
+            teacher_out = {}
             for name, model in models.items():
                 for seed in range(seeds):
                     g = torch.Generator().manual_seed(1000 * j + seed)
@@ -208,6 +210,8 @@ def quality(models: dict[str, FlashHeadDiT], clips: list[dict], codec: SpaceToDe
                         out = sample_chunk(model, reference, model.audio_context(windows), motion, steps=4,
                                            shift=GEO.shift, generator=g)
                     m = GEO.motion_latents
+                    teacher_out.setdefault(seed, out)          # the teacher runs first
+                    totals[name]["mse_to_teacher"].append(float(((out[:, :, m:] - teacher_out[seed][:, :, m:]) ** 2).mean()))
                     totals[name]["latent_mse"].append(float(((out[:, :, m:] - z[:, :, m:]) ** 2).mean()))
                     pixels = ((codec.decode(out, size=SIZE)[0] + 1) * 127.5).round().clamp(0, 255)
                     frames = slice(GEO.motion_frames, GEO.frames)
@@ -289,9 +293,9 @@ def main() -> int:
               "student 4-step after (no-oracle)": load_release(students["no-oracle"])}
     table = quality(models, clips, codec, args.seeds)
     print(f"\nquality on {len(clips)} held-out clip(s), per chunk with ground-truth motion (vs ground truth):")
-    print(f"  {'sampler':34s} {'latent MSE':>10s} {'PSNR dB':>8s}   n")
+    print(f"  {'sampler':34s} {'latent MSE':>10s} {'PSNR dB':>8s} {'MSE to teacher':>15s}   n")
     for name, row in table.items():
-        print(f"  {name:34s} {row['latent_mse']:10.4f} {row['psnr']:8.2f}   {row['n']}")
+        print(f"  {name:34s} {row['latent_mse']:10.4f} {row['psnr']:8.2f} {row['mse_to_teacher']:15.4f}   {row['n']}")
 
     clip = clips[0]
     curves = {"student before": drift_curve(teacher, clip, args.drift_chunks),
