@@ -21,6 +21,15 @@ C, F, H, W, M, A = 4, 5, 4, 4, 2, 6   # channels, latent frames per chunk, size,
 SCHEDULE = sampling_timesteps(4, 5.0)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: these models are tiny, and the CI CPU is shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 class TinyVelocity(nn.Module):
     """x_t and the reference on channels -> Conv3d, plus a timestep and a per-latent-frame audio bias."""
 

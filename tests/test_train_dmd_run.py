@@ -20,10 +20,18 @@ from vividhead.training.config import load_train_config
 DISTILL = {"num_chunks": 2, "fake_updates_per_generator": 2, "lr_generator": 1e-3, "lr_fake": 1e-3}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: these models are tiny, and the CI CPU is shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def teacher_run(tmp_path_factory):
     """Shards of 61-frame clips (two tiny chunks) and a briefly trained stage-1 tiny teacher."""
-    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("dmd_run")
     write_shards(root / "shards", [2], n_frames=61, size=64)
     config = load_train_config(write_config(root / "s1.yaml", root / "shards", root / "teacher", steps=2))
