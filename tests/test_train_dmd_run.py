@@ -44,7 +44,7 @@ def distill_config(root, out, steps, **distill):
     return load_train_config(write_config(root / f"{out}.yaml", root / "shards", root / out, **changes))
 
 
-def test_stage2_resume_is_exact(teacher_run):
+def test_stage2_resume_is_exact(teacher_run, monkeypatch):
     root = teacher_run
     assert stage2.run(distill_config(root, "straight", 4)) == 0
     assert stage2.run(distill_config(root, "resumed", 2)) == 0
@@ -76,11 +76,20 @@ def test_stage2_resume_is_exact(teacher_run):
 
     from vividhead.inference.engine import EngineOptions, FlashHeadEngine
 
+    import vividhead.inference.engine as engine_module
+    from vividhead.models.flashhead import GEOMETRY
+
+    sampled = []
+    original = engine_module.sample_chunk
+    monkeypatch.setattr(engine_module, "sample_chunk", lambda *a, **k: sampled.append(original(*a, **k)) or sampled[-1])
     engine = FlashHeadEngine.load(root / "straight", "tiny", device="cpu", options=EngineOptions(crop=False))
     session = engine.session(engine.reference(np.full((64, 64, 3), 128, np.uint8)))
     session.feed(np.zeros(33 * 640, np.float32))
     chunk = next(session.chunks())
     assert chunk.frames.shape == (33, 512, 512, 3)
+    # Training's m_pred is exactly the motion latents the engine carries to its next chunk.
+    expected = stage2.motion_from_chunk(engine.codec, sampled[0], GEOMETRY["tiny"])
+    assert torch.allclose(session.motion, expected, atol=1e-5)
 
 
 def test_stage2_needs_a_teacher(teacher_run, tmp_path):
@@ -98,13 +107,15 @@ def test_stage2_rejects_clips_shorter_than_k_chunks(teacher_run, tmp_path):
 
 
 def test_motion_latents_match_the_streaming_engine():
-    """m_pred is what `vividhead stream` re-encodes: decode the whole chunk, encode its last frames."""
+    """m_pred is what `vividhead stream` re-encodes: the engine's own decode/encode of a chunk."""
     from vividhead.models.flashhead import GEOMETRY
     from vividhead.models.vae import SpaceToDepthCodec
 
     codec, geometry = SpaceToDepthCodec(), GEOMETRY["tiny"]
     latent = torch.randn(2, codec.latent_channels, geometry.latent_frames, 8, 8)
-    engine_way = codec.encode(codec.decode(latent)[:, :, -geometry.motion_frames:])
+    native = getattr(codec, "native_size", None)                 # as inference/engine.py decodes
+    video = codec.decode(latent) if native is None else codec.decode(latent, size=native)
+    engine_way = codec.encode(video[:, :, -geometry.motion_frames:])
     motion = stage2.motion_from_chunk(codec, latent, geometry)
     assert motion.shape[2] == geometry.motion_latents
     assert torch.allclose(motion, engine_way, atol=1e-5)

@@ -140,8 +140,9 @@ def span_frames(geometry: Geometry, chunks: int) -> int:
 
 
 def motion_from_chunk(codec: VideoCodec, latent: torch.Tensor, geometry: Geometry) -> torch.Tensor:
-    """The next chunk's motion latents, as the streaming engine makes them: decode the chunk,
-    re-encode its last motion-context frames (5 for Pro/tiny, 9 for Lite) -> [B, C, 2, H, W].
+    """The next chunk's motion latents, as the streaming engine makes them: decode the chunk (at the
+    codec's native size when it has one, as the engine does), re-encode its last motion-context
+    frames (5 for Pro/tiny, 9 for Lite) -> [B, C, 2, H, W].
 
     The space-to-depth codec decodes every latent frame on its own, so for it only the latent
     frames behind those video frames are decoded (the same pixels, a fraction of the work).
@@ -149,7 +150,8 @@ def motion_from_chunk(codec: VideoCodec, latent: torch.Tensor, geometry: Geometr
     if isinstance(codec, SpaceToDepthCodec):
         tail = -(-(geometry.motion_frames - 1) // codec.temporal_stride) + 1     # latents behind them
         latent = latent[:, :, -(tail + 1):]                                         # + one decoded as "first"
-    video = codec.decode(latent)
+    native = getattr(codec, "native_size", None)
+    video = codec.decode(latent) if native is None else codec.decode(latent, size=native)
     return codec.encode(video[:, :, -geometry.motion_frames:]).to(latent.dtype)
 
 
