@@ -7,6 +7,8 @@
 
 Stages per chunk: audio encode (8 s window + audio projection), DiT steps, VAE decode, motion re-encode and
 output encode (H.264 fMP4, the server's path). FPS = emitted frames / (generation + output encode) time.
+The timing is `vividhead.evaluation.fps.time_engine`, the function `vividhead eval` reports FPS with, so both
+give the same figure: the `--warmup` chunks (cold start) are printed but left out of it.
 FLOPs are counted with torch's FlopCounterMode on the meta device (no weights, no compute).
 """
 
@@ -20,12 +22,11 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
+from vividhead.evaluation.fps import STAGES, ChunkTiming, EngineTiming, time_engine  # noqa: E402
 from vividhead.inference.engine import EngineOptions, FlashHeadEngine, choose_device  # noqa: E402
-from vividhead.inference.sinks import FragmentEncoder  # noqa: E402
 from vividhead.models.audio_features import LogMelEncoder, Wav2Vec2Encoder  # noqa: E402
 from vividhead.models.flashhead import GEOMETRY, FlashHeadConfig, FlashHeadDiT  # noqa: E402
 from vividhead.models.vae import DiffusersVideoCodec, SpaceToDepthCodec  # noqa: E402
@@ -35,9 +36,6 @@ def human(flops: float) -> str:
         if flops >= scale:
             return f"{flops / scale:.2f} {unit}"
     return f"{flops:.0f} FLOP"
-
-
-STAGES = ("audio_encode", "dit", "vae_decode", "motion_encode", "output_encode")
 
 
 def latent_shape(variant: str) -> tuple[int, int, int, int]:
@@ -131,30 +129,21 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_chunks(engine: FlashHeadEngine, chunks: int) -> None:
-    """Stream `chunks` chunks of synthetic speech-like audio and print the breakdown per chunk."""
-    g = engine.geometry
-    seconds = (g.frames + (chunks - 1) * g.new_frames) / g.fps
-    t = np.arange(int(seconds * g.sample_rate)) / g.sample_rate
-    audio = (0.3 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t))).astype(np.float32)
-    rgb = np.full((g.size, g.size, 3), 128, np.uint8)
-    reference = engine.reference(rgb)
-    session, encoder = engine.session(reference), FragmentEncoder(g.size, g.fps)
-    session.feed(audio)
+def run_chunks(engine: FlashHeadEngine, chunks: int, warmup: int = 1) -> EngineTiming:
+    """Time `chunks` chunks after `warmup` with `time_engine` (the figure `vividhead eval` reports), printing each."""
     print(f"{'chunk':>5} {'frames':>6} " + " ".join(f"{s:>14}" for s in STAGES) + f" {'total ms':>9} {'FPS':>6}")
-    frames_total, time_total = 0, 0.0
-    for chunk in session.chunks(flush=True):
-        start = time.perf_counter()
-        encoder.encode(chunk.frames)
-        chunk.timings["output_encode"] = time.perf_counter() - start
-        total = sum(chunk.timings.get(s, 0.0) for s in STAGES)
-        frames_total, time_total = frames_total + len(chunk.frames), time_total + total
-        print(f"{chunk.index:>5} {len(chunk.frames):>6} " + " ".join(f"{chunk.timings.get(s, 0) * 1000:>14.1f}" for s in STAGES)
-              + f" {total * 1000:>9.1f} {len(chunk.frames) / total:>6.1f}")
-    steady = session.stats.chunk_latency[1:] or session.stats.chunk_latency
-    print(f"FPS over all chunks: {frames_total / time_total:.2f}; first frame after "
-          f"{session.stats.first_frame:.3f} s; steady chunk latency {np.mean(steady) * 1000:.0f} ms "
-          f"(real-time budget {g.chunk_seconds * 1000:.0f} ms per {g.new_frames} frames)")
+
+    def show(chunk: ChunkTiming) -> None:
+        print(f"{chunk.index:>5} {chunk.frames:>6} " + " ".join(f"{chunk.stage_s.get(s, 0) * 1000:>14.1f}" for s in STAGES)
+              + f" {chunk.total_s * 1000:>9.1f} {chunk.frames / chunk.total_s:>6.1f}" + ("  (warm-up)" if chunk.warmup else ""))
+
+    timing = time_engine(engine, chunks=chunks, warmup=warmup, on_chunk=show)
+    g = engine.geometry
+    print(f"FPS over {timing.chunks} timed chunks ({timing.warmup_chunks} warm-up excluded): {timing.fps:.2f}; "
+          f"first chunk (cold start) {timing.first_chunk_s:.3f} s; chunk latency mean {timing.chunk_latency_mean_s * 1000:.0f} ms, "
+          f"max {timing.chunk_latency_max_s * 1000:.0f} ms (real-time budget {g.chunk_seconds * 1000:.0f} ms per "
+          f"{g.new_frames} frames)")
+    return timing
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wav2vec", type=Path)
     parser.add_argument("--random", action="store_true", help="random weights at the variant's real shapes")
     parser.add_argument("--dit-step", action="store_true", help="time one DiT step only (1.3B on CPU)")
-    parser.add_argument("--chunks", type=int, default=4)
+    parser.add_argument("--chunks", type=int, default=4, help="timed chunks (after the warm-up)")
+    parser.add_argument("--warmup", type=int, default=1, help="chunks streamed first and left out of the FPS figure")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--device")
     parser.add_argument("--compile", action="store_true")
@@ -195,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         time_dit_step(engine)                          # warm-up
         print(f"one DiT step: {time_dit_step(engine) * 1000:.0f} ms")
         return 0
-    run_chunks(engine, args.chunks)
+    run_chunks(engine, args.chunks, args.warmup)
     return 0
 
 

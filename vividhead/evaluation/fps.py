@@ -1,17 +1,19 @@
-"""FPS of the stream engine on a checkpoint and this hardware, timed as `benchmarks/stream_bench.py` times it.
+"""FPS of the stream engine on a checkpoint and this hardware: the one timing function of the project.
 
-`time_engine` is the one timing function (the benchmark's `run_chunks` measures the same thing and can
-call it): it feeds `warmup + chunks` chunks of synthetic speech-like audio to a fresh session of the
-engine, lets it generate every chunk (audio encode, few-step DiT sampling, VAE decode, motion re-encode;
-the engine's clock synchronises CUDA) and encodes each chunk's frames as the server does (H.264 fMP4
-segments). FPS = emitted frames / (generation + output encode) seconds over the timed chunks, as in the
-benchmark; the first `warmup` chunks (allocation, cuDNN autotuning, torch.compile) are left out of the
+`time_engine` is the source of truth for the FPS figure: `vividhead eval` reports it and
+`benchmarks/stream_bench.py` calls it (printing each chunk's breakdown through `on_chunk`), so both give
+the same number by construction. It feeds `warmup + chunks` chunks of synthetic speech-like audio to a
+fresh session of the engine, lets it generate every chunk (audio encode, few-step DiT sampling, VAE
+decode, motion re-encode; the engine's clock synchronises CUDA) and encodes each chunk's frames as the
+server does (H.264 fMP4 segments). FPS = emitted frames / (generation + output encode) seconds over the
+timed chunks; the first `warmup` chunks (allocation, cuDNN autotuning, torch.compile) are left out of the
 figure but reported as the cold-start latency. Per-stage milliseconds per chunk come with it.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,6 +24,21 @@ from vividhead.evaluation.runner import device_name
 
 SAMPLE_RATE = 16000
 STAGES = ("audio_encode", "dit", "vae_decode", "motion_encode", "output_encode")
+
+
+@dataclass(frozen=True)
+class ChunkTiming:
+    """One streamed chunk: its frames and seconds per stage (output encode included)."""
+
+    index: int
+    frames: int
+    stage_s: dict[str, float]
+    warmup: bool                    # left out of the FPS figure
+
+    @property
+    def total_s(self) -> float:
+        """Generation + output encode seconds of this chunk."""
+        return sum(self.stage_s.get(s, 0.0) for s in STAGES)
 
 
 @dataclass(frozen=True)
@@ -44,8 +61,12 @@ def timing_audio(seconds: float) -> np.ndarray:
     return (0.3 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t))).astype(np.float32)
 
 
-def time_engine(engine, reference_rgb: np.ndarray | None = None, chunks: int = 8, warmup: int = 1) -> EngineTiming:
-    """Stream `warmup + chunks` chunks through a fresh session; time the last `chunks` of them."""
+def time_engine(engine, reference_rgb: np.ndarray | None = None, chunks: int = 8, warmup: int = 1,
+                on_chunk: Callable[[ChunkTiming], None] | None = None) -> EngineTiming:
+    """Stream `warmup + chunks` chunks through a fresh session; time the last `chunks` of them.
+
+    `on_chunk` (optional) sees each chunk's timing as soon as it is encoded, warm-up chunks included.
+    """
     from vividhead.inference.sinks import FragmentEncoder
 
     if chunks < 1 or warmup < 0:
@@ -57,22 +78,23 @@ def time_engine(engine, reference_rgb: np.ndarray | None = None, chunks: int = 8
     session = engine.session(engine.reference(reference_rgb))
     session.feed(timing_audio(n_frames / g.fps))
     encoder = FragmentEncoder(g.size, g.fps)
-    records: list[tuple[int, dict[str, float]]] = []
+    records: list[ChunkTiming] = []
     for chunk in session.chunks(flush=True):
         start = time.perf_counter()
         encoder.encode(chunk.frames)
         chunk.timings["output_encode"] = time.perf_counter() - start
-        records.append((len(chunk.frames), dict(chunk.timings)))
+        records.append(ChunkTiming(chunk.index, len(chunk.frames), dict(chunk.timings), len(records) < warmup))
+        if on_chunk is not None:
+            on_chunk(records[-1])
     if len(records) < warmup + chunks:
         raise RuntimeError(f"the engine produced {len(records)} chunks, expected {warmup + chunks}")
     timed = records[warmup:warmup + chunks]
-    totals = [sum(t.get(s, 0.0) for s in STAGES) for _, t in timed]
-    frames = sum(n for n, _ in timed)
-    first = sum(records[0][1].get(s, 0.0) for s in STAGES)
-    stage_ms = {s: round(1000 * float(np.mean([t.get(s, 0.0) for _, t in timed])), 2) for s in STAGES}
+    totals = [r.total_s for r in timed]
+    frames = sum(r.frames for r in timed)
+    stage_ms = {s: round(1000 * float(np.mean([r.stage_s.get(s, 0.0) for r in timed])), 2) for s in STAGES}
     return EngineTiming(fps=frames / sum(totals), frames=frames, chunks=chunks, warmup_chunks=warmup,
                         chunk_latency_mean_s=float(np.mean(totals)), chunk_latency_max_s=float(np.max(totals)),
-                        first_chunk_s=first, stage_ms=stage_ms)
+                        first_chunk_s=records[0].total_s, stage_ms=stage_ms)
 
 
 def detect_variant(checkpoint: Path) -> str:

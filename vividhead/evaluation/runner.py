@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from vividhead import __version__
 from vividhead.evaluation.fid import FIDConfig, FIDFeatures
@@ -23,7 +22,7 @@ from vividhead.evaluation.fvd import FVDConfig, FVDFeatures
 from vividhead.evaluation.report import EvalReport, MetricRow, VideoScore
 from vividhead.evaluation.sync import SyncScorer
 from vividhead.evaluation.videos import VideoItem, list_videos
-from vividhead.weights import Weights
+from vividhead.weights import Weights, load_weights_manifest
 
 METRICS = ("sync", "fid", "fvd", "fps")
 
@@ -67,13 +66,8 @@ def device_name(device: torch.device) -> str:
 
 
 def load_weights(manifest: Path | None, overrides: dict[str, Path | None]) -> Weights:
-    """The weights manifest (relative paths against its folder) with command-line overrides applied."""
-    weights = Weights()
-    if manifest is not None and manifest.is_file():
-        data = yaml.safe_load(manifest.read_text(encoding="utf-8")) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{manifest}: expected a mapping of weight names to paths")
-        weights = Weights(**data).resolved(manifest.resolve().parent)
+    """The weights manifest (when the file exists) with command-line overrides applied."""
+    weights = load_weights_manifest(manifest) if manifest is not None and manifest.is_file() else Weights()
     return weights.model_copy(update={k: v for k, v in overrides.items() if v is not None})
 
 
