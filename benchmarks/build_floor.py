@@ -33,9 +33,28 @@ from vividhead.pipelines.sources import expand_sources
 from vividhead.shards import read_shard
 
 
-def decode_seconds(paths: list[Path]) -> tuple[float, float]:
-    """Wall time to decode every source to RGB once, and the total source duration."""
-    start, duration = time.perf_counter(), 0.0
+def decode_pass_seconds(paths: list[Path], config: BuildConfig, work: Path) -> tuple[float, float]:
+    """Wall and CPU time of stages 2-7 run in this process (no Ray) over every unit of every source."""
+    import hashlib
+
+    from vividhead.models.face_detect import make_face_detector
+    from vividhead.pipelines.extract import UnitExtractor
+    from vividhead.pipelines.records import Source
+    from vividhead.pipelines.units import plan_source
+
+    detector = make_face_detector("mediapipe", None)
+    wall, cpu = time.perf_counter(), time.process_time()
+    for path in paths:
+        source = Source(str(path), str(path), md5=hashlib.md5(path.read_bytes()).hexdigest())
+        units = plan_source(source, str(path), config)
+        for unit in units if isinstance(units, list) else []:
+            UnitExtractor(unit, config, work / "in-process" / unit.unit_id, detector).run()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def decode_seconds(paths: list[Path]) -> tuple[float, float, float]:
+    """Wall and CPU time to decode every source to RGB once, and the total source duration."""
+    start, cpu, duration = time.perf_counter(), time.process_time(), 0.0
     for path in paths:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
@@ -43,18 +62,18 @@ def decode_seconds(paths: list[Path]) -> tuple[float, float]:
             for frame in container.decode(stream):
                 frame.to_ndarray(format="rgb24")
             duration += float(stream.duration * stream.time_base) if stream.duration else container.duration / 1e6
-    return time.perf_counter() - start, duration
+    return time.perf_counter() - start, time.process_time() - cpu, duration
 
 
-def encode_seconds(out: Path, config: BuildConfig) -> tuple[float, int]:
-    """Wall time to x264-encode the kept clips' frames (decoded beforehand) at the build's settings."""
+def encode_seconds(out: Path, config: BuildConfig) -> tuple[float, float, int]:
+    """Wall and CPU time to x264-encode the kept clips' frames (decoded beforehand) at the build's settings."""
     clips = []
     for shard in sorted((out / "shards").glob("*.tar")):
         for _, files in read_shard(shard):
             with av.open(io.BytesIO(files["mp4"])) as container:
                 clips.append([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
     enc = config.encode
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     with tempfile.TemporaryDirectory() as tmp:
         for i, frames in enumerate(clips):
             encoder = ClipEncoder(Path(tmp) / f"{i}.mp4", config.face.size, config.normalize.fps,
@@ -63,7 +82,7 @@ def encode_seconds(out: Path, config: BuildConfig) -> tuple[float, int]:
             for frame in frames:
                 encoder.add(frame)
             encoder.close(np.zeros(int(len(frames) / config.normalize.fps * config.normalize.sample_rate), np.float32))
-    return time.perf_counter() - start, sum(len(c) for c in clips)
+    return time.perf_counter() - start, time.process_time() - cpu, sum(len(c) for c in clips)
 
 
 def build_seconds(sources: Path, out: Path, config: Path | None, workers: int | None, fresh: bool = True) -> float:
@@ -110,14 +129,17 @@ def main() -> int:
     core_wall = build_seconds(sources, work / "out-core", core_only, args.workers)
     fixed = build_seconds(sources, work / "out-core", core_only, args.workers, fresh=False)
     full_wall = build_seconds(sources, work / "out-full", None, args.workers)
-    decode_wall, source_seconds = decode_seconds(paths)
-    encode_wall, frames = encode_seconds(work / "out-core", BuildConfig())
-    floor = decode_wall + encode_wall
+    decode_wall, decode_cpu, source_seconds = decode_seconds(paths)
+    encode_wall, encode_cpu, frames = encode_seconds(work / "out-core", BuildConfig())
+    floor, floor_cpu = decode_wall + encode_wall, decode_cpu + encode_cpu
+    pass_wall, pass_cpu = decode_pass_seconds(paths, BuildConfig(), work)
     kept = pq.read_table(work / "out-core" / "manifest.parquet").column("status").to_pylist().count("kept")
     print(f"inputs:            {len(paths)} sources, {source_seconds:.1f} s of video; {kept} clips kept "
           f"({frames} frames) by stages 1-7")
     print(f"floor:             {floor:.1f} s  (decode {decode_wall:.1f} s + encode of the kept output "
           f"{encode_wall:.1f} s, x264 {BuildConfig().encode.preset})")
+    print(f"decode pass, stages 2-7 in one process (no Ray): {pass_wall:.1f} s = {pass_wall / floor:.2f} x the floor; "
+          f"CPU {pass_cpu:.1f} s = {pass_cpu / floor_cpu:.2f} x the floor's CPU {floor_cpu:.1f} s")
     print(f"build, stages 1-7: {core_wall:.1f} s  = {core_wall / floor:.2f} x the floor")
     print(f"fixed cost:        {fixed:.1f} s  (a re-run with nothing left to do: process and Ray start, hashing, "
           f"probing); without it stages 1-7 take {(core_wall - fixed) / floor:.2f} x the floor")
