@@ -1,8 +1,8 @@
 """The reference image of a stream: load, optional face crop (the build's rule), and colour correction.
 
-The crop follows `vividhead build` stage 5 (pipelines/extract.py): the largest face (side x score)
-found by `vividhead.models.face_detect`, a square of `crop_scale` x the face box's larger side centred
-on the face and clipped to the image, resized to 512x512. Without a face (or with `crop=False`) the
+The crop is the build's (stage 5): `vividhead.models.face_detect.main_face` and `crop_box`, the same
+functions pipelines/extract.py uses, resized to 512x512. Unlike the build there is no resolution floor
+(`face.max_upscale`): a reference image is always used, however small its face. Without a face (or with `crop=False`) the
 image's centre square is used.
 """
 
@@ -27,7 +27,7 @@ def load_rgb(path: Path) -> np.ndarray:
 def face_crop_box(rgb: np.ndarray, crop_scale: float | None = None) -> tuple[int, int, int] | None:
     """(x, y, side) of the build's face crop, or None when no face is found."""
     from vividhead.config import FaceConfig
-    from vividhead.models.face_detect import MediapipeFaceDetector
+    from vividhead.models.face_detect import MediapipeFaceDetector, crop_box, main_face
 
     face_cfg = FaceConfig()
     crop_scale = face_cfg.crop_scale if crop_scale is None else crop_scale
@@ -38,11 +38,8 @@ def face_crop_box(rgb: np.ndarray, crop_scale: float | None = None) -> tuple[int
         detector.close()
     if not faces:
         return None
-    main = max(faces, key=lambda f: f.side * f.score)
     h, w = rgb.shape[:2]
-    side = int(min(round(main.side * crop_scale), w, h))
-    cx, cy = main.center
-    return int(np.clip(round(cx - side / 2), 0, w - side)), int(np.clip(round(cy - side / 2), 0, h - side)), side
+    return crop_box(main_face(faces), w, h, crop_scale)
 
 
 def prepare_reference(rgb: np.ndarray, size: int = 512, crop: bool = True) -> tuple[np.ndarray, tuple[int, int, int] | None]:

@@ -37,6 +37,26 @@ class Face:
         return Face(self.x0 * factor + dx, self.y0 * factor + dy, self.x1 * factor + dx, self.y1 * factor + dy, self.score)
 
 
+def main_face(faces: list[Face]) -> Face:
+    """The face a crop is centred on: the largest by side x score."""
+    return max(faces, key=lambda f: f.side * f.score)
+
+
+def crop_box(face: Face, frame_w: int, frame_h: int, crop_scale: float) -> tuple[int, int, int]:
+    """(x, y, side) of the square face crop: `crop_scale` x the face box's larger side, clamped to the frame
+    (never larger than its shorter side), centred on the face and shifted inside the frame.
+
+    Shared by `vividhead build` stage 5 (pipelines/extract.py) and the stream's reference image
+    (inference/reference.py). The resolution floor (`face.size / side` against `face.max_upscale`) is the
+    build's rejection rule and stays there: a reference image is always used, however small its face.
+    """
+    side = int(min(round(face.side * crop_scale), frame_w, frame_h))
+    cx, cy = face.center
+    x = int(np.clip(round(cx - side / 2), 0, frame_w - side))
+    y = int(np.clip(round(cy - side / 2), 0, frame_h - side))
+    return x, y, side
+
+
 class FaceDetector(Protocol):
     name: str
 

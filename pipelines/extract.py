@@ -23,7 +23,7 @@ import numpy as np
 
 from vividhead.config import BuildConfig
 from vividhead.media import ClipEncoder, UnitDecoder, write_wav
-from vividhead.models.face_detect import Face, FaceDetector
+from vividhead.models.face_detect import Face, FaceDetector, crop_box, main_face
 from vividhead.pipelines.motion import MotionScorer
 from vividhead.pipelines.records import Attribute, Clip
 from vividhead.pipelines.scenes import SceneScorer
@@ -166,12 +166,9 @@ class UnitExtractor:
 
     def _open(self, piece: _Piece, index: int, rgb: np.ndarray, faces: list[Face]) -> None:
         cfg = self.config
-        main = max(faces, key=lambda f: f.side * f.score)
+        main = main_face(faces)
         h, w = rgb.shape[:2]
-        side = int(min(round(main.side * cfg.face.crop_scale), w, h))
-        cx, cy = main.center
-        x = int(np.clip(round(cx - side / 2), 0, w - side))
-        y = int(np.clip(round(cy - side / 2), 0, h - side))
+        x, y, side = crop_box(main, w, h, cfg.face.crop_scale)
         upscale = cfg.face.size / max(side, 1)
         piece.metrics.update({"face.detector": self.detector.name, "face.score": main.score, "face.side": main.side,
                               "face.count": len(faces), "face.upscale": upscale})

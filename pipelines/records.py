@@ -85,7 +85,7 @@ class ClipStage:
     """A model stage over staged 512x512 clips (stages 8-11): set up once per actor, then per clip.
 
     Subclasses set `name`, declare `metric_types` (metric name -> "float" | "int" | "str" | "bool")
-    so the manifest schema is fixed, and report how they run in `mode()`.
+    so the manifest schema is fixed, and report how they run in `mode()` and why in `reason()`.
     """
 
     name: ClassVar[str]
@@ -95,6 +95,11 @@ class ClipStage:
     def mode(self) -> Literal["weights", "default", "skipped"]:
         """Whether this stage runs with real weights, its embedded default, or is skipped."""
         return "default"
+
+    def reason(self) -> str:
+        """One line on why the stage runs in its `mode()` (which weights, which fallback); `--check-weights` prints it."""
+        return {"weights": "runs with its configured weights", "default": "runs with its embedded default",
+                "skipped": "skipped"}.get(self.mode(), "")
 
     def setup(self) -> None:
         """Load weights; called once per worker/actor."""

@@ -72,12 +72,23 @@ def _check_weights(config, resolve_weights) -> int:
     face = "weights (SCRFD " + str(scrfd) + ")" if scrfd and config.face.detector != "mediapipe" else "default (mediapipe)"
     print(f"face        {face}")
     for name, cls in model_stages(config):
-        print(f"{name:<11} {stage_mode(cls, getattr(config, name, None), weights)}")
+        section = getattr(config, name, None)
+        mode = stage_mode(cls, section, weights)
+        print(f"{name:<11} {mode:<8} {_stage_reason(cls, section, weights)}".rstrip())
     for name in weights.model_fields:
         path = getattr(weights, name)
         state = "present" if weights.available(name) else "missing" if path else "not configured"
         print(f"  weights.{name:<12} {state:<15} {path or ''}")
     return 0
+
+
+def _stage_reason(cls, section, weights) -> str:
+    """The stage's one-line `reason()` without loading any model (empty when the stage cannot be built:
+    `stage_mode` already prints that error)."""
+    try:
+        return cls(section, weights).reason()
+    except Exception:  # noqa: BLE001 - the mode column carries the error
+        return ""
 
 
 def _report(out: Path, summary) -> None:

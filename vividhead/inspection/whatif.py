@@ -5,8 +5,10 @@ config. A threshold is re-decidable when a stored metric column decides it. The 
 stages' own pure functions: `decide(metrics, config)` of pipelines/occlusion.py, speech.py and
 sync.py (each with `THRESHOLD_METRICS`, the metric every threshold reads), and the build core's
 `vividhead.pipelines.extract.decide_core(metrics, config)` for face, flow and visibility. Only the
-segment length rule is restated here (`LOCAL_RULES`): the build core decides it inline, counting
-frames (extract.py) or probing the source (units.py), and exports no function for it.
+segment length rule is restated here (`LOCAL_RULES`): the build core decides it in two ways that one
+function cannot share unchanged - a clip by frame count (`n < round(min_seconds x fps)`, extract.py),
+a whole source by probed seconds (`duration < min_seconds`, units.py) - while here it is the stored
+`duration` column against `min_seconds`, vectorised like every other threshold.
 
 Re-decision walks the stages in pipeline order. A clip that a changed threshold now rejects moves
 to that stage. A clip whose stored rejection the rules explain, and which now passes, was never
