@@ -76,7 +76,7 @@ def _random_vae(variant: str) -> torch.nn.Module:
     return (AutoencoderKLLTXVideo() if variant == "lite" else AutoencoderKLWan()).eval()
 
 
-def random_engine(variant: str, device: torch.device, steps: int) -> FlashHeadEngine:
+def random_engine(variant: str, device: torch.device, options: EngineOptions) -> FlashHeadEngine:
     """An engine with random weights at the real shapes of `variant` (tiny: the CPU preset)."""
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     torch.manual_seed(0)
@@ -89,7 +89,7 @@ def random_engine(variant: str, device: torch.device, steps: int) -> FlashHeadEn
         c = cfg.out_dim
         codec = DiffusersVideoCodec(vae, torch.zeros(c), torch.ones(c), GEOMETRY[variant].temporal_stride)
         audio = _random_wav2vec(device)
-    return FlashHeadEngine(model, codec, audio, GEOMETRY[variant], device, EngineOptions(steps=steps, crop=False))
+    return FlashHeadEngine(model, codec, audio, GEOMETRY[variant], device, options)
 
 
 def _random_wav2vec(device: torch.device) -> Wav2Vec2Encoder:
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.weights:
         engine = FlashHeadEngine.load(args.weights, args.variant, device=args.device, wav2vec=args.wav2vec, options=options)
     elif args.variant == "tiny" or args.random:
-        engine = random_engine(args.variant, device, args.steps)
+        engine = random_engine(args.variant, device, options)
     else:
         print("lite/pro need --weights DIR or --random", file=sys.stderr)
         return 2

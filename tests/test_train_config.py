@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 import pytest
@@ -63,17 +62,6 @@ def test_stage_two_needs_and_validates_the_distill_section(tmp_path: Path) -> No
     assert config.distill is not None and config.distill.teacher == tmp_path / "teacher"
     with pytest.raises(ConfigError, match="stage: 1"):
         load_train_config(write(tmp_path, BASE | {"distill": {}}))
-
-
-def test_train_command_dispatches_stage_two(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from vividhead.cli import main
-
-    stage2 = importlib.import_module("vividhead.training.stage2")
-    if hasattr(stage2, "run"):
-        pytest.skip("stage 2 is built: its own tests cover `vividhead train` with stage: 2")
-    path = write(tmp_path, BASE | {"stage": 2, "distill": {}})
-    assert main(["train", "--config", str(path)]) == 2
-    assert "stage 2 is not built yet" in capsys.readouterr().err
 
 
 def test_expand_shards_accepts_files_folders_and_globs_and_names_a_missing_pattern(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ Latent layout throughout: [B, C, F, H, W]; the first `m` latent frames of a chun
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch

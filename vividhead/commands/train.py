@@ -9,7 +9,6 @@ folder resumes from its newest checkpoint. For many GPUs, launch the same comman
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -56,14 +55,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         if config.stage == 2:
-            try:
-                stage2 = importlib.import_module("vividhead.training.stage2")
-            except ImportError as err:
-                print(f"error: stage 2 is not built yet ({err})", file=sys.stderr)
-                return 2
-            if not hasattr(stage2, "run"):
-                print("error: stage 2 is not built yet (vividhead.training.stage2 has no run(config))", file=sys.stderr)
-                return 2
+            from vividhead.training import stage2
+
             return int(stage2.run(config) or 0)
         from vividhead.training import stage1
 

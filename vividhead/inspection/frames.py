@@ -95,7 +95,6 @@ def source_tiles(uri: str | None, start: float | None, end: float | None,
         with av.open(str(path)) as container:
             if not container.streams.video:
                 return Frames(problem="the source has no video stream")
-            stream = container.streams.video[0]
             if start is None or end is None or end <= start:
                 length = float(container.duration / av.time_base) if container.duration else 0.0
                 start, end = 0.0, length
