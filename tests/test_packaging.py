@@ -41,3 +41,8 @@ def test_cli_lists_every_subcommand() -> None:
     assert result.returncode == 0, result.stderr
     for command in ("build", "inspect", "train", "stream", "eval"):
         assert command in result.stdout
+
+
+def test_wheel_ships_the_stream_page(wheel_names: set[str]) -> None:
+    for name in ("index.html", "app.js"):
+        assert f"vividhead/inference/static/{name}" in wheel_names
