@@ -4,7 +4,7 @@ A unit is committed when `manifest/<unit>.parquet` exists; its shard `shards/<un
 kept clips) is renamed into place first. On resume, a shard without its manifest part is an orphan
 of a killed run and is deleted; temporary files and staging folders are cleared; a unit whose part
 was written under another content hash, or holds failed rows, is redone. When only thresholds of
-stages 5-7 changed, its clips are re-decided from their stored metrics without decoding.
+stages 5-10 changed, its clips are re-decided from their stored metrics without decoding.
 """
 
 from __future__ import annotations
@@ -19,12 +19,11 @@ import pyarrow.parquet as pq
 
 from vividhead.config import BuildConfig
 from vividhead.manifest import clip_row, manifest_schema, rows_table, write_atomic
-from vividhead.pipelines.extract import CORE_DECISIONS, decide_core
+from vividhead.pipelines.decisions import STAGE_ORDER, THRESHOLD_REASONS, decide_clip
 from vividhead.pipelines.records import Clip
 from vividhead.shards import read_shard, write_shard
 
 STAGES_KEY = b"vividhead.stages_hash"              # Parquet metadata: the hash of stages 8-11's config
-EARLY_STAGES = {"sources", "probe", "segment", "extract"}   # rejections no threshold of stages 5-7 can undo
 
 
 @dataclass
@@ -112,7 +111,7 @@ def prepare(out: OutputDir, config: BuildConfig, hashes: dict[str, str], metric_
 
 def redecide(out: OutputDir, unit: str, config: BuildConfig, hashes: dict[str, str],
              metric_types: dict[str, str]) -> str | None:
-    """Re-decide a unit's clips from their stored metrics under new stage 5-7 thresholds.
+    """Re-decide a unit's clips from their stored metrics under new stage 5-10 thresholds.
 
     Clips that now fail leave the shard; the part is rewritten. Returns why the unit must be
     decoded again instead (a clip rejected before would now pass, or a source-level row), else None.
@@ -122,18 +121,18 @@ def redecide(out: OutputDir, unit: str, config: BuildConfig, hashes: dict[str, s
     for row in rows:
         if row["key"] is None:
             return "a source-level decision may change"
-        core = row["reject_reason"] if row["reject_reason"] in CORE_DECISIONS else None
-        judged = row["status"] == "kept" or core is not None or (
-            row["status"] == "rejected" and row["reject_stage"] not in EARLY_STAGES)
-        if not judged:
-            continue
-        new = decide_core(row, config)
-        if core is not None and new is None:
+        stage = row["reject_stage"] if row["status"] == "rejected" else None
+        if row["status"] != "kept" and stage not in STAGE_ORDER:
+            continue                                     # decided before any threshold (or failed)
+        new = decide_clip(row, config)
+        if stage is not None and row["reject_reason"] in THRESHOLD_REASONS and (
+                new is None or STAGE_ORDER.index(new[0]) > STAGE_ORDER.index(stage)):
             return "a clip rejected before now passes its thresholds"
-        if new is not None:
-            if row["status"] == "kept":
-                removed.add(row["key"])
-            row.update(status="rejected", reject_stage=new[0], reject_reason=new[1], reject_detail=new[2], shard=None)
+        if new is None or (stage is not None and STAGE_ORDER.index(new[0]) > STAGE_ORDER.index(stage)):
+            continue                                     # its decision stands
+        if row["status"] == "kept":
+            removed.add(row["key"])
+        row.update(status="rejected", reject_stage=new[0], reject_reason=new[1], reject_detail=new[2], shard=None)
     for row in rows:
         row.update(config_hash=hashes["config_hash"], stages_hash=hashes["stages_hash"])
     by_key = {row["key"]: row for row in rows}

@@ -107,3 +107,23 @@ def test_changed_threshold_is_re_decided_from_stored_metrics(demo_build: Path, t
     assert all(r["status"] != "kept" for r in rows), "a threshold this strict rejects every clip"
     assert {r["reject_reason"] for r in rows if r["reject_stage"] == "flow"} == {"abrupt_transition"}
     assert not list((out / "shards").glob("*.tar"))
+
+
+def test_changed_filter_threshold_is_re_decided_and_a_loosened_one_recomputes(demo_build: Path, tmp_path: Path) -> None:
+    out = tmp_path / "copy"
+    shutil.copytree(demo_build, out)
+    sources = demo_build / "demo-sources" / "sources.yaml"
+    strict = tmp_path / "strict.yaml"
+    strict.write_text("speech:\n  min_speech_ratio: 0.99\n")
+    result = run_vividhead("build", "--sources", sources, "--config", strict, "--out", out, "--no-progress")
+    assert "re-decided from stored metrics" in result.stdout
+    assert json.loads((out / "build.json").read_text())["this_run"]["units_redone"] == {}, "nothing was decoded again"
+    rows = pq.read_table(out / "manifest.parquet").to_pylist()
+    assert {r["reject_reason"] for r in rows if r["reject_stage"] == "speech"} == {"no_speech"}
+    assert all(r["status"] != "kept" for r in rows if (r["speech.speech_ratio"] or 1.0) < 0.99)
+
+    result = run_vividhead("build", "--sources", sources, "--out", out, "--no-progress")   # back to the default
+    redone = json.loads((out / "build.json").read_text())["this_run"]["units_redone"]
+    assert redone and set(redone.values()) == {"a clip rejected before now passes its thresholds"}
+    keys = lambda d: sorted(r["key"] for r in pq.read_table(d / "manifest.parquet").to_pylist() if r["status"] == "kept")  # noqa: E731
+    assert keys(out) == keys(demo_build)

@@ -217,10 +217,15 @@ class BuildConfig(_Strict):
         return _hash(data)
 
     def stages_hash(self, weights: Weights) -> str:
-        """Hash of what decides the model stages 8-11: their config sections and their weights."""
+        """Hash of what the model stages 8-11 compute: their config sections without pure thresholds, and their weights."""
+        from vividhead.pipelines.decisions import filter_threshold_fields
+
+        thresholds = filter_threshold_fields()
         files = {name: _file_stamp(path) for name, path in weights if name != "scrfd"}
-        return _hash({"sections": {k: getattr(self, k).model_dump(mode="json")
-                                   for k in ("occlusion", "speech", "sync", "annotate")}, "weights": files})
+        sections = {k: {field: value for field, value in getattr(self, k).model_dump(mode="json").items()
+                        if field not in thresholds.get(k, ())}
+                    for k in ("occlusion", "speech", "sync", "annotate")}
+        return _hash({"sections": sections, "weights": files})
 
     def config_hash(self) -> str:
         """Hash of the whole config, weights included."""
