@@ -59,6 +59,7 @@ def init_distributed(timeout_s: float = 1800.0) -> DistContext:
 
 def shutdown(ctx: DistContext) -> None:
     if ctx.distributed and dist.is_initialized():
+        dist.barrier()   # no rank tears its transport down while another still talks to it
         dist.destroy_process_group()
 
 
