@@ -71,3 +71,14 @@ def media_build(media_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     out = root / "out"
     run_vividhead("build", "--sources", media_sources(media_dir, root), "--out", out, "--no-progress")
     return out
+
+
+@pytest.fixture(scope="module", autouse=False)
+def one_thread():
+    """Run a module's torch work on one thread: the CI machine is 2 shared cores, where more threads only spin."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -11,21 +11,11 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import pytest
 
 SHARED = Path(os.environ.get("VIVIDHEAD_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 MEDIA = SHARED / "media"
 
 
-@pytest.fixture(scope="module", autouse=False)
-def one_thread():
-    """Run a module's torch work on one thread: the CI machine is 2 shared cores, where more threads only spin."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def write_tiny_wav2vec2(folder: Path) -> Path:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stream_fixtures import one_thread, write_tiny_wav2vec2
+from stream_fixtures import write_tiny_wav2vec2
 from vividhead.models import audio_features as af
+
+pytestmark = pytest.mark.usefixtures("one_thread")   # tiny models on a shared 2-core CPU
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +59,3 @@ def test_streaming_rows_come_from_the_chunk_window(stride):
         np.testing.assert_allclose(feats[start:start + keep], window[af.WINDOW_FRAMES - (end - start):][:keep], rtol=1e-6)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread(one_thread):
-    yield

@@ -8,10 +8,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from stream_fixtures import one_thread
 from vividhead.inference.sampler import sample_chunk, sampler_step
 from vividhead.models import flashhead as fh
 from vividhead.models.release import CheckpointError, load_release, save_release
+
+pytestmark = pytest.mark.usefixtures("one_thread")   # tiny models on a shared 2-core CPU
 
 
 def tiny(**overrides) -> fh.FlashHeadDiT:
@@ -118,9 +119,6 @@ def test_sample_chunk_keeps_motion_and_is_deterministic():
     assert torch.equal(a, b) and torch.equal(a[:, :, :1], motion) and a.shape == ref.shape
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread(one_thread):
-    yield
 
 
 class _OneRank:

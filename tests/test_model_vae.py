@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stream_fixtures import one_thread, write_ltx_diffusers, write_ltx_original, write_wan_original
+from stream_fixtures import write_ltx_diffusers, write_ltx_original, write_wan_original
 from vividhead.models.vae import SpaceToDepthCodec, load_codec, load_ltx, load_wan
+
+pytestmark = pytest.mark.usefixtures("one_thread")   # tiny models on a shared 2-core CPU
 
 
 def test_space_to_depth_is_invertible_at_its_resolution():
@@ -59,6 +61,3 @@ def test_wan_single_file_loads_through_diffusers_conversion(tmp_path):
         load_wan(path)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread(one_thread):
-    yield

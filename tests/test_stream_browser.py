@@ -6,8 +6,10 @@ import shutil
 
 import pytest
 
-from stream_fixtures import one_thread, face_like_image, tiny_engine, write_wav
+from stream_fixtures import face_like_image, tiny_engine, write_wav
 from vividhead.inference.server import BackgroundServer, StreamServer
+
+pytestmark = pytest.mark.usefixtures("one_thread")   # tiny models on a shared 2-core CPU
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -41,6 +43,3 @@ def test_page_plays_streamed_frames(tmp_path):
     assert text["chunks"] == "2" and text["latency"].endswith("ms") and text["firstPage"].endswith("ms")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread(one_thread):
-    yield

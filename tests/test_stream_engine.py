@@ -11,10 +11,12 @@ import av
 import numpy as np
 import pytest
 
-from stream_fixtures import one_thread, MEDIA, face_like_image, tiny_engine, write_tiny_release, write_tiny_wav2vec2, write_wav
+from stream_fixtures import MEDIA, face_like_image, tiny_engine, write_tiny_release, write_tiny_wav2vec2, write_wav
 from vividhead.cli import main as cli_main
 from vividhead.inference.audio_cache import AudioContextCache, PcmQueue
 from vividhead.models import audio_features as af
+
+pytestmark = pytest.mark.usefixtures("one_thread")   # tiny models on a shared 2-core CPU
 
 
 @pytest.mark.parametrize("stride", [24, 28])
@@ -138,9 +140,6 @@ def test_reference_face_crop_uses_the_build_rule():
     assert no_face is None
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread(one_thread):
-    yield
 
 
 def test_release_folder_loads_lite_and_pro_with_wav2vec(tmp_path):

@@ -11,8 +11,10 @@ import aiohttp
 import numpy as np
 import pytest
 
-from stream_fixtures import one_thread, face_like_image, tiny_engine, write_wav
+from stream_fixtures import face_like_image, tiny_engine, write_wav
 from vividhead.inference.server import BackgroundServer, ServerLimits, StreamServer
+
+pytestmark = pytest.mark.usefixtures("one_thread")   # tiny models on a shared 2-core CPU
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +143,3 @@ def test_server_refuses_sessions_over_the_limit(server):
     assert asyncio.run(many())["code"] == "busy"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread(one_thread):
-    yield

@@ -17,17 +17,12 @@ from vividhead.training.dmd import ChunkBatch, Distiller
 from vividhead.training.dmd_config import DistillConfig
 from vividhead.training.stage2 import DistillTrainer
 
+pytestmark = pytest.mark.usefixtures("one_thread")   # tiny models on a shared 2-core CPU
+
 C, F, H, W, M, A = 4, 5, 4, 4, 2, 6   # channels, latent frames per chunk, size, motion frames, audio dim
 SCHEDULE = sampling_timesteps(4, 5.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: these models are tiny, and the CI CPU is shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class TinyVelocity(nn.Module):

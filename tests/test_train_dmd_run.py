@@ -17,16 +17,11 @@ from vividhead.models.release import load_release
 from vividhead.training import stage1, stage2
 from vividhead.training.config import load_train_config
 
+pytestmark = pytest.mark.usefixtures("one_thread")   # tiny models on a shared 2-core CPU
+
 DISTILL = {"num_chunks": 2, "fake_updates_per_generator": 2, "lr_generator": 1e-3, "lr_fake": 1e-3}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: these models are tiny, and the CI CPU is shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
