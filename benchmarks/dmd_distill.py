@@ -11,7 +11,9 @@ Steps, all through the project's own entry points:
    regression losses over steps are printed.
 4. Quality on the held-back clips, per 33-frame chunk with ground-truth motion context: the 4-step
    student (streaming sampler) before and after, and the teacher's 20-step Euler sampler with audio
-   guidance 3; latent MSE and PSNR (32x32, the tiny codec's resolution) against ground truth.
+   guidance `--guidance`. Latent MSE and PSNR (32x32, the tiny codec's resolution) against ground
+   truth, and the Fréchet distance of each sampler's latent tokens to the teacher's samples (what DMD
+   matches) and to the ground truth's. The teacher with other noise gives the distance's noise floor.
 5. Long-horizon drift: `vividhead stream`'s engine streams `--drift-chunks` chunks from the held-back
    clip's first frame and its (looped) audio; per chunk, PSNR of the face-region crop (the clip's
    mask.png box) against the reference frame. The real clip's own frames give the natural baseline.
@@ -28,6 +30,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -41,10 +44,12 @@ from vividhead.inference.engine import EngineOptions, FlashHeadEngine
 from vividhead.inference.sampler import overwrite_motion, sample_chunk
 from vividhead.models.flashhead import GEOMETRY, FlashHeadDiT, frame_windows, sampling_timesteps
 from vividhead.models.release import load_release
+from vividhead.evaluation.frechet import frechet_distance_features
 from vividhead.models.vae import SpaceToDepthCodec, load_codec
 from vividhead.training.config import expand_shards
 from vividhead.training.dataset import decode_frames, fit_to, index_shards, read_member, to_tensor
 
+ROOT = Path(__file__).resolve().parents[1]
 GEO = GEOMETRY["tiny"]
 SIZE = 32                       # the tiny codec's frame size: quality is measured where the model works
 
@@ -135,8 +140,10 @@ def wait(process: subprocess.Popen, log: Path) -> None:
 
 
 def train_teacher(train_tar: Path, out: Path, steps: int) -> Path:
-    config = write_config(out / "teacher.yaml", out / "teacher", train_tar, steps, stage=1, optim={
-        "lr": 1e-3, "warmup_steps": 50, "schedule": "cosine", "batch_size": 4, "grad_clip": 1.0})
+    """Stage 1 with the model, optimiser and flow settings of manifests/train-tiny.yaml (the user's preset)."""
+    preset = yaml.safe_load((ROOT / "manifests" / "train-tiny.yaml").read_text())
+    config = write_config(out / "teacher.yaml", out / "teacher", train_tar, steps, stage=1,
+                          model=preset["model"], optim=preset["optim"], flow=preset["flow"])
     wait(vividhead_train(config, out / "teacher.log"), out / "teacher.log")
     return out / "teacher" / "Model_Tiny"
 
@@ -149,7 +156,8 @@ def distil_both(teacher: Path, train_tar: Path, out: Path, steps: int, args) -> 
                               optim={"batch_size": args.batch_size},
                               distill={"teacher": str(teacher.parent), "oracle": oracle, "num_chunks": args.num_chunks,
                                        "lr_generator": args.lr_generator, "lr_fake": args.lr_fake,
-                                       "regression_weight": args.regression_weight, "guidance_scale": 3.0})
+                                       "regression_weight": args.regression_weight,
+                                       "guidance_scale": args.guidance})
         runs[name] = (vividhead_train(config, out / f"distill-{name}.log"), out / f"distill-{name}.log")
     for process, log in runs.values():
         wait(process, log)
@@ -168,8 +176,8 @@ def loss_table(run: Path, every: int) -> list[str]:
 
 # ------------------------------------------------------------------------------------------ quality
 @torch.inference_mode()
-def teacher_sample(model: FlashHeadDiT, reference, windows, motion, steps: int = 20, scale: float = 3.0,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
+def teacher_sample(model: FlashHeadDiT, reference, windows, motion, scale: float, generator: torch.Generator,
+                   steps: int = 20) -> torch.Tensor:
     """The teacher's many-step sampler: Euler on the shifted schedule, audio guidance `scale`."""
     times = sampling_timesteps(steps, GEO.shift)
     x = torch.randn(reference.shape, generator=generator)
@@ -184,11 +192,42 @@ def teacher_sample(model: FlashHeadDiT, reference, windows, motion, steps: int =
     return overwrite_motion(x, motion)
 
 
+def tokens(latent: torch.Tensor) -> np.ndarray:
+    """The generated latent frames of a chunk as tokens [N, C]: one row per latent pixel."""
+    x = latent[:, :, GEO.motion_latents:]
+    return x.permute(0, 2, 3, 4, 1).reshape(-1, x.shape[1]).double().numpy()
+
+
+# A chunk sampler: (reference latent, audio windows, motion latents, noise generator) -> clean latent.
+ChunkSampler = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
+
+
+def streaming_sampler(model: FlashHeadDiT) -> ChunkSampler:
+    """The student's sampler, as `vividhead stream` runs it: 4 steps, shift 5, no guidance."""
+    return lambda reference, windows, motion, g: sample_chunk(
+        model, reference, model.audio_context(windows), motion, steps=4, shift=GEO.shift, generator=g)
+
+
+def teacher_sampler(model: FlashHeadDiT, scale: float, seed_offset: int = 0) -> ChunkSampler:
+    """The teacher's 20-step Euler sampler with audio guidance `scale` (other noise with `seed_offset`)."""
+    def sample(reference, windows, motion, g):
+        if seed_offset:
+            g = torch.Generator().manual_seed(g.initial_seed() + seed_offset)
+        return teacher_sample(model, reference, windows, motion, scale=scale, generator=g)
+    return sample
+
+
 @torch.inference_mode()
-def quality(models: dict[str, FlashHeadDiT], clips: list[dict], codec: SpaceToDepthCodec, seeds: int) -> dict:
-    """Mean latent MSE and PSNR vs ground truth per sampler, over every full chunk of the clips, and
-    each sampler's latent MSE to the teacher's 20-step sample from the same noise seed."""
-    totals = {name: {"latent_mse": [], "psnr": [], "mse_to_teacher": []} for name in models}
+def quality(samplers: dict[str, ChunkSampler], clips: list[dict], codec: SpaceToDepthCodec, seeds: int) -> dict:
+    """Per sampler, over every full chunk of the clips and `seeds` noise draws each: mean latent MSE
+    and PSNR against ground truth, and the Fréchet distance of its generated latent tokens to the
+    first sampler's (the teacher: the distribution DMD matches; samples are not paired, so there is no
+    per-sample distance to it) and to the ground truth's."""
+    scores = {name: {"latent_mse": [], "psnr": []} for name in samplers}
+    samples: dict[str, list[np.ndarray]] = {name: [] for name in samplers}
+    truth_tokens = []
+    m = GEO.motion_latents
+    frames = slice(GEO.motion_frames, GEO.frames)
     for clip in clips:
         video = to_tensor(clip["small"])[None]                                        # [1, 3, T, 32, 32]
         rows = torch.from_numpy(clip["rows"])[None]
@@ -197,26 +236,28 @@ def quality(models: dict[str, FlashHeadDiT], clips: list[dict], codec: SpaceToDe
         for j in range(n_chunks):
             s = j * GEO.new_frames
             z = codec.encode(video[:, :, s: s + GEO.frames])
+            truth_tokens.append(tokens(z))
             windows = frame_windows(rows[:, max(0, s - 2): s + GEO.frames])[:, min(2, s):]
-            motion = z[:, :, :GEO.motion_latents]
             truth = ((video[0, :, s: s + GEO.frames] + 1) * 127.5).round().clamp(0, 255)
-            teacher_out = {}
-            for name, model in models.items():
+            for name, sample in samplers.items():
                 for seed in range(seeds):
-                    g = torch.Generator().manual_seed(1000 * j + seed)
-                    if name == "teacher 20-step":
-                        out = teacher_sample(model, reference, windows, motion, generator=g)
-                    else:
-                        out = sample_chunk(model, reference, model.audio_context(windows), motion, steps=4,
-                                           shift=GEO.shift, generator=g)
-                    m = GEO.motion_latents
-                    teacher_out.setdefault(seed, out)          # the teacher runs first
-                    totals[name]["mse_to_teacher"].append(float(((out[:, :, m:] - teacher_out[seed][:, :, m:]) ** 2).mean()))
-                    totals[name]["latent_mse"].append(float(((out[:, :, m:] - z[:, :, m:]) ** 2).mean()))
+                    out = sample(reference, windows, z[:, :, :m], torch.Generator().manual_seed(1000 * j + seed))
+                    samples[name].append(tokens(out))
+                    scores[name]["latent_mse"].append(float(((out[:, :, m:] - z[:, :, m:]) ** 2).mean()))
                     pixels = ((codec.decode(out, size=SIZE)[0] + 1) * 127.5).round().clamp(0, 255)
-                    frames = slice(GEO.motion_frames, GEO.frames)
-                    totals[name]["psnr"].append(psnr(pixels[:, frames].numpy(), truth[:, frames].numpy()))
-    return {name: {k: float(np.mean(v)) for k, v in d.items()} | {"n": len(d["psnr"])} for name, d in totals.items()}
+                    scores[name]["psnr"].append(psnr(pixels[:, frames].numpy(), truth[:, frames].numpy()))
+    teacher = np.concatenate(samples[next(iter(samplers))])
+    truth = np.concatenate(truth_tokens)
+    table = {}
+    for name in samplers:
+        mine = np.concatenate(samples[name])
+        table[name] = {k: float(np.mean(v)) for k, v in scores[name].items()} | {
+            "fd_to_teacher": frechet_distance_features(mine, teacher),
+            "mean_to_teacher": float(np.linalg.norm(mine.mean(0) - teacher.mean(0))),
+            "spread": float(np.trace(np.cov(mine.T))),
+            "fd_to_truth": frechet_distance_features(mine, truth), "truth_spread": float(np.trace(np.cov(truth.T))),
+            "n": len(scores[name]["psnr"])}
+    return table
 
 
 # ------------------------------------------------------------------------------------------ drift
@@ -260,8 +301,9 @@ def main() -> int:
     parser.add_argument("--lr-generator", type=float, default=1e-4)
     parser.add_argument("--lr-fake", type=float, default=2e-5)
     parser.add_argument("--regression-weight", type=float, default=1.0)
+    parser.add_argument("--guidance", type=float, default=3.0, help="teacher audio guidance (distillation and its sampler)")
     parser.add_argument("--drift-chunks", type=int, default=12)
-    parser.add_argument("--seeds", type=int, default=2, help="noise seeds per held-out chunk")
+    parser.add_argument("--seeds", type=int, default=4, help="noise seeds per held-out chunk")
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="evaluation threads (a shared CPU: 1)")
     args = parser.parse_args()
@@ -288,14 +330,22 @@ def main() -> int:
 
     clips = [load_clip(e) for group in index_shards([heldout_tar]) for e in group]
     codec = load_codec("tiny", teacher, load_release(teacher).config.codec)
-    models = {"teacher 20-step": load_release(teacher), "student 4-step before": load_release(teacher),
-              "student 4-step after (oracle)": load_release(students["oracle"]),
-              "student 4-step after (no-oracle)": load_release(students["no-oracle"])}
-    table = quality(models, clips, codec, args.seeds)
+    teacher_model = load_release(teacher)
+    samplers = {"teacher 20-step": teacher_sampler(teacher_model, args.guidance),
+                "teacher 20-step, other noise": teacher_sampler(teacher_model, args.guidance, seed_offset=500),
+                "student 4-step before": streaming_sampler(teacher_model),
+                "student 4-step after (oracle)": streaming_sampler(load_release(students["oracle"])),
+                "student 4-step after (no-oracle)": streaming_sampler(load_release(students["no-oracle"]))}
+    table = quality(samplers, clips, codec, args.seeds)
     print(f"\nquality on {len(clips)} held-out clip(s), per chunk with ground-truth motion (vs ground truth):")
-    print(f"  {'sampler':34s} {'latent MSE':>10s} {'PSNR dB':>8s} {'MSE to teacher':>15s}   n")
+    print(f"  {'sampler':34s} {'latent MSE':>10s} {'PSNR dB':>8s} {'FD to teacher':>14s} {'mean to teacher':>16s} "
+          f"{'spread':>7s} {'FD to truth':>12s}   n")
     for name, row in table.items():
-        print(f"  {name:34s} {row['latent_mse']:10.4f} {row['psnr']:8.2f} {row['mse_to_teacher']:15.4f}   {row['n']}")
+        print(f"  {name:34s} {row['latent_mse']:10.4f} {row['psnr']:8.2f} {row['fd_to_teacher']:14.3f} "
+              f"{row['mean_to_teacher']:16.3f} {row['spread']:7.2f} {row['fd_to_truth']:12.3f}   {row['n']}")
+    print("  (FD: Fréchet distance of generated latent tokens; mean to teacher: distance of their mean to the\n"
+          "   teacher's; spread: trace of their covariance, ground truth "
+          f"{table['student 4-step before']['truth_spread']:.2f})")
 
     clip = clips[0]
     curves = {"student before": drift_curve(teacher, clip, args.drift_chunks),
