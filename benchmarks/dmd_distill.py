@@ -5,7 +5,8 @@
 
 Steps, all through the project's own entry points:
 1. Split the build's clips: the last `--held-out` clip keys are held back, the rest train.
-2. Stage 1 (`vividhead train`, a stage-1 config): a tiny teacher, `--teacher-steps` steps.
+2. Stage 1 (`vividhead train`, a stage-1 config): a tiny teacher with the settings of
+   manifests/train-tiny.yaml, `--teacher-steps` steps.
 3. Stage 2 (`vividhead train`, stage-2 configs) twice from that teacher, same seed and data, run
    side by side: oracle (teacher sees m_gt) and no-oracle (teacher sees m_pred). The DMD and
    regression losses over steps are printed.
@@ -40,11 +41,11 @@ import numpy as np
 import torch
 import yaml
 
+from vividhead.evaluation.frechet import frechet_distance_features
 from vividhead.inference.engine import EngineOptions, FlashHeadEngine
 from vividhead.inference.sampler import overwrite_motion, sample_chunk
 from vividhead.models.flashhead import GEOMETRY, FlashHeadDiT, frame_windows, sampling_timesteps
 from vividhead.models.release import load_release
-from vividhead.evaluation.frechet import frechet_distance_features
 from vividhead.models.vae import SpaceToDepthCodec, load_codec
 from vividhead.training.config import expand_shards
 from vividhead.training.dataset import decode_frames, fit_to, index_shards, read_member, to_tensor
