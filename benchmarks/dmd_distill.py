@@ -49,6 +49,7 @@ from vividhead.models.release import load_release
 from vividhead.models.vae import SpaceToDepthCodec, load_codec
 from vividhead.training.config import expand_shards
 from vividhead.training.dataset import decode_frames, fit_to, index_shards, read_member, to_tensor
+from vividhead.training.dmd import guided_velocity
 
 ROOT = Path(__file__).resolve().parents[1]
 GEO = GEOMETRY["tiny"]
@@ -176,23 +177,6 @@ def loss_table(run: Path, every: int) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------ quality
-@torch.inference_mode()
-def teacher_sample(model: FlashHeadDiT, reference, windows, motion, scale: float, generator: torch.Generator,
-                   steps: int = 20) -> torch.Tensor:
-    """The teacher's many-step sampler: Euler on the shifted schedule, audio guidance `scale`."""
-    times = sampling_timesteps(steps, GEO.shift)
-    x = torch.randn(reference.shape, generator=generator)
-    context = model.audio_context(windows)
-    silent = model.audio_context(torch.zeros_like(windows))
-    for t, t_next in zip(times[:-1], times[1:]):
-        x = overwrite_motion(x, motion)
-        ts = torch.full((x.shape[0],), 1000.0 * t)
-        v_audio = model(x, ts, reference, context=context)
-        v_silent = model(x, ts, reference, context=silent)
-        x = x + (t_next - t) * (v_silent + scale * (v_audio - v_silent))
-    return overwrite_motion(x, motion)
-
-
 def tokens(latent: torch.Tensor) -> np.ndarray:
     """The generated latent frames of a chunk as tokens [N, C]: one row per latent pixel."""
     x = latent[:, :, GEO.motion_latents:]
@@ -209,12 +193,19 @@ def streaming_sampler(model: FlashHeadDiT) -> ChunkSampler:
         model, reference, model.audio_context(windows), motion, steps=4, shift=GEO.shift, generator=g)
 
 
-def teacher_sampler(model: FlashHeadDiT, scale: float, seed_offset: int = 0) -> ChunkSampler:
-    """The teacher's 20-step Euler sampler with audio guidance `scale` (other noise with `seed_offset`)."""
+def teacher_sampler(model: FlashHeadDiT, scale: float, seed_offset: int = 0, steps: int = 20) -> ChunkSampler:
+    """The teacher's many-step sampler: Euler on the shifted schedule with the distiller's own audio
+    guidance `scale` (`guided_velocity`); `seed_offset` draws other noise."""
+    times = sampling_timesteps(steps, GEO.shift)
+
     def sample(reference, windows, motion, g):
-        if seed_offset:
-            g = torch.Generator().manual_seed(g.initial_seed() + seed_offset)
-        return teacher_sample(model, reference, windows, motion, scale=scale, generator=g)
+        g = torch.Generator().manual_seed(g.initial_seed() + seed_offset)
+        x = torch.randn(reference.shape, generator=g)
+        for t, t_next in zip(times[:-1], times[1:]):
+            x = overwrite_motion(x, motion)
+            v = guided_velocity(model, x, torch.full((x.shape[0],), t), reference, windows, scale)
+            x = x + (t_next - t) * v
+        return overwrite_motion(x, motion)
     return sample
 
 
@@ -331,8 +322,8 @@ def main() -> int:
         print("\n".join(loss_table(out / f"distill-{name}", max(1, args.distill_steps // 10))))
 
     clips = [load_clip(e) for group in index_shards([heldout_tar]) for e in group]
-    codec = load_codec("tiny", teacher, load_release(teacher).config.codec)
     teacher_model = load_release(teacher)
+    codec = load_codec("tiny", teacher, teacher_model.config.codec)
     samplers = {"teacher 20-step": teacher_sampler(teacher_model, args.guidance),
                 "teacher 20-step, other noise": teacher_sampler(teacher_model, args.guidance, seed_offset=500),
                 "student 4-step before": streaming_sampler(teacher_model),

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from vividhead.inference.sampler import overwrite_motion
+from vividhead.inference.sampler import sample_chunk
 from vividhead.models.flashhead import sampling_timesteps
 from vividhead.training.dmd import ChunkBatch, Distiller
 from vividhead.training.dmd_config import DistillConfig
@@ -231,18 +231,15 @@ def test_generator_updates_reduce_the_latent_regression():
     assert sum(regs[-5:]) < sum(regs[:5])
 
 
-@torch.no_grad()
 def sample_mean(model: nn.Module, batch: ChunkBatch, seed: int = 1) -> torch.Tensor:
-    """Per-channel mean of a model's 4-step streaming samples of chunk 0 (the generated frames)."""
+    """Per-channel mean of a model's samples of chunk 0 by the streaming sampler (the generated frames)."""
     g = torch.Generator().manual_seed(seed)
-    outs = []
-    for _ in range(8):
-        x = torch.randn(batch.latents[:, 0].shape, generator=g)
-        for t, t_next in zip(SCHEDULE[:-1], SCHEDULE[1:]):
-            x = overwrite_motion(x, batch.motion_gt[0])
-            x0 = x - t * model(x, torch.full((x.shape[0],), 1000.0 * t), batch.reference, batch.audio[:, 0])
-            x = (1 - t_next) * x0 + t_next * torch.randn(x.shape, generator=g)
-        outs.append(x0[:, :, M:])
+
+    def velocity(x, t, reference, context):       # the sampler passes audio as `context=`
+        return model(x, t, reference, context)
+
+    outs = [sample_chunk(velocity, batch.reference, batch.audio[:, 0], batch.motion_gt[0], steps=4, shift=5.0,
+                         generator=g)[:, :, M:] for _ in range(8)]
     return torch.cat(outs).mean(dim=(0, 2, 3, 4))
 
 
