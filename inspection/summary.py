@@ -27,8 +27,10 @@ ATTRIBUTES = ("language", "gender", "age", "ethnicity")
 PROVENANCES = ("given", "model", "unknown")
 BASE_NUMERIC = ("duration", "crop_side")   # distributions besides the `<stage>.<metric>` columns
 # The distributions a person reads first (text summary, top of the report), in this order, when present.
-KEY_METRICS = ("duration", "crop_side", "face.side", "sync.lse_c", "sync.lse_d", "sync.offset", "sync.proxy_corr",
-               "sync.proxy_offset", "speech.speech_ratio", "occlusion.occluded_ratio", "visibility.face_ratio")
+KEY_METRICS = ("duration", "crop_side", "face.side", "sync.lse_c", "sync.lse_d", "sync.offset", "sync.proxy_z",
+               "sync.proxy_lag", "speech.speech_ratio", "occlusion.occluded_ratio", "visibility.face_ratio")
+# Kept clips whose sync the build could not verify (the weight-free check's `unsure`): counted in the funnel.
+UNVERIFIED = "sync.verified"
 GROUP_COLUMNS = ("key", "status", "reject_stage", "reject_reason", "dataset", "source_id", "duration",
                  "shard") + ATTRIBUTES + tuple(f"{name}_provenance" for name in ATTRIBUTES)
 
@@ -115,8 +117,10 @@ def _strings(batch: pa.RecordBatch, name: str) -> pa.Array:
 class Summarizer:
     """Accumulates the summary over manifest batches."""
 
-    def __init__(self, numeric: list[str]) -> None:
+    def __init__(self, numeric: list[str], flags: list[str] = ()) -> None:
         self.numeric = numeric
+        self.flags = list(flags)                      # boolean columns read besides the numeric ones
+        self.unverified = Tally()
         self.outcomes: dict[tuple[str, str | None, str | None], Tally] = defaultdict(Tally)
         self.sources: dict[tuple[str, str], SourceTally] = {}
         self.attributes: dict[str, dict[tuple[str, str], Tally]] = {name: defaultdict(Tally) for name in ATTRIBUTES}
@@ -125,7 +129,7 @@ class Summarizer:
         self.unknown_duration = 0
 
     def columns(self) -> list[str]:
-        return list(dict.fromkeys(GROUP_COLUMNS + tuple(self.numeric)))
+        return list(dict.fromkeys(GROUP_COLUMNS + tuple(self.numeric) + tuple(self.flags)))
 
     def update(self, batch: pa.RecordBatch, priorities: np.ndarray) -> None:
         status = pc.fill_null(_strings(batch, "status"), "unknown")
@@ -146,6 +150,10 @@ class Summarizer:
         })
         self._tally_outcomes(table)
         self._tally_sources(table)
+        if UNVERIFIED in self.flags:
+            unverified = pc.and_(kept, pc.equal(pc.fill_null(batch.column(UNVERIFIED), True), False))
+            self.unverified.add(int(pc.sum(pc.cast(unverified, pa.int64())).as_py() or 0),
+                                float(pc.sum(pc.if_else(unverified, seconds, 0.0)).as_py() or 0.0))
         self._tally_attributes(batch, kept, seconds)
         kept_mask = kept.to_numpy(zero_copy_only=False)
         for name in self.numeric:
@@ -214,7 +222,8 @@ class Summarizer:
             "candidates": candidates.to_dict(),
             "statuses": {status: tally.to_dict() for status, tally in sorted(statuses.items())},
             "rows_without_duration": self.unknown_duration,
-            "funnel": {"candidates": candidates.to_dict(), "stages": steps, "kept": kept.to_dict()},
+            "funnel": {"candidates": candidates.to_dict(), "stages": steps, "kept": kept.to_dict(),
+                       "kept_sync_unverified": self.unverified.to_dict()},
             "datasets": {name: {part: tally.to_dict() for part, tally in parts.items()}
                          for name, parts in sorted(datasets.items())},
             "sources": [{"source_id": source, "dataset": dataset, "candidates": tally.candidates.to_dict(),
@@ -269,7 +278,7 @@ def summarize(dataset: Dataset, observers: Iterable[Any] = (), seed: int = 0, ba
     """One streaming pass over the rows; `observers` (with `columns()` and `update(batch, priorities)`)
     see the same batches, so the report's example picking needs no second pass."""
     schema = row_schema(dataset)
-    summarizer = Summarizer(numeric_columns(schema))
+    summarizer = Summarizer(numeric_columns(schema), [UNVERIFIED] if UNVERIFIED in schema.names else [])
     observers = list(observers)
     columns = list(dict.fromkeys(summarizer.columns() + [name for obs in observers for name in obs.columns()]))
     rng = np.random.default_rng(seed)

@@ -81,6 +81,10 @@ def _funnel(summary: dict[str, Any]) -> list[str]:
         for reason, tally in step["reasons"].items():
             lines.append(f"      {reason[:30]:<30}{tally['clips']:>9,}{span(tally['hours']):>11}")
     lines.append(f"  {'= kept':<34}{funnel['kept']['clips']:>9,}{span(funnel['kept']['hours']):>11}")
+    unverified = funnel.get("kept_sync_unverified") or {}
+    if unverified.get("clips"):
+        lines.append(f"    {'of which sync not verified':<32}{unverified['clips']:>9,}{span(unverified['hours']):>11}"
+                     "   (drop them: --what-if sync.keep_unsure=false)")
     if summary.get("rows_without_duration"):
         lines.append(f"  ({summary['rows_without_duration']:,} rows have no duration, e.g. sources rejected "
                      "before segmentation; they count 0 hours)")

@@ -2,7 +2,8 @@
 
 `FaceMesh` wraps one mediapipe graph (video mode tracks between frames; image mode detects on
 every call). `face_mask(rgb)` is the one-shot helper the build uses for `mask.png`;
-`mesh_track(frames)` gives per-frame mouth openings and face boxes (e.g. for `score_sync`).
+`mesh_track(frames)` gives per-frame mouth openings and face boxes (e.g. for `score_sync`);
+`lip_track(frames)` gives the inner and outer lip gaps the weight-free sync check reads.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import numpy as np
 # Landmark indices of the canonical mediapipe face mesh.
 UPPER_INNER_LIP = 13
 LOWER_INNER_LIP = 14
+UPPER_OUTER_LIP = 0
+LOWER_OUTER_LIP = 17
 MOUTH_LEFT = 61
 MOUTH_RIGHT = 291
 FOREHEAD = 10
@@ -30,9 +33,16 @@ class MeshResult:
 
     def mouth_opening(self) -> float:
         """Inner-lip gap divided by the face height (forehead to chin): scale-free, ~0 when closed."""
-        gap = np.linalg.norm(self.points[UPPER_INNER_LIP, :2] - self.points[LOWER_INNER_LIP, :2])
+        return self.lip_gaps()[0]
+
+    def lip_gaps(self) -> tuple[float, float]:
+        """Inner and outer lip gaps divided by the face height (forehead to chin)."""
         height = np.linalg.norm(self.points[FOREHEAD, :2] - self.points[CHIN, :2])
-        return float(gap / height) if height > 0 else 0.0
+        if height <= 0:
+            return 0.0, 0.0
+        inner = np.linalg.norm(self.points[UPPER_INNER_LIP, :2] - self.points[LOWER_INNER_LIP, :2])
+        outer = np.linalg.norm(self.points[UPPER_OUTER_LIP, :2] - self.points[LOWER_OUTER_LIP, :2])
+        return float(inner / height), float(outer / height)
 
     def box(self) -> tuple[float, float, float, float]:
         """Tight landmark box x0, y0, x1, y1."""
@@ -91,18 +101,26 @@ def face_mask(rgb: np.ndarray) -> np.ndarray:
     return found.mask(h, w) if found is not None else np.zeros((h, w), np.uint8)
 
 
-def mesh_track(frames_rgb: Iterable[np.ndarray], max_side: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Per frame of a video: mouth opening (float32 [n]) and face box (float64 [n, 4], x0 y0 x1 y1 in
-    the frames' pixels), NaN where no face is found. Frames are shrunk to `max_side` for the mesh."""
-    openings, boxes = [], []
+def lip_track(frames_rgb: Iterable[np.ndarray], max_side: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame of a video: inner and outer lip gaps (float32 [n, 2], see `MeshResult.lip_gaps`) and the
+    face box (float64 [n, 4], x0 y0 x1 y1 in the frames' pixels), NaN where no face is found. Frames are
+    shrunk to `max_side` for the mesh."""
+    gaps, boxes = [], []
     with FaceMesh(video=True) as mesh:
         for frame in frames_rgb:
             scale = min(1.0, max_side / max(frame.shape[:2]))
             small = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else frame
             found = mesh(small)
-            openings.append(np.nan if found is None else found.mouth_opening())
+            gaps.append((np.nan, np.nan) if found is None else found.lip_gaps())
             boxes.append([np.nan] * 4 if found is None else [v / scale for v in found.box()])
-    return np.asarray(openings, np.float32), np.asarray(boxes, np.float64).reshape(-1, 4)
+    return np.asarray(gaps, np.float32).reshape(-1, 2), np.asarray(boxes, np.float64).reshape(-1, 4)
+
+
+def mesh_track(frames_rgb: Iterable[np.ndarray], max_side: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame of a video: mouth opening (float32 [n], the inner lip gap) and face box (float64 [n, 4]),
+    NaN where no face is found. Frames are shrunk to `max_side` for the mesh."""
+    gaps, boxes = lip_track(frames_rgb, max_side)
+    return gaps[:, 0], boxes
 
 
 def mouth_openings(frames_rgb: Iterable[np.ndarray]) -> np.ndarray:

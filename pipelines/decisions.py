@@ -17,7 +17,7 @@ FILTER_DECIDERS: dict[str, Callable[[Mapping[str, Any], Any], tuple[str, str] | 
     "occlusion": occlusion.decide, "speech": speech.decide, "sync": sync.decide}
 STAGE_ORDER = ("face", "flow", "visibility", *FILTER_DECIDERS)
 # Reasons that come from a threshold alone (others, like no_face, need the media to change).
-THRESHOLD_REASONS = CORE_DECISIONS | {"hand_over_face", "no_speech", "out_of_sync", "av_offset"}
+THRESHOLD_REASONS = CORE_DECISIONS | {"hand_over_face", "no_speech", "out_of_sync", "av_offset", "sync_unverified"}
 
 
 def decide_clip(metrics: Mapping[str, Any], config: BuildConfig) -> tuple[str, str, str] | None:

@@ -5,12 +5,14 @@ face track; records `sync.lse_d`, `sync.lse_c`, `sync.offset`, and rejects below
 `min_confidence` or above `max_abs_offset`. A small offset can be corrected by shifting the audio
 (the shifted wav goes to `StageResult.outputs["wav"]`, recorded as `sync.audio_shift`).
 
-Without weights (embedded default): the mouth opening from the face mesh is correlated with the
-speech-band audio envelope over offsets of +-15 frames. It is recorded as `sync.proxy_corr`,
-`sync.proxy_offset` and `sync.proxy_peak_ratio`, never as LSE.
+Without weights (embedded default): the weight-free check of `pipelines/lipsync.py` (lip motion from
+the face mesh against the speech envelope, with an offset search and a confidence). It records
+`sync.proxy_lag`, `sync.proxy_z`, `sync.proxy_corr`, never LSE, and a verdict: `in_sync`,
+`out_of_sync` (rejected as `av_offset`) or `unsure` (kept, with `sync.verified` false and
+`sync.unsure_reason`, unless `keep_unsure` is false). Both paths record `sync.verdict` and `sync.verified`.
 
-The threshold rules of both are the pure function `decide`, which `inspect --what-if` reuses on
-stored metrics.
+The rejection rules over stored metrics are the pure function `decide`, which resume and
+`inspect --what-if` reuse.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from vividhead.pipelines import lipsync
 from vividhead.pipelines.clip_media import SAMPLE_RATE, clip_video, iter_frames, read_audio
 from vividhead.pipelines.filter_config import SyncConfig
 from vividhead.pipelines.records import Clip, ClipStage, StageResult
@@ -30,10 +33,10 @@ from vividhead.weights import Weights
 
 SAMPLES_PER_FRAME = SAMPLE_RATE // 25
 
-# Config field -> the metric (unprefixed) it is compared with.
+# Config field -> the metric (unprefixed) it is compared with. The proxy's own thresholds (proxy_min_z,
+# proxy_reject_z, the lead window) shape its recorded verdict, so changing them recomputes the stage.
 THRESHOLD_METRICS: Mapping[str, str] = MappingProxyType({
-    "min_confidence": "lse_c", "max_abs_offset": "offset",
-    "proxy_min_corr": "proxy_corr", "proxy_max_abs_offset": "proxy_offset",
+    "min_confidence": "lse_c", "max_abs_offset": "offset", "keep_unsure": "verdict",
 })
 
 
@@ -41,82 +44,35 @@ def decide(metrics: Mapping[str, Any], config: SyncConfig) -> tuple[str, str] | 
     """(reason, detail) when the thresholds reject a clip with these sync metrics, else None.
 
     Pure, over the stage's own metric names; a missing (None) metric decides nothing, so SyncNet's
-    rules apply to SyncNet scores and the proxy's rules to proxy scores.
+    rules apply to SyncNet scores and the weight-free check's verdict to its own measures.
     """
     if not config.enabled:
         return None
     lse_c, offset = metrics.get("lse_c"), metrics.get("offset")
-    corr, proxy_offset = metrics.get("proxy_corr"), metrics.get("proxy_offset")
     if lse_c is not None and lse_c < config.min_confidence:
         return "out_of_sync", f"SyncNet LSE-C {lse_c:.2f} is below sync.min_confidence={config.min_confidence}"
     if offset is not None and abs(offset) > config.max_abs_offset:
         return "av_offset", f"SyncNet AV offset {offset} frames exceeds sync.max_abs_offset={config.max_abs_offset}"
-    if corr is not None and corr < config.proxy_min_corr:
-        return "out_of_sync", f"mouth/audio correlation {corr:.2f} is below sync.proxy_min_corr={config.proxy_min_corr}"
-    if proxy_offset is not None and abs(proxy_offset) > config.proxy_max_abs_offset:
-        return "av_offset", (f"mouth/audio offset {proxy_offset} frames exceeds "
-                             f"sync.proxy_max_abs_offset={config.proxy_max_abs_offset}")
+    if lse_c is not None or offset is not None:
+        return None                                    # SyncNet scored the clip; its verdict follows its rules
+    verdict, lag, z = metrics.get("verdict"), metrics.get("proxy_lag"), metrics.get("proxy_z")
+    if verdict == "out_of_sync":
+        measured = f"{lag} frames apart, confidence z {z:.1f}" if lag is not None and z is not None else "apart"
+        return "av_offset", (f"the weight-free check found lips and speech {measured}: outside the natural lead "
+                             f"{config.proxy_lead_frames} +- {config.proxy_lead_tolerance} frames, with a peak above "
+                             f"sync.proxy_reject_z={config.proxy_reject_z}")
+    if verdict == "unsure" and not config.keep_unsure:
+        return "sync_unverified", (f"the weight-free check could not verify sync ({metrics.get('unsure_reason')}) "
+                                   f"and sync.keep_unsure is false")
     return None
 
 
 # ------------------------------------------------------------------------------- embedded default
-def audio_envelope(audio_16k: np.ndarray, band_hz: tuple[float, float]) -> np.ndarray:
-    """Log RMS of the speech band per 25 fps video frame, [n_frames]."""
-    from scipy.signal import butter, sosfiltfilt
+def lip_gaps(clip: Clip, max_side: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame: inner and outer lip gaps [n, 2] and the face-mesh box in clip pixels [n, 4] (NaN = no face)."""
+    from vividhead.models.face_mesh import lip_track
 
-    audio = np.asarray(audio_16k, dtype=np.float64)
-    if len(audio) > 30:
-        audio = sosfiltfilt(butter(4, band_hz, btype="band", fs=SAMPLE_RATE, output="sos"), audio)
-    n = len(audio) // SAMPLES_PER_FRAME
-    frames = audio[: n * SAMPLES_PER_FRAME].reshape(n, SAMPLES_PER_FRAME)
-    return np.log(np.sqrt((frames ** 2).mean(axis=1)) + 1e-4)
-
-
-def _standardise(x: np.ndarray) -> np.ndarray:
-    std = x.std()
-    return (x - x.mean()) / std if std > 1e-8 else np.zeros_like(x)
-
-
-def lag_correlations(mouth: np.ndarray, envelope: np.ndarray, max_lag: int) -> np.ndarray:
-    """Pearson correlation of mouth[t] with envelope[t + lag] for lag = -max_lag..max_lag."""
-    n = min(len(mouth), len(envelope))
-    m, e = mouth[:n], envelope[:n]
-    out = np.zeros(2 * max_lag + 1)
-    for i, lag in enumerate(range(-max_lag, max_lag + 1)):
-        a, b = (m[: n - lag], e[lag:]) if lag >= 0 else (m[-lag:], e[: n + lag])
-        if len(a) > 2:
-            a, b = _standardise(a), _standardise(b)
-            out[i] = float((a * b).mean())
-    return out
-
-
-def proxy_sync(mouth: np.ndarray, audio_16k: np.ndarray, config: SyncConfig) -> dict[str, float | int] | None:
-    """Mouth-opening vs audio-envelope sync: best correlation, its offset and peak ratio; None without a face.
-
-    The offset follows SyncNet's sign: > 0 means the audio must be delayed by that many frames.
-    """
-    valid = ~np.isnan(mouth)
-    if valid.sum() < 2 * config.proxy_max_search_offset:
-        return None
-    idx = np.arange(len(mouth))
-    filled = np.interp(idx, idx[valid], mouth[valid])
-    corr = lag_correlations(_standardise(filled), _standardise(audio_envelope(audio_16k, config.proxy_band_hz)),
-                            config.proxy_max_search_offset)
-    best = int(np.argmax(corr))
-    median = float(np.median(np.abs(corr)))
-    return {
-        "proxy_corr": round(float(corr[best]), 4),
-        "proxy_offset": -(best - config.proxy_max_search_offset),
-        "proxy_peak_ratio": round(float(corr[best]) / median, 3) if median > 1e-8 else 0.0,
-        "proxy_face_ratio": round(float(valid.mean()), 4),
-    }
-
-
-def mouth_track(clip: Clip, max_side: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per frame: mouth opening (NaN = no face) and the face-mesh box in clip pixels (NaN = no face)."""
-    from vividhead.models.face_mesh import mesh_track
-
-    return mesh_track((rgb for _, rgb in iter_frames(clip_video(clip))), max_side)
+    return lip_track((rgb for _, rgb in iter_frames(clip_video(clip))), max_side)
 
 
 def shift_audio(audio_16k: np.ndarray, frames: int) -> np.ndarray:
@@ -141,7 +97,7 @@ def wav_bytes(audio_16k: np.ndarray) -> bytes:
 
 # ------------------------------------------------------------------------------------------- stage
 class SyncStage(ClipStage):
-    """SyncNet LSE-C / LSE-D / offset with weights; the mouth-envelope proxy without."""
+    """SyncNet LSE-C / LSE-D / offset with weights; the weight-free lip-sync check without."""
 
     name: ClassVar[str] = "sync"
     num_gpus: ClassVar[float] = 0.25
@@ -152,9 +108,12 @@ class SyncStage(ClipStage):
         "offset": "int",               # SyncNet: AV offset in frames at the minimum
         "windows": "int",              # SyncNet: 5-frame windows scored
         "audio_shift": "int",          # frames the audio was delayed (+) or advanced (-) to correct the offset
-        "proxy_corr": "float",         # proxy: best mouth/envelope correlation
-        "proxy_offset": "int",         # proxy: offset of the best correlation (SyncNet sign)
-        "proxy_peak_ratio": "float",   # proxy: best correlation / median |correlation|
+        "verdict": "str",              # in_sync, out_of_sync or unsure (both methods)
+        "verified": "bool",            # true only for in_sync: SyncNet passed, or the check saw a strong peak
+        "unsure_reason": "str",        # proxy, when unsure: weak_peak, weak_offset or no_measure
+        "proxy_lag": "int",            # proxy: frames the speech trails the lips at the peak (+ = lips lead)
+        "proxy_z": "float",            # proxy: the peak's confidence, in SDs above far-shift chance correlations
+        "proxy_corr": "float",         # proxy: the correlation at the peak (band-passed signals)
         "proxy_face_ratio": "float",   # proxy: share of frames where the face mesh found a face
     }
 
@@ -173,9 +132,9 @@ class SyncStage(ClipStage):
             return "disabled in the build config"
         path = self.weights.syncnet
         if path is None:
-            return "no syncnet weights configured: mouth-opening proxy (sync.proxy_*)"
+            return "no syncnet weights configured: weight-free lip-sync check (sync.proxy_*)"
         if not path.exists():
-            return f"syncnet weights {path} do not exist: mouth-opening proxy (sync.proxy_*)"
+            return f"syncnet weights {path} do not exist: weight-free lip-sync check (sync.proxy_*)"
         return f"SyncNet from {path}"
 
     def setup(self) -> None:
@@ -202,7 +161,7 @@ class SyncStage(ClipStage):
         audio = read_audio(clip)
         boxes = clip.face_track
         if boxes is None:
-            boxes = mouth_track(clip, c.proxy_max_resolution)[1]
+            boxes = lip_gaps(clip, c.proxy_max_resolution)[1]
         if min(len(boxes), len(audio) // SAMPLES_PER_FRAME) < 6:
             return StageResult(metrics={"method": "syncnet"}, reject="too_short_for_sync",
                                detail="SyncNet needs at least 6 frames of video and audio")
@@ -218,19 +177,30 @@ class SyncStage(ClipStage):
             result.outputs["wav"] = wav_bytes(shift_audio(audio, score.offset))
             result.metrics["audio_shift"] = score.offset
         decision = decide({"lse_c": score.lse_c, "offset": score.offset}, c)   # the unrounded LSE-C
+        result.metrics.update({"verdict": "in_sync" if decision is None else "out_of_sync",
+                               "verified": decision is None})
         if decision is not None:
             result.reject, result.detail = decision
         return result
 
     def _proxy(self, clip: Clip) -> StageResult:
-        c = self.config
-        mouth, _ = mouth_track(clip, c.proxy_max_resolution)
-        found = proxy_sync(mouth, read_audio(clip), c)
-        if found is None:
-            return StageResult(metrics={"method": "proxy"}, reject="no_face_for_sync",
-                               detail="the face mesh found too few faces to measure lip sync")
-        result = StageResult(metrics={"method": "proxy", **found})
-        decision = decide(found, c)
-        if decision is not None:
-            result.reject, result.detail = decision
-        return result
+        return proxy_result(lip_gaps(clip, self.config.proxy_max_resolution)[0], read_audio(clip), self.config)
+
+
+def proxy_result(gaps: np.ndarray, audio_16k: np.ndarray, config: SyncConfig) -> StageResult:
+    """The weight-free check's result on a clip's lip gaps [n, 2] and audio: metrics, verdict, correction."""
+    found = lipsync.measure(gaps, audio_16k, config)
+    decision = lipsync.decide(found.lag if found else None, found.z if found else None, config)
+    metrics: dict[str, Any] = {"method": "proxy", "verdict": decision.verdict, "verified": decision.verdict == "in_sync",
+                               "unsure_reason": decision.reason if decision.verdict == "unsure" else None,
+                               "audio_shift": decision.audio_shift}
+    if found is not None:
+        metrics.update({"proxy_lag": found.lag, "proxy_z": round(found.z, 3), "proxy_corr": round(found.corr, 4),
+                        "proxy_face_ratio": round(found.face_ratio, 4)})
+    result = StageResult(metrics=metrics)
+    if decision.audio_shift:
+        result.outputs["wav"] = wav_bytes(shift_audio(audio_16k, decision.audio_shift))
+    rejection = decide(metrics, config)
+    if rejection is not None:
+        result.reject, result.detail = rejection
+    return result

@@ -35,7 +35,8 @@ def test_media_build_decisions_match_sources_md(media_build):
     for kept in ("videoretalking_face1.mp4", "videoretalking_face3.mp4"):
         [row] = [r for r in by_file[kept] if r["status"] == "kept"]
         assert row["speech.speech_ratio"] >= 0.5
-        assert row["sync.method"] == "proxy" and row["sync.proxy_corr"] >= 0.2 and abs(row["sync.proxy_offset"]) <= 6
+        assert row["sync.method"] == "proxy" and row["sync.verdict"] in ("in_sync", "unsure")
+        assert row["sync.verified"] == (row["sync.verdict"] == "in_sync") and row["sync.proxy_z"] is not None
         assert row["sync.lse_c"] is None and row["sync.lse_d"] is None      # the proxy is never LSE
         assert row["occlusion.occluded_ratio"] <= 0.2
         assert row["annotate.audio_encoder"] == "logmel" and row["annotate.audio_frames"] == row["n_frames"]

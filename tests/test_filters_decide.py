@@ -51,18 +51,17 @@ def test_occlusion_rejects_above_the_ratio() -> None:
 
 
 def test_sync_rules_read_only_their_own_metrics() -> None:
-    config = SyncConfig()       # LSE-C >= 3, |offset| <= 6; proxy corr >= 0.2, |proxy offset| <= 6
+    config = SyncConfig()       # LSE-C >= 3, |offset| <= 6; the weight-free check's verdict
     assert sync.decide({"lse_c": 2.9, "offset": 9}, config)[0] == "out_of_sync"   # confidence is checked first
     assert sync.decide({"lse_c": 3.0, "offset": -7}, config) == (
         "av_offset", "SyncNet AV offset -7 frames exceeds sync.max_abs_offset=6")
     assert sync.decide({"lse_c": 3.0, "offset": 6}, config) is None
-    # A proxy row of the manifest: the SyncNet columns are null, and a correlation of 0.5 is no LSE-C.
-    row = {"lse_c": None, "offset": None, "proxy_corr": 0.5, "proxy_offset": 3}
+    # A proxy row of the manifest: the SyncNet columns are null; only a strong out-of-sync verdict rejects.
+    row = {"lse_c": None, "offset": None, "verdict": "unsure", "proxy_lag": 3, "proxy_z": 2.0}
     assert sync.decide(row, config) is None
-    assert sync.decide({**row, "proxy_corr": 0.1}, config) == (
-        "out_of_sync", "mouth/audio correlation 0.10 is below sync.proxy_min_corr=0.2")
-    assert sync.decide({**row, "proxy_offset": -10}, config)[0] == "av_offset"
-    assert sync.decide({"lse_c": 0.0, "proxy_corr": 0.0}, SyncConfig(enabled=False)) is None
+    assert sync.decide({**row, "verdict": "out_of_sync", "proxy_lag": 16, "proxy_z": 6.0}, config)[0] == "av_offset"
+    assert sync.decide(row, SyncConfig(keep_unsure=False))[0] == "sync_unverified"
+    assert sync.decide({"lse_c": 0.0, "verdict": "out_of_sync"}, SyncConfig(enabled=False)) is None
     assert set(sync.THRESHOLD_METRICS) <= set(SyncConfig.model_fields)
     assert set(sync.THRESHOLD_METRICS.values()) <= set(sync.SyncStage.metric_types)
 
@@ -97,14 +96,16 @@ def test_occlusion_process_rejects_exactly_when_decide_does(monkeypatch: pytest.
     assert (result.reject == "hand_over_face") == (occluded / N_FRAMES > 0.2)
 
 
-@pytest.mark.parametrize(("corr", "offset"), [(0.5, 0), (0.1, 0), (0.5, -10), (0.1, 10), (0.2, 6)])
-def test_sync_proxy_process_rejects_exactly_when_decide_does(monkeypatch: pytest.MonkeyPatch, corr: float,
-                                                             offset: int) -> None:
-    monkeypatch.setattr(sync, "mouth_track", lambda clip, side: (np.zeros(N_FRAMES), None))
+@pytest.mark.parametrize(("lag", "z", "keep_unsure"), [(2, 6.0, True), (2, 2.0, True), (2, 2.0, False), (-12, 6.0, True),
+                                                     (-12, 4.0, True), (20, 9.0, False)])
+def test_sync_proxy_process_rejects_exactly_when_decide_does(monkeypatch: pytest.MonkeyPatch, lag: int, z: float,
+                                                             keep_unsure: bool) -> None:
+    from vividhead.pipelines import lipsync
+
+    monkeypatch.setattr(sync, "lip_gaps", lambda clip, side: (np.zeros((N_FRAMES, 2)), None))
     monkeypatch.setattr(sync, "read_audio", lambda clip: np.zeros(N_FRAMES * sync.SAMPLES_PER_FRAME, np.float32))
-    monkeypatch.setattr(sync, "proxy_sync", lambda mouth, audio, config: {
-        "proxy_corr": corr, "proxy_offset": offset, "proxy_peak_ratio": 2.0, "proxy_face_ratio": 1.0})
-    stage = sync.SyncStage(SyncConfig())
+    monkeypatch.setattr(lipsync, "measure", lambda gaps, audio, config: lipsync.LipSyncMeasure(lag, 0.4, z, 1.0))
+    stage = sync.SyncStage(SyncConfig(keep_unsure=keep_unsure))
     assert stage.mode() == "default"
     result = stage.process(make_clip())
     assert result.metrics["method"] == "proxy"

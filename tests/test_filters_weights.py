@@ -158,9 +158,11 @@ def test_sync_corrects_a_small_offset_by_shifting_the_audio(weights, clip_files,
     assert "wav" not in result.outputs and result.metrics["audio_shift"] == 0 and result.reject is None
 
 
-def test_proxy_rejects_a_clip_without_a_face(clip_files):
+def test_proxy_keeps_a_clip_without_a_face_unverified(clip_files):
     stage = CLIP_STAGES["sync"](SyncConfig(), Weights())
     assert stage.mode() == "default"
     stage.setup()
     result = stage.process(make_clip(clip_files))    # a test pattern: no face for the mesh to find
-    assert result.reject == "no_face_for_sync" and result.metrics == {"method": "proxy"}
+    assert result.reject is None                     # no measure is no evidence: kept, marked not verified
+    assert result.metrics["verdict"] == "unsure" and result.metrics["verified"] is False
+    assert result.metrics["unsure_reason"] == "no_measure" and "proxy_z" not in result.metrics
