@@ -22,6 +22,7 @@ from typing import Any
 
 from vividhead import __version__
 from vividhead.config import BuildConfig, SourcesFile, resolve_weights
+from vividhead.envfail import ENVIRONMENT_REASON, EnvironmentFailure, environment_message
 from vividhead.manifest import consolidate, source_row
 from vividhead.media import MediaError
 from vividhead.pipelines.commit import OutputDir, commit_unit, prepare
@@ -163,8 +164,10 @@ def _fetch_row(row: dict[str, Any], config: BuildConfig, downloads: str) -> dict
     except MediaError as err:
         result = SourceRejection(source_unit_id(source, "source"), source, "sources", err.reason, err.detail)
     except Exception as err:  # noqa: BLE001 - one bad source must not stop the build
-        result = SourceRejection(source_unit_id(source, "source"), source, "sources", "error",
-                                 f"{type(err).__name__}: {err}", status="failed")
+        env = environment_message(err)
+        result = SourceRejection(source_unit_id(source, "source"), source, "sources",
+                                 ENVIRONMENT_REASON if env else "error", env or f"{type(err).__name__}: {err}",
+                                 status="failed")
     return {"planned": pickle.dumps((source, result))}
 
 
@@ -182,9 +185,10 @@ def _extract_rows(row: dict[str, Any], config: BuildConfig, staging: str) -> lis
         finally:
             detector.close()
     except Exception as err:  # noqa: BLE001 - recorded as a failed unit, the build goes on
+        env = environment_message(err)                   # ... unless the disk or the cluster failed: the driver stops
         clip = Clip(key=f"{unit.unit_id}_failed", source=unit.source, start=unit.start, end=unit.end,
-                    status="failed", reject_stage="extract", reject_reason=_reason(err),
-                    reject_detail=f"{type(err).__name__}: {err} | {traceback.format_exc(limit=4)[-800:]}")
+                    status="failed", reject_stage="extract", reject_reason=ENVIRONMENT_REASON if env else _reason(err),
+                    reject_detail=env or f"{type(err).__name__}: {err} | {traceback.format_exc(limit=4)[-800:]}")
         clips = [clip]
     node = _node_id()
     for clip in clips:
@@ -296,6 +300,8 @@ class _Committer:
     def reject(self, rejection: SourceRejection) -> None:
         if rejection.unit_id in self.done:
             return
+        if rejection.reason == ENVIRONMENT_REASON:
+            raise EnvironmentFailure(rejection.detail)
         metrics = {}
         if rejection.info is not None:
             info = rejection.info
@@ -336,6 +342,8 @@ class _Committer:
                             desc=f"build: {self.summary.sources} sources", dynamic_ncols=True)
 
     def add(self, unit: str, rows: int, clip: Clip) -> None:
+        if clip.reject_reason == ENVIRONMENT_REASON:
+            raise EnvironmentFailure(clip.reject_detail)
         clips = self.pending.setdefault(unit, [])
         clips.append(clip)
         if len(clips) == rows:

@@ -12,6 +12,7 @@ import os
 import sys
 
 from vividhead import __version__
+from vividhead.envfail import environment_message
 
 COMMANDS = ("build", "inspect", "train", "stream", "eval")
 
@@ -40,7 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     args = build_parser().parse_args(argv)
-    return int(args.run(args) or 0)
+    try:
+        return int(args.run(args) or 0)
+    except Exception as err:
+        message = environment_message(err)
+        if message is None:
+            raise
+        print(f"vividhead {args.command}: error: {message}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -6,6 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from vividhead.buildlock import BuildLock, LockHeld
+from vividhead.envfail import check_out_dir, check_ray_address
+
+LOCKED_EXIT = 75                                       # EX_TEMPFAIL: another build holds --out; try later
 HELP = "curate talking-head videos into 512x512 25 fps WebDataset shards with a Parquet manifest (on Ray)"
 
 
@@ -21,12 +25,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--demo", action="store_true",
                         help="generate the built-in demo corpus into OUT/demo-sources and build it")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--wait", action="store_true",
+                        help="when another build holds --out, wait for it to end instead of refusing")
 
 
 def run(args: argparse.Namespace) -> int:
     import yaml
 
-    from vividhead.config import ConfigError, SourcesFile, load_build_config, load_yaml_model, resolve_weights
+    from vividhead.config import ConfigError, load_build_config, resolve_weights
 
     try:
         config = load_build_config(args.config)
@@ -44,6 +50,20 @@ def run(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         print(f"error: --workers must be >= 1, got {args.workers}", file=sys.stderr)
         return 2
+    check_out_dir(args.out)
+    check_ray_address(args.address)
+    try:
+        with BuildLock(args.out, wait=args.wait):
+            return _build(args, config)
+    except LockHeld as err:
+        print(f"error: {err}", file=sys.stderr)
+        return LOCKED_EXIT
+
+
+def _build(args: argparse.Namespace, config) -> int:
+    """The build itself, run while holding the lock of --out."""
+    from vividhead.config import ConfigError, SourcesFile, load_yaml_model
+
     sources_path = args.sources
     if args.demo:
         from vividhead.demo import make_demo_corpus

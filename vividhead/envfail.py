@@ -1,0 +1,83 @@
+"""Environment failures: a full disk, a read-only or forbidden path, an `--out` that is a file, a Ray
+cluster that cannot be reached or went away. They end a command with one line that names the path
+or the cause, never a traceback, and never become a manifest decision about a clip.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+# errno -> what the line says; anything else is a bug or bad input, not the environment.
+ENVIRONMENT_ERRNOS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENOTDIR: "a path component is a file, not a directory",
+    errno.EIO: "input/output error of the storage",
+    errno.EMFILE: "too many open files (raise `ulimit -n`)",
+}
+RAY_CLUSTER_ERRORS = ("RaySystemError", "NodeDiedError", "RayletError", "GcsUnavailableError", "ObjectLostError",
+                      "OwnerDiedError", "LocalRayletDiedError", "WorkerCrashedError")
+ENVIRONMENT_REASON = "environment"                      # reject_reason of a clip that met an environment failure
+
+
+class EnvironmentFailure(Exception):
+    """An environment failure already put in one line."""
+
+
+def _chain(err: BaseException) -> Iterator[BaseException]:
+    """The error, its causes and contexts, and a Ray task error's wrapped cause."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [err]
+    while todo:
+        current = todo.pop(0)
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        todo += [current.__cause__, current.__context__, getattr(current, "cause", None)]
+
+
+def environment_message(err: BaseException) -> str | None:
+    """One line naming the path or cause when `err` is an environment failure, else None."""
+    for current in _chain(err):
+        if isinstance(current, EnvironmentFailure):
+            return str(current)
+        if isinstance(current, OSError) and current.errno in ENVIRONMENT_ERRNOS:
+            where = current.filename or current.filename2
+            return f"{where}: {ENVIRONMENT_ERRNOS[current.errno]}" if where else ENVIRONMENT_ERRNOS[current.errno]
+        if type(current).__name__ in RAY_CLUSTER_ERRORS or (
+                isinstance(current, ConnectionError) and "ray" in f"{type(current).__module__} {current}".lower()):
+            first = (str(current).strip().splitlines() or [type(current).__name__])[0]
+            return f"the Ray cluster cannot be reached or went away ({first[:200]})"
+    return None
+
+
+def check_out_dir(out: Path) -> None:
+    """Raise EnvironmentFailure when `out` cannot be an output directory (a file, or under a file)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise EnvironmentFailure(f"--out {out} is a file, not a directory")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise EnvironmentFailure(f"--out {out}: {parent} is a file, not a directory")
+            break
+
+
+def check_ray_address(address: str | None, timeout_s: float = 10.0) -> None:
+    """Raise EnvironmentFailure when a HOST:PORT Ray address does not answer (Ray itself would retry forever)."""
+    if not address or address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        raise EnvironmentFailure(f"cannot reach the Ray cluster at {address}: {err.strerror or err}") from err
