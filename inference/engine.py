@@ -42,6 +42,10 @@ def choose_device(requested: str | None = None) -> torch.device:
     return torch.device("cpu")
 
 
+class NonFiniteOutput(RuntimeError):
+    """A chunk decoded to NaN or infinite values (broken weights or an overflow): the stream must stop."""
+
+
 @dataclass(frozen=True)
 class EngineOptions:
     steps: int = 4
@@ -201,6 +205,7 @@ class StreamSession:
         with clock("vae_decode"):
             native = getattr(eng.codec, "native_size", None)                          # tiny: decode small, resize uint8
             video = eng.codec.decode(latent) if native is None else eng.codec.decode(latent, size=native)  # [1, 3, 33, H, W]
+        check_finite_chunk(self.index, latent, video)
         with clock("motion_encode"):
             self.motion = eng.codec.encode(video[:, :, -g.motion_frames:]).to(latent.dtype)
         new = g.frames if self.index == 0 else g.new_frames
@@ -211,6 +216,13 @@ class StreamSession:
         chunk = Chunk(self.index, self.emitted, frames, audio[-new * SAMPLES_PER_FRAME:], timings)
         self.index += 1
         return chunk
+
+
+def check_finite_chunk(index: int, latent: torch.Tensor, video: torch.Tensor) -> None:
+    """Raise NonFiniteOutput when chunk `index` sampled or decoded NaN/inf (it would otherwise become black frames)."""
+    for what, tensor in (("sampled latents", latent), ("decoded pixels", video)):
+        if not bool(torch.isfinite(tensor).all()):
+            raise NonFiniteOutput(f"chunk {index}: the {what} hold NaN or infinite values; stopping the stream")
 
 
 class _Clock:

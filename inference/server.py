@@ -8,34 +8,50 @@ client -> server
   {"type": "upload", "size": N, "name": "x.wav"}  the next N binary bytes are an audio file (any format)
   {"type": "end"}                     no more audio: the last partial chunk is generated, then "done"
 server -> client
-  {"type": "ready", "mime": ..., "width", "height", "fps", "variant", "first_chunk", "chunk_frames"}
+  {"type": "ready", "mime": ..., "width", "height", "fps", "variant", "first_chunk", "chunk_frames", "limits"}
   binary                              the fMP4 initialisation segment, then one media segment per chunk
   {"type": "chunk", "index", "frames", "latency_ms", "first_frame_ms", "fps", "timings_ms"}
-  {"type": "error", "code", "message"}  a bad message is dropped; the session goes on
-  {"type": "done", "stats": {...}}
+  {"type": "error", "code", "message"}  a bad message is dropped and the session goes on; codes idle, slow_client
+                                      and generation_failed end it (the socket closes with code 1008 / 1011)
+  {"type": "done", "stats": {...}}    then the server closes the socket (the slot is free again)
 
-Limits (`ServerLimits`): message size, messages per second, upload size, audio waiting to be generated and
-concurrent sessions. The server binds 127.0.0.1 unless told otherwise. Generation runs in worker threads,
-one chunk at a time across sessions (they share the model); a disconnect cancels the session's work and drops it.
+Access (`Access`): a WebSocket upgrade is accepted only from the server's own page (its Origin equals the
+URL the request came to) or an origin given with --allow-origin; on loopback the Host header must name a
+loopback address (no DNS rebinding); on any other address every request but /static/ needs the token
+(`?token=` or `Authorization: Bearer`). Refusals are 403 with the reason. See docs/stream.md, "Threat model".
+
+Limits (`ServerLimits`): message size and rate, upload size, audio waiting to be generated (an upload is
+probed and decoded incrementally, refused past that cap), concurrent sessions, idle time without audio,
+and how long a client may leave video unread. Each session generates in its own thread through a
+`Batcher` view of the engine (inference/batcher.py): concurrent sessions' DiT and VAE calls run batched,
+not one after another. Each chunk's fMP4 encoding runs on an encoder thread beside the next chunk's
+generation; at most `queued_chunks` encoded-or-waiting chunks per session are held.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import io
+import ipaddress
 import json
+import secrets
+import threading
 import time
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
+from vividhead.inference.batcher import Batcher
 from vividhead.inference.engine import Chunk, FlashHeadEngine, Reference, StreamSession
 from vividhead.inference.sinks import FragmentEncoder
-from vividhead.models.audio_features import SAMPLE_RATE, load_audio
+from vividhead.models.audio_features import SAMPLE_RATE, AudioTooLong, load_audio
 
 STATIC = Path(__file__).resolve().parent / "static"
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
 @dataclass(frozen=True)
@@ -45,8 +61,65 @@ class ServerLimits:
     messages_per_second: float = 50.0            # sustained rate; bursts up to `burst`
     burst: int = 100
     max_upload_bytes: int = 32 * 1024 * 1024
-    max_pending_seconds: float = 120.0           # audio queued but not generated yet
+    max_pending_seconds: float = 120.0           # audio queued but not generated yet; also the longest upload
     max_sessions: int = 4
+    idle_seconds: float = 30.0                   # no audio and nothing to generate for this long: closed
+    send_timeout_seconds: float = 10.0           # a chunk the client does not take within this: closed
+    queued_chunks: int = 2                       # generated chunks waiting for the encoder/socket per session
+
+
+@dataclass(frozen=True)
+class Access:
+    """Who may use the server: origins besides the page's own, and the token (None: none required)."""
+
+    token: str | None = None
+    allowed_origins: frozenset[str] = frozenset()
+    loopback: bool = True                        # bound to loopback only: the Host header must name loopback
+
+    def refusal(self, request: web.Request) -> str | None:
+        """Why `request` is refused (403), or None."""
+        host = request.host or ""
+        if self.loopback and self.token is None and _hostname(host) not in LOOPBACK_NAMES:
+            return f"Host {host!r} is not a loopback name (the server is local only)"
+        origin = request.headers.get("Origin")
+        if origin is not None and origin.lower() != f"{request.scheme}://{host}".lower() \
+                and origin.lower() not in self.allowed_origins:
+            return f"Origin {origin!r} is not allowed (the server's own page only; add origins with --allow-origin)"
+        if self.token is not None and not request.path.startswith("/static/"):
+            given = request.query.get("token") or request.headers.get("Authorization", "").removeprefix("Bearer ")
+            if not hmac.compare_digest(given.encode(), self.token.encode()):
+                return "missing or wrong token (the server prints its URL with ?token=...)"
+        return None
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def access_policy(host: str, token: str | None = None, allow_origins: list[str] | tuple[str, ...] = ()) -> Access:
+    """The access rules for a server bound to `host`: off loopback a token is required (random unless given)."""
+    loopback = is_loopback(host)
+    if token is None and not loopback:
+        token = secrets.token_urlsafe(18)
+    return Access(token=token, allowed_origins=frozenset(o.rstrip("/").lower() for o in allow_origins), loopback=loopback)
+
+
+def page_url(host: str, port: int, access: Access) -> str:
+    """The page's URL, IPv6 addresses in brackets and the token in the query when one is required."""
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/" + (f"?token={access.token}" if access.token else "")
+
+
+def _hostname(host_header: str) -> str:
+    """`127.0.0.1:8765` -> 127.0.0.1, `[::1]:8765` -> ::1, `localhost` -> localhost."""
+    if host_header.startswith("["):
+        return host_header[1: host_header.find("]")]
+    return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
 
 
 class _RateLimiter:
@@ -66,41 +139,58 @@ class _RateLimiter:
 
 
 class StreamServer:
-    """Owns the engine, the reference and the live connections."""
+    """Owns the engine (behind a Batcher), the reference and the live connections."""
 
-    def __init__(self, engine: FlashHeadEngine, reference: Reference, limits: ServerLimits = ServerLimits()) -> None:
-        self.engine, self.reference, self.limits = engine, reference, limits
+    def __init__(self, engine: FlashHeadEngine, reference: Reference, limits: ServerLimits = ServerLimits(),
+                 access: Access = Access()) -> None:
+        self.engine, self.reference, self.limits, self.access = engine, reference, limits, access
+        self.batcher = Batcher()
+        self.shared = self.batcher.engine(engine)
         self.connections: dict[int, "Connection"] = {}
-        self.generate_lock: asyncio.Lock | None = None
+        self.closed: dict[str, int] = {}                 # sessions the server ended, by reason (done, idle, ...)
+        self.generation = ThreadPoolExecutor(limits.max_sessions, thread_name_prefix="vividhead-generate")
+        self.encoding = ThreadPoolExecutor(limits.max_sessions, thread_name_prefix="vividhead-encode")
         probe = FragmentEncoder(engine.geometry.size, engine.geometry.fps)
         probe.encode(np.zeros((1, engine.geometry.size, engine.geometry.size, 3), np.uint8))
         self.mime = probe.mime
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.limits.max_message_bytes)
+        app = web.Application(client_max_size=self.limits.max_message_bytes, middlewares=[self._guard])
         app.router.add_get("/", self.index)
         app.router.add_get("/ws", self.websocket)
         app.router.add_get("/api/health", self.health)
         app.router.add_static("/static/", STATIC)
+        app.on_cleanup.append(self._close)
         return app
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler):
+        reason = self.access.refusal(request)
+        if reason is not None:
+            raise web.HTTPForbidden(text=reason + "\n")
+        return await handler(request)
+
+    async def _close(self, _app: web.Application) -> None:
+        self.batcher.close()
+        self.generation.shutdown(wait=False, cancel_futures=True)
+        self.encoding.shutdown(wait=False, cancel_futures=True)
 
     async def index(self, _request: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC / "index.html")
 
     async def health(self, _request: web.Request) -> web.Response:
-        return web.json_response({"sessions": len(self.connections), "variant": self.engine.model.config.preset,
-                                  "device": str(self.engine.device)})
+        return web.json_response({"sessions": len(self.connections), "max_sessions": self.limits.max_sessions,
+                                  "closed": self.closed,
+                                  "variant": self.engine.model.config.preset, "device": str(self.engine.device)})
 
     async def websocket(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(max_msg_size=self.limits.hard_message_bytes, heartbeat=30)
         await ws.prepare(request)
-        if self.generate_lock is None:
-            self.generate_lock = asyncio.Lock()
         if len(self.connections) >= self.limits.max_sessions:
             await ws.send_json({"type": "error", "code": "busy", "message": f"at most {self.limits.max_sessions} sessions"})
             await ws.close()
             return ws
-        conn = Connection(self, ws)
+        conn = Connection(self, ws, request)
         self.connections[id(conn)] = conn
         try:
             await conn.run()
@@ -110,12 +200,20 @@ class StreamServer:
         return ws
 
 
-class Connection:
-    """One WebSocket client and its stream session."""
+class _Closing(Exception):
+    """End the connection: an error message with `code`, then a WebSocket close with `close_code` and the reason."""
 
-    def __init__(self, server: StreamServer, ws: web.WebSocketResponse) -> None:
-        self.server, self.ws, self.limits = server, ws, server.limits
-        self.session: StreamSession | None = server.engine.session(server.reference)
+    def __init__(self, close_code: WSCloseCode, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.close_code, self.code, self.reason = close_code, code, reason
+
+
+class Connection:
+    """One WebSocket client around one session: this task reads; tasks generate, encode+send and watch for idling."""
+
+    def __init__(self, server: StreamServer, ws: web.WebSocketResponse, request: web.Request) -> None:
+        self.server, self.ws, self.request, self.limits = server, ws, request, server.limits
+        self.session: StreamSession | None = server.shared.session(server.reference)
         self.encoder = FragmentEncoder(server.engine.geometry.size, server.engine.geometry.fps)
         self.rate = _RateLimiter(self.limits.messages_per_second, self.limits.burst)
         self.dtype = np.dtype("<i2")
@@ -123,32 +221,71 @@ class Connection:
         self.upload_size = 0
         self.ended = False
         self.wake = asyncio.Event()
-        self.worker: asyncio.Task | None = None
+        self.outbox: asyncio.Queue[Chunk | None] = asyncio.Queue(self.limits.queued_chunks)
+        self.tasks: list[asyncio.Task] = []
         self.inflight: asyncio.Future | None = None
-        self.sent_init = False
+        self.last_activity = time.monotonic()
+        self.closing: _Closing | None = None
+        self.closer: asyncio.Task | None = None         # the task closing the socket
 
     async def run(self) -> None:
         g = self.server.engine.geometry
         await self.ws.send_json({"type": "ready", "mime": self.server.mime, "width": g.size, "height": g.size,
                                  "fps": g.fps, "variant": self.server.engine.model.config.preset,
-                                 "first_chunk": g.frames, "chunk_frames": g.new_frames, "sample_rate": SAMPLE_RATE})
-        self.worker = asyncio.create_task(self._work())
+                                 "first_chunk": g.frames, "chunk_frames": g.new_frames, "sample_rate": SAMPLE_RATE,
+                                 "limits": asdict(self.limits)})
+        self.tasks = [asyncio.create_task(self._guarded(body)) for body in (self._generate(), self._send(), self._watch())]
         async for msg in self.ws:
             if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                 await self._receive(msg.type, msg.data)
             elif msg.type == WSMsgType.ERROR:
                 break
 
+    async def _guarded(self, body) -> None:
+        try:
+            await body
+        except _Closing as closing:
+            await self._close(closing)
+
+
+    async def _watch(self) -> None:
+        """Close the session once it has had no audio, and nothing to generate or send, for `idle_seconds`."""
+        while True:
+            await asyncio.sleep(min(1.0, self.limits.idle_seconds / 4))
+            busy = self.ended or self.inflight is not None or not self.outbox.empty()
+            if not busy and time.monotonic() - self.last_activity > self.limits.idle_seconds:
+                raise _Closing(WSCloseCode.POLICY_VIOLATION, "idle", f"no audio for {self.limits.idle_seconds:g} s; "
+                                                                    "session closed")
+
+    async def _close(self, closing: _Closing) -> None:
+        """Tell the client why (when it still reads), then close; a client that stopped reading is cut off."""
+        if self.closing is not None or self.ws.closed:
+            return
+        self.closing, self.closer = closing, asyncio.current_task()
+        self.server.closed[closing.code] = self.server.closed.get(closing.code, 0) + 1
+        try:
+            told = closing.close_code == WSCloseCode.OK or await _within(self.error(closing.code, closing.reason), 1.0)
+            closed = told and await _within(self.ws.close(code=closing.close_code, message=closing.code.encode()), 2.0)
+        except (ConnectionError, RuntimeError):
+            closed = False
+        if not closed and self.request.transport is not None:
+            self.request.transport.abort()              # it does not read: drop it with its unsent data
+
     async def shutdown(self) -> None:
-        if self.worker is not None:
-            self.worker.cancel()
+        if self.closer is not None and self.closer is not asyncio.current_task():
+            await asyncio.wait([self.closer], timeout=3.0)  # let a close in progress finish its handshake
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
             try:
-                await self.worker
+                await task
             except (asyncio.CancelledError, Exception):
                 pass
         if self.inflight is not None:
-            await asyncio.wait([self.inflight])
-        self.session, self.upload, self.worker, self.inflight = None, None, None, None   # frees the session's tensors
+            await asyncio.wait([self.inflight])            # the session's chunk in flight finishes in its thread
+        self.session, self.upload, self.tasks, self.inflight = None, None, [], None   # frees the session's tensors
+        while not self.outbox.empty():
+            self.outbox.get_nowait()
 
     async def error(self, code: str, message: str) -> None:
         if not self.ws.closed:
@@ -164,6 +301,7 @@ class Connection:
             return await self.error("ended", "the stream has ended; open a new connection for a new stream")
         if kind == WSMsgType.TEXT:
             return await self._control(data)
+        self.last_activity = time.monotonic()
         if self.upload is not None:
             return await self._upload_bytes(data)
         if len(data) % self.dtype.itemsize:
@@ -190,6 +328,7 @@ class Connection:
             if not isinstance(size, int) or not 0 < size <= self.limits.max_upload_bytes:
                 return await self.error("bad_upload", f"upload size must be an integer in 1..{self.limits.max_upload_bytes}")
             self.upload, self.upload_size = bytearray(), size
+            self.last_activity = time.monotonic()
         elif kind == "end":
             self.ended = True
             self.wake.set()
@@ -197,15 +336,21 @@ class Connection:
             await self.error("unknown_type", f"unknown message type {kind!r} (start, upload, end)")
 
     async def _upload_bytes(self, data: bytes) -> None:
-        assert self.upload is not None
+        assert self.upload is not None and self.session is not None
         self.upload.extend(data[: self.upload_size - len(self.upload)])
         if len(self.upload) < self.upload_size:
             return
         raw, self.upload = bytes(self.upload), None
+        room = self.limits.max_pending_seconds - self.session.queue.seconds()
         try:
-            audio = await asyncio.to_thread(load_audio, io.BytesIO(raw), SAMPLE_RATE, "upload")
+            audio = await asyncio.to_thread(load_audio, io.BytesIO(raw), SAMPLE_RATE, "upload", room)
+        except AudioTooLong as err:
+            return await self.error("too_long", f"{err} (audio waiting to be generated is capped at "
+                                                f"{self.limits.max_pending_seconds:g} s); upload refused")
         except ValueError as err:
             return await self.error("bad_upload", str(err))
+        finally:
+            del raw
         await self._feed(audio)
         self.ended = True
         self.wake.set()
@@ -213,58 +358,98 @@ class Connection:
     async def _feed(self, samples: np.ndarray) -> None:
         assert self.session is not None
         if self.session.queue.seconds() + len(samples) / SAMPLE_RATE > self.limits.max_pending_seconds:
-            return await self.error("backpressure", f"more than {self.limits.max_pending_seconds:g} s of audio waiting; dropped")
+            return await self.error("backpressure", f"more than {self.limits.max_pending_seconds:g} s of audio waiting "
+                                                    f"(the cap); dropped")
         self.session.feed(samples)
         self.wake.set()
 
     # ------------------------------------------------------------------------------ output
-    async def _work(self) -> None:
-        lock = self.server.generate_lock
-        assert lock is not None
+    async def _generate(self) -> None:
+        """Generate chunks as audio arrives (in a generation thread, batched with other sessions)."""
         while True:
             await self.wake.wait()
             self.wake.clear()
             flush = False
             while self.session is not None:
                 flush = self.ended
-                async with lock:  # shielded: a disconnect waits for the chunk in flight instead of orphaning it
-                    self.inflight = asyncio.ensure_future(asyncio.to_thread(self._next_chunk, flush))
+                # shielded: a disconnect waits for the chunk in flight instead of orphaning it
+                self.inflight = asyncio.get_running_loop().run_in_executor(self.server.generation, self._next_chunk, flush)
+                try:
                     chunk = await asyncio.shield(self.inflight)
+                except Exception as err:             # e.g. NonFiniteOutput: stop the stream with the reason
+                    raise _Closing(WSCloseCode.INTERNAL_ERROR, "generation_failed", str(err)) from err
+                finally:
+                    self.inflight = None
                 if chunk is None:
                     if flush or not self.ended:
                         break
-                    continue                      # "end" arrived meanwhile: once more, flushing
-                await self._send(chunk)
+                    continue                         # "end" arrived meanwhile: once more, flushing
+                self.last_activity = time.monotonic()
+                await self.outbox.put(chunk)         # waits while the sender is `queued_chunks` behind
             if flush and self.session is not None:
-                await self.ws.send_json({"type": "done", "stats": self.session.stats.summary()})
+                await self.outbox.put(None)
                 return
 
     def _next_chunk(self, flush: bool) -> Chunk | None:
-        return next(self.session.chunks(flush=flush), None) if self.session is not None else None
+        session = self.session
+        if session is None:
+            return None
+        with self.server.batcher.generating():
+            return next(session.chunks(flush=flush), None)
 
-    async def _send(self, chunk: Chunk) -> None:
-        started = time.perf_counter()
-        media = await asyncio.to_thread(self.encoder.encode, chunk.frames)
-        chunk.timings["output_encode"] = time.perf_counter() - started
-        if not self.sent_init and self.encoder.init:
-            await self.ws.send_bytes(self.encoder.init)
-            self.sent_init = True
-        await self.ws.send_bytes(media)
-        stats = self.session.stats
-        await self.ws.send_json({
-            "type": "chunk", "index": chunk.index, "frames": len(chunk.frames),
-            "latency_ms": round(stats.chunk_latency[-1] * 1000, 1),
-            "first_frame_ms": None if stats.first_frame is None else round(stats.first_frame * 1000, 1),
-            "fps": round(stats.fps, 2), "timings_ms": {k: round(v * 1000, 1) for k, v in chunk.timings.items()}})
+    async def _send(self) -> None:
+        """Encode each chunk on an encoder thread (beside the next chunk's generation) and send it."""
+        loop = asyncio.get_running_loop()
+        while (chunk := await self.outbox.get()) is not None:
+            started = time.perf_counter()
+            media = await loop.run_in_executor(self.server.encoding, self.encoder.encode, chunk.frames)
+            chunk.timings["output_encode"] = time.perf_counter() - started
+            stats = self.session.stats if self.session is not None else None
+            if stats is None:
+                return
+            stats.stages["output_encode"] = stats.stages.get("output_encode", 0.0) + chunk.timings["output_encode"]
+            if self.encoder.init is not None and self.encoder.frames == len(chunk.frames):
+                await self._send_within(self.ws.send_bytes(self.encoder.init))
+            await self._send_within(self.ws.send_bytes(media))
+            await self._send_within(self.ws.send_json({
+                "type": "chunk", "index": chunk.index, "frames": len(chunk.frames),
+                "latency_ms": round(stats.chunk_latency[chunk.index] * 1000, 1),
+                "first_frame_ms": None if stats.first_frame is None else round(stats.first_frame * 1000, 1),
+                "fps": round(stats.fps, 2), "timings_ms": {k: round(v * 1000, 1) for k, v in chunk.timings.items()}}))
+        if self.session is not None:
+            await self._send_within(self.ws.send_json({"type": "done", "stats": self.session.stats.summary()}))
+            await self._close(_Closing(WSCloseCode.OK, "done", "stream done"))
+
+    async def _send_within(self, sending) -> None:
+        """Send, or end the session when the client has not taken the data within `send_timeout_seconds`."""
+        if not await _within(sending, self.limits.send_timeout_seconds):
+            raise _Closing(WSCloseCode.POLICY_VIOLATION, "slow_client", f"the client took no video for "
+                           f"{self.limits.send_timeout_seconds:g} s; session closed")
+
+
+async def _within(operation, seconds: float) -> bool:
+    """Await `operation` for at most `seconds`: True when it finished (its error is raised), False (cancelled) if not."""
+    task = asyncio.ensure_future(operation)
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if not done:
+        task.cancel()
+        return False
+    if task.cancelled():        # aiohttp shares one drain waiter: cancelling a stuck send cancels the next one too
+        return False
+    task.result()
+    return True
 
 
 def serve(engine: FlashHeadEngine, reference: Reference, host: str = "127.0.0.1", port: int = 8765,
-          limits: ServerLimits = ServerLimits()) -> None:
+          limits: ServerLimits = ServerLimits(), access: Access | None = None) -> None:
     """Run the server until interrupted."""
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"warning: serving on {host}, reachable from other machines; the server has no authentication")
-    server = StreamServer(engine, reference, limits)
-    print(f"vividhead stream: open http://{host}:{port}/ ({engine.model.config.preset} on {engine.device})", flush=True)
+    access = access or access_policy(host)
+    if not access.loopback:
+        print(f"vividhead stream: serving on {host}, reachable from other machines; every request needs the token "
+              f"below (keep the URL private; plain HTTP, use a TLS proxy across untrusted networks)")
+    server = StreamServer(engine, reference, limits, access)
+    print(f"vividhead stream: open {page_url(host, port, access)} ({engine.model.config.preset} on {engine.device})",
+          flush=True)
     web.run_app(server.app(), host=host, port=port, print=None)
 
 
@@ -272,8 +457,6 @@ class BackgroundServer:
     """The server on its own event loop in a daemon thread (for embedding in an app, and for tests)."""
 
     def __init__(self, server: StreamServer, host: str = "127.0.0.1", port: int = 0) -> None:
-        import threading
-
         self.server, self.host = server, host
         self.loop = asyncio.new_event_loop()
         self.started = threading.Event()
@@ -295,7 +478,9 @@ class BackgroundServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        """The base URL (loopback when bound to every address), without the token."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+        return page_url(host, self.port, Access()).rstrip("/")
 
     def stop(self) -> None:
         asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(30)

@@ -52,8 +52,18 @@ def frames_for_samples(n_samples: int) -> int:
     return math.ceil(n_samples / SAMPLES_PER_FRAME)
 
 
-def load_audio(path: Path | BinaryIO, sample_rate: int = SAMPLE_RATE, name: str | None = None) -> np.ndarray:
-    """Decode any audio (or the audio stream of a video), a path or a binary file object, to float32 mono."""
+class AudioTooLong(ValueError):
+    """The audio holds more than the caller's cap (the message says the cap)."""
+
+
+def load_audio(path: Path | BinaryIO, sample_rate: int = SAMPLE_RATE, name: str | None = None,
+               max_seconds: float | None = None) -> np.ndarray:
+    """Decode any audio (or the audio stream of a video), a path or a binary file object, to float32 mono.
+
+    With `max_seconds`, the container's declared duration is checked first and decoding is incremental: it
+    stops as soon as the output passes the cap (raising AudioTooLong), so memory stays bounded by the cap
+    whatever the file claims or holds.
+    """
     import av
 
     if isinstance(path, (str, Path)):
@@ -61,7 +71,9 @@ def load_audio(path: Path | BinaryIO, sample_rate: int = SAMPLE_RATE, name: str 
         if not path.is_file():
             raise FileNotFoundError(f"audio file not found: {path}")
     source, path = (str(path), path) if isinstance(path, Path) else (path, name or "uploaded audio")
+    limit = None if max_seconds is None else int(max_seconds * sample_rate)
     chunks: list[np.ndarray] = []
+    total = 0
     try:
         container = av.open(source)
     except av.FFmpegError as err:
@@ -69,10 +81,20 @@ def load_audio(path: Path | BinaryIO, sample_rate: int = SAMPLE_RATE, name: str 
     with container:
         if not container.streams.audio:
             raise ValueError(f"{path}: no audio stream")
+        stream = container.streams.audio[0]
+        declared = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
+        if max_seconds is not None and declared is not None and declared > max_seconds:
+            raise AudioTooLong(f"{path}: {declared:.0f} s of audio; the cap is {max_seconds:g} s")
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
-        for frame in container.decode(audio=0):
-            for out in resampler.resample(frame):
-                chunks.append(out.to_ndarray().reshape(-1))
+        try:
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray().reshape(-1))
+                    total += len(chunks[-1])
+                if limit is not None and total > limit:
+                    raise AudioTooLong(f"{path}: more than {max_seconds:g} s of audio (the cap); decoding stopped there")
+        except av.FFmpegError as err:
+            raise ValueError(f"{path}: the audio stream does not decode ({err})") from err
         for out in resampler.resample(None):
             chunks.append(out.to_ndarray().reshape(-1))
     if not chunks:

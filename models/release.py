@@ -4,16 +4,20 @@ A model folder holds `config.json` + `diffusion_pytorch_model.safetensors` (or a
 `diffusion_pytorch_model.safetensors.index.json`), exactly like the authors' `Model_Lite/` and
 `Model_Pro/`. `vividhead train` writes the same layout; its config.json carries `"preset"` so the
 loader knows a tiny checkpoint uses the space-to-depth codec. Every key and shape must match:
-an error names the first offending keys.
+an error names the first offending keys. A truncated or corrupt safetensors file is refused with an error
+that names the file and what is wrong with it, and a checkpoint holding NaN or infinite weights is refused
+at load with the offending tensors named (it would otherwise stream a black video).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import struct
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from vividhead.models.flashhead import FlashHeadConfig, FlashHeadDiT
@@ -71,14 +75,65 @@ def read_config(folder: Path) -> FlashHeadConfig:
 def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
     folder = Path(folder)
     if (folder / WEIGHTS_NAME).is_file():
-        return load_file(str(folder / WEIGHTS_NAME))
+        return read_safetensors(folder / WEIGHTS_NAME)
     if (folder / INDEX_NAME).is_file():
-        index = json.loads((folder / INDEX_NAME).read_text())
+        try:
+            shards = sorted(set(json.loads((folder / INDEX_NAME).read_text())["weight_map"].values()))
+        except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
+            raise CheckpointError(f"{folder / INDEX_NAME}: not a readable shard index ({err!r})") from err
         state: dict[str, torch.Tensor] = {}
-        for shard in sorted(set(index["weight_map"].values())):
-            state.update(load_file(str(folder / shard)))
+        for shard in shards:
+            state.update(read_safetensors(folder / shard))
         return state
     raise FileNotFoundError(f"{folder}: neither {WEIGHTS_NAME} nor {INDEX_NAME}")
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """All tensors of one safetensors file; a truncated or corrupt file raises CheckpointError naming it."""
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{path}: {safetensors_problem(Path(path)) or 'unreadable safetensors file'} ({err})") from err
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """What is wrong with a safetensors file, in words: its layout is an 8-byte header length, a JSON header
+    giving each tensor's byte range, then the tensor data."""
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        prefix = handle.read(8)
+        if len(prefix) < 8:
+            return f"truncated: {size} bytes, too short for the 8-byte header length"
+        (header_len,) = struct.unpack("<Q", prefix)
+        if header_len > size - 8:
+            return (f"truncated or not a safetensors file: the header length field says {header_len} bytes, "
+                    f"the file has {size - 8} after it")
+        try:
+            header = json.loads(handle.read(header_len))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            return f"corrupt: the {header_len}-byte header is not valid JSON ({err})"
+    try:
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    except (TypeError, KeyError, IndexError, ValueError, AttributeError):
+        return "corrupt: the header does not give every tensor's data_offsets"
+    data = size - 8 - header_len
+    if end > data:
+        return f"truncated: the header declares {end} bytes of tensor data, the file holds {data} ({data / end:.1%})"
+    if end < data:
+        return f"corrupt: {data - end} bytes after the last tensor's data"
+    return None
+
+
+def check_finite(state: dict[str, torch.Tensor], where: Path) -> None:
+    """Raise CheckpointError naming the floating-point tensors that hold NaN or infinite values."""
+    bad = []
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            nan, inf = int(torch.isnan(tensor).sum()), int(torch.isinf(tensor).sum())
+            bad.append(f"{name} ({nan} NaN, {inf} infinite of {tensor.numel()})")
+    if bad:
+        raise CheckpointError(f"{where}: non-finite weights in {len(bad)} tensor(s): {'; '.join(bad[:8])}"
+                              + (" ..." if len(bad) > 8 else ""))
 
 
 def check_state_dict(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], where: Path) -> None:
@@ -107,6 +162,7 @@ def load_release(folder: Path, *, device: str | torch.device = "cpu", dtype: tor
         model = FlashHeadDiT(config)
     state = read_state_dict(folder)
     check_state_dict(model.state_dict(), state, folder / WEIGHTS_NAME)
+    check_finite(state, folder / WEIGHTS_NAME)
     if dtype is not None:
         state = {k: v.to(dtype) for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)

@@ -23,6 +23,8 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 
+from vividhead.models.release import check_finite
+
 
 class VideoCodec(Protocol):
     latent_channels: int
@@ -117,7 +119,7 @@ def load_ltx(folder: Path, device: str | torch.device = "cpu", dtype: torch.dtyp
     stats = folder / "per_channel_statistics.json"
     if stats.is_file():
         mean, std = _read_ltx_statistics(stats, vae.config.latent_channels)
-    return DiffusersVideoCodec(_place(vae, device, dtype), mean, std, int(vae.temporal_compression_ratio))
+    return DiffusersVideoCodec(_place(vae, device, dtype, folder), mean, std, int(vae.temporal_compression_ratio))
 
 
 def _read_ltx_statistics(path: Path, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -215,10 +217,12 @@ def load_wan(path: Path, device: str | torch.device = "cpu", dtype: torch.dtype 
         raise FileNotFoundError(f"{path}: no Wan VAE (expected VAE_Wan/Wan2.1_VAE.pth)")
     mean = torch.tensor(vae.config.latents_mean, dtype=torch.float32)
     std = torch.tensor(vae.config.latents_std, dtype=torch.float32)
-    return DiffusersVideoCodec(_place(vae, device, dtype), mean, std, 2 ** sum(vae.config.temperal_downsample))
+    return DiffusersVideoCodec(_place(vae, device, dtype, path), mean, std, 2 ** sum(vae.config.temperal_downsample))
 
 
-def _place(vae: torch.nn.Module, device: str | torch.device, dtype: torch.dtype) -> torch.nn.Module:
+def _place(vae: torch.nn.Module, device: str | torch.device, dtype: torch.dtype, source: Path) -> torch.nn.Module:
+    """The loaded VAE on its device and dtype, after refusing non-finite weights (naming the tensors)."""
+    check_finite(vae.state_dict(), source)
     vae = vae.to(device)
     return vae if dtype == torch.float32 else vae.to(dtype=dtype)
 

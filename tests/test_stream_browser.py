@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from stream_fixtures import face_like_image, tiny_engine, write_wav
-from vividhead.inference.server import BackgroundServer, StreamServer
+from vividhead.inference.server import BackgroundServer, StreamServer, access_policy
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # tiny models on a shared 2-core CPU
 
@@ -17,16 +17,19 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "-
 
 
 @pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason=f"Debian chromium not installed at {CHROMIUM}")
-def test_page_plays_streamed_frames(tmp_path):
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"], ids=["loopback", "all-addresses-with-token"])
+def test_page_plays_streamed_frames(tmp_path, host):
+    """The page streams on loopback, and off loopback from the printed URL (the token travels to the WebSocket)."""
     playwright = pytest.importorskip("playwright.sync_api")
     engine = tiny_engine(tmp_path / "ckpt")
-    server = BackgroundServer(StreamServer(engine, engine.reference(face_like_image())))
+    access = access_policy(host)
+    server = BackgroundServer(StreamServer(engine, engine.reference(face_like_image()), access=access), host=host)
     wav = write_wav(tmp_path / "speech.wav", 2.0)
     try:
         with playwright.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
             page = browser.new_page()
-            page.goto(server.url + "/")
+            page.goto(server.url + "/" + (f"?token={access.token}" if access.token else ""))
             page.set_input_files("#file", str(wav))
             page.click("#upload")
             page.wait_for_function("window.vividhead.done && window.vividhead.framesShown > 0", timeout=90_000)

@@ -34,12 +34,14 @@ class Player {
 
 class Stream {
   constructor() {
-    this.ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
+    const token = new URLSearchParams(location.search).get("token");   // required when served off loopback
+    const query = token ? `?token=${encodeURIComponent(token)}` : "";
+    this.ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws${query}`);
     this.ws.binaryType = "arraybuffer";
     this.started = performance.now();
     this.opened = new Promise((resolve) => { this.onReady = resolve; });
     this.ws.onmessage = (event) => this.receive(event.data);
-    this.ws.onclose = () => setStatus(state.done ? "done" : "closed");
+    this.ws.onclose = (event) => setStatus(state.done ? "done" : `closed${event.reason ? ` (${event.reason})` : ""}`);
   }
   receive(data) {
     if (data instanceof ArrayBuffer) { this.player.append(data); return; }

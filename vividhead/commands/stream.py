@@ -18,8 +18,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audio", type=Path, help="driving speech (any format ffmpeg reads); not needed with --serve")
     parser.add_argument("--out", help="output MP4 path, or '-' for raw rgb24 frames on stdout")
     parser.add_argument("--serve", action="store_true", help="run the local WebSocket server and browser page")
-    parser.add_argument("--host", default="127.0.0.1", help="server address (default: local only)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="server address (default: local only; any other address requires a token)")
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                        help="also accept WebSocket connections from pages of this origin (e.g. https://app.example); "
+                             "repeatable. By default only the server's own page may connect")
+    parser.add_argument("--token", help="access token required off loopback (default: a random one, printed in the page URL)")
+    parser.add_argument("--idle-timeout", type=float, default=30.0, metavar="SECONDS",
+                        help="close a session that sends no audio for this long (default 30)")
+    parser.add_argument("--max-sessions", type=int, default=4, help="concurrent sessions (default 4)")
     parser.add_argument("--stats", action="store_true", help="print per-chunk latency, first-frame latency and FPS")
     parser.add_argument("--no-crop", dest="crop", action="store_false", help="use the image as is (centre square), no face crop")
     parser.add_argument("--color-correction", action="store_true", help="match each chunk's colours to the reference")
@@ -53,14 +61,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"vividhead stream: {err}", file=sys.stderr)
         return 2
     if args.serve:
-        from vividhead.inference.server import ServerLimits, serve
+        from vividhead.inference.server import ServerLimits, access_policy, serve
 
-        serve(engine, reference, host=args.host, port=args.port, limits=ServerLimits())
+        access = access_policy(args.host, token=args.token, allow_origins=args.allow_origin)
+        limits = ServerLimits(idle_seconds=args.idle_timeout, max_sessions=args.max_sessions)
+        serve(engine, reference, host=args.host, port=args.port, limits=limits, access=access)
         return 0
     return _stream_file(engine, reference, args)
 
 
 def _stream_file(engine, reference, args: argparse.Namespace) -> int:
+    from vividhead.inference.engine import NonFiniteOutput
     from vividhead.inference.sinks import Mp4Sink, NullSink, RawSink, stream_to_sink
     from vividhead.models.audio_features import load_audio
 
@@ -85,11 +96,21 @@ def _stream_file(engine, reference, args: argparse.Namespace) -> int:
               f"(then {g.new_frames} new), {engine.options.steps} steps", file=sys.stderr)
     def report(chunk) -> None:
         stages = ", ".join(f"{name} {seconds * 1000:.0f}" for name, seconds in chunk.timings.items())
-        print(f"chunk {chunk.index}: {len(chunk.frames)} frames in {session.stats.chunk_latency[-1] * 1000:.0f} ms "
-              f"({stages} ms)", file=sys.stderr, flush=True)
+        print(f"chunk {chunk.index}: {len(chunk.frames)} frames in {session.stats.chunk_latency[chunk.index] * 1000:.0f} ms "
+              f"({stages} ms; encoding {chunk.timings['output_encode'] * 1000 / max(len(chunk.frames), 1):.1f} ms/frame, "
+              f"beside generation)", file=sys.stderr, flush=True)
 
     show = args.stats and engine.is_main
-    stream_to_sink(session, audio, sink, piece_seconds=g.chunk_seconds, on_chunk=report if show else None)
+    try:
+        stream_to_sink(session, audio, sink, piece_seconds=g.chunk_seconds, on_chunk=report if show else None)
+    except NonFiniteOutput as err:
+        if args.out != "-":
+            Path(args.out).unlink(missing_ok=True)
+        print(f"vividhead stream: {err}; no output written (check the checkpoint)", file=sys.stderr)
+        return 1
     if show:
-        print(json.dumps(session.stats.summary()), file=sys.stderr)
+        summary = session.stats.summary()
+        encode = session.stats.stages.get("output_encode", 0.0)
+        summary["output_encode_ms_per_frame"] = round(encode * 1000 / max(session.stats.frames, 1), 2)
+        print(json.dumps(summary), file=sys.stderr)
     return 0
