@@ -4,12 +4,20 @@
     python benchmarks/stream_bench.py --variant lite --random  # lite-shaped random weights (1.3B DiT, LTX VAE, wav2vec2-base)
     python benchmarks/stream_bench.py --variant pro --random --dit-step   # one 1.3B DiT step only (CPU-friendly)
     python benchmarks/stream_bench.py --variant lite --weights DIR --wav2vec DIR   # released or trained weights
+    python benchmarks/stream_bench.py --sessions 1 2 4        # concurrent sessions sharing the model (batched)
 
 Stages per chunk: audio encode (8 s window + audio projection), DiT steps, VAE decode, motion re-encode and
 output encode (H.264 fMP4, the server's path). FPS = emitted frames / (generation + output encode) time.
 The timing is `vividhead.evaluation.fps.time_engine`, the function `vividhead eval` reports FPS with, so both
 give the same figure: the `--warmup` chunks (cold start) are printed but left out of it.
 FLOPs are counted with torch's FlopCounterMode on the meta device (no weights, no compute).
+
+`--sessions N [N ...]` runs N concurrent sessions the way the server does: each generates in its own thread
+through one `Batcher` (inference/batcher.py: the sessions' DiT and VAE calls run batched) and encodes its
+fMP4 segments on its own encoder thread beside generation. It prints aggregate FPS (all sessions' frames /
+wall time), per-session chunk latency, the encode cost per frame, and the share of time outside the DiT and
+VAE: per chunk, 1 - (DiT + VAE decode + motion encode) / chunk latency; and over the run, 1 - that sum /
+(sessions x wall time), which also counts what the encoder threads take from generation.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -25,8 +34,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from vividhead.evaluation.fps import STAGES, ChunkTiming, EngineTiming, time_engine  # noqa: E402
-from vividhead.inference.engine import EngineOptions, FlashHeadEngine, choose_device  # noqa: E402
+import numpy as np  # noqa: E402
+
+from vividhead.evaluation.fps import STAGES, ChunkTiming, EngineTiming, time_engine, timing_audio  # noqa: E402
+from vividhead.inference.batcher import Batcher  # noqa: E402
+from vividhead.inference.engine import Chunk, EngineOptions, FlashHeadEngine, choose_device  # noqa: E402
+from vividhead.inference.sinks import FragmentEncoder, ThreadedSink  # noqa: E402
 from vividhead.models.audio_features import LogMelEncoder, Wav2Vec2Encoder  # noqa: E402
 from vividhead.models.flashhead import GEOMETRY, FlashHeadConfig, FlashHeadDiT  # noqa: E402
 from vividhead.models.vae import DiffusersVideoCodec, SpaceToDepthCodec  # noqa: E402
@@ -146,6 +159,88 @@ def run_chunks(engine: FlashHeadEngine, chunks: int, warmup: int = 1) -> EngineT
     return timing
 
 
+MODEL_STAGES = ("dit", "vae_decode", "motion_encode")
+
+
+class _FragmentSink:
+    """The server's output path as a sink: each chunk becomes an H.264 fMP4 segment."""
+
+    def __init__(self, engine: FlashHeadEngine) -> None:
+        self.encoder = FragmentEncoder(engine.geometry.size, engine.geometry.fps)
+
+    def write(self, chunk: Chunk) -> None:
+        self.encoder.encode(chunk.frames)
+
+    def close(self) -> None:
+        pass
+
+
+def _session_run(engine, batcher: Batcher, reference, seed: int, chunks: int, out: list[Chunk]) -> None:
+    """One session as the server runs it: generation in this thread (batched), encoding on a ThreadedSink."""
+    g = engine.geometry
+    session = engine.session(reference, seed=seed)
+    session.feed(timing_audio((g.frames + (chunks - 1) * g.new_frames) / g.fps))
+    writer = ThreadedSink(_FragmentSink(engine), on_written=out.append)
+    stream = session.chunks(flush=True)
+    while True:
+        with batcher.generating():
+            chunk = next(stream, None)
+        if chunk is None:
+            break
+        chunk.timings["latency"] = session.stats.chunk_latency[-1]
+        writer.write(chunk)
+    writer.close()
+
+
+def run_sessions(engine: FlashHeadEngine, sessions: int, chunks: int) -> dict[str, float]:
+    """`sessions` concurrent sessions of `chunks` chunks each (after a warm-up round); their figures."""
+    batcher = Batcher()
+    shared = batcher.engine(engine)
+    reference = engine.reference(np.full((engine.geometry.size, engine.geometry.size, 3), 128, np.uint8))
+
+    def round_of(n_chunks: int) -> tuple[float, list[list[Chunk]]]:
+        done: list[list[Chunk]] = [[] for _ in range(sessions)]
+        threads = [threading.Thread(target=_session_run, args=(shared, batcher, reference, i, n_chunks, done[i]))
+                   for i in range(sessions)]
+        start = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return time.perf_counter() - start, done
+
+    round_of(1)                                                  # warm-up: allocation, first batched shapes
+    batcher.stats.calls.clear(), batcher.stats.rows.clear()
+    wall, done = round_of(chunks)
+    batcher.close()
+    every = [c for session in done for c in session]
+    frames = sum(len(c.frames) for c in every)
+    latency = np.array([c.timings["latency"] for c in every])
+    model = np.array([sum(c.timings.get(s, 0.0) for s in MODEL_STAGES) for c in every])
+    encode = sum(c.timings["output_encode"] for c in every)
+    audio = np.array([c.timings.get("audio_encode", 0.0) for c in every])
+    return {"sessions": sessions, "fps": frames / wall, "wall_s": wall, "frames": frames,
+            "audio_share": float(np.mean(audio / latency)),
+            "latency_mean_ms": 1000 * float(latency.mean()), "latency_max_ms": 1000 * float(latency.max()),
+            "outside_chunk_mean": float(np.mean(1 - model / latency)), "outside_chunk_max": float(np.max(1 - model / latency)),
+            "outside_run": 1 - float(model.sum()) / (sessions * wall), "encode_ms_per_frame": 1000 * encode / frames,
+            "dit_batch": batcher.stats.mean_batch("dit"), "vae_batch": batcher.stats.mean_batch("vae_decode"),
+            **{f"{s}_ms": 1000 * float(np.mean([c.timings.get(s, 0.0) for c in every])) for s in STAGES if s != "output_encode"}}
+
+
+def print_sessions(engine: FlashHeadEngine, counts: list[int], chunks: int) -> None:
+    print(f"\nconcurrent sessions, {chunks} chunks each (after a warm-up round), batched DiT/VAE, encoding beside generation:")
+    print(f"{'sessions':>8} {'agg FPS':>8} {'lat mean':>9} {'lat max':>8} {'DiT batch':>9} {'encode':>12} "
+          f"{'outside DiT+VAE per chunk (audio enc.)':>40} {'over the run':>13}   stage means (ms)")
+    for n in counts:
+        r = run_sessions(engine, n, chunks)
+        stages = ", ".join(f"{s} {r[s + '_ms']:.0f}" for s in STAGES if s != "output_encode")
+        print(f"{n:>8} {r['fps']:>8.1f} {r['latency_mean_ms']:>7.0f}ms {r['latency_max_ms']:>6.0f}ms {r['dit_batch']:>9.2f} "
+              f"{r['encode_ms_per_frame']:>6.2f}ms/fr {100 * r['outside_chunk_mean']:>12.1f}% (max {100 * r['outside_chunk_max']:4.1f}%, "
+              f"{100 * r['audio_share']:4.1f}%) "
+              f"{100 * r['outside_run']:>12.1f}%   {stages}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variant", choices=("tiny", "lite", "pro"), default="tiny")
@@ -159,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--sessions", type=int, nargs="+", metavar="N",
+                        help="concurrent sessions sharing the model, e.g. 1 2 4 (skips the single-session table)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -184,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.dit_step:
         time_dit_step(engine)                          # warm-up
         print(f"one DiT step: {time_dit_step(engine) * 1000:.0f} ms")
+        return 0
+    if args.sessions:
+        print_sessions(engine, args.sessions, args.chunks)
         return 0
     run_chunks(engine, args.chunks, args.warmup)
     return 0

@@ -160,7 +160,7 @@ class StreamServer:
         app.router.add_get("/ws", self.websocket)
         app.router.add_get("/api/health", self.health)
         app.router.add_static("/static/", STATIC)
-        app.on_cleanup.append(self._close)
+        app.on_cleanup.append(self._cleanup)
         return app
 
     @web.middleware
@@ -170,7 +170,7 @@ class StreamServer:
             raise web.HTTPForbidden(text=reason + "\n")
         return await handler(request)
 
-    async def _close(self, _app: web.Application) -> None:
+    async def _cleanup(self, _app: web.Application) -> None:
         self.batcher.close()
         self.generation.shutdown(wait=False, cancel_futures=True)
         self.encoding.shutdown(wait=False, cancel_futures=True)
@@ -246,7 +246,6 @@ class Connection:
             await body
         except _Closing as closing:
             await self._close(closing)
-
 
     async def _watch(self) -> None:
         """Close the session once it has had no audio, and nothing to generate or send, for `idle_seconds`."""
@@ -375,11 +374,11 @@ class Connection:
                 # shielded: a disconnect waits for the chunk in flight instead of orphaning it
                 self.inflight = asyncio.get_running_loop().run_in_executor(self.server.generation, self._next_chunk, flush)
                 try:
-                    chunk = await asyncio.shield(self.inflight)
+                    chunk = await asyncio.shield(self.inflight)   # on cancel, shutdown() waits for it
                 except Exception as err:             # e.g. NonFiniteOutput: stop the stream with the reason
-                    raise _Closing(WSCloseCode.INTERNAL_ERROR, "generation_failed", str(err)) from err
-                finally:
                     self.inflight = None
+                    raise _Closing(WSCloseCode.INTERNAL_ERROR, "generation_failed", str(err)) from err
+                self.inflight = None
                 if chunk is None:
                     if flush or not self.ended:
                         break

@@ -141,14 +141,19 @@ def test_message_rate_is_bounded(engine):
     assert codes == ["rate_limited"] * 7 and after == "unknown_type"
 
 
+async def _fill(http: aiohttp.ClientSession, url: str, slots: int) -> tuple[list, dict]:
+    """Open every slot, then one more: the open sockets and the extra one's reply."""
+    sockets = [await http.ws_connect(f"{url}/ws") for _ in range(slots)]
+    for ws in sockets:
+        assert (await ws.receive_json())["type"] == "ready"
+    extra = await http.ws_connect(f"{url}/ws")
+    return sockets, await extra.receive_json()
+
+
 def test_server_refuses_sessions_over_the_limit(server):
     async def many():
         async with aiohttp.ClientSession() as http:
-            sockets = [await http.ws_connect(f"{server.url}/ws") for _ in range(3)]
-            for ws in sockets:
-                assert (await ws.receive_json())["type"] == "ready"
-            extra = await http.ws_connect(f"{server.url}/ws")
-            refused = await extra.receive_json()
+            sockets, refused = await _fill(http, server.url, 3)
             for ws in sockets:
                 await ws.close()
             return refused
@@ -275,11 +280,8 @@ def test_idle_connections_are_closed_and_their_slots_freed(engine, server):
 
     async def hold_idle():
         async with aiohttp.ClientSession() as http:
-            sockets = [await http.ws_connect(f"{background.url}/ws") for _ in range(2)]
-            for ws in sockets:
-                assert (await ws.receive_json())["type"] == "ready"
-            extra = await http.ws_connect(f"{background.url}/ws")
-            busy = (await extra.receive_json())["code"]
+            sockets, refused = await _fill(http, background.url, 2)
+            busy = refused["code"]
             started = time.monotonic()
             closed = []
             for ws in sockets:                                              # they only wait; they send nothing
