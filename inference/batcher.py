@@ -4,7 +4,9 @@ Each session keeps generating in its own thread through the unchanged engine cod
 with its own audio cache, motion latents and noise generator. `Batcher.engine(engine)` gives a view of the
 engine whose `denoiser` and `codec` are proxies: a call from a session thread is queued, and one executor
 thread runs every queued call of the same function and shapes as ONE call with the rows concatenated on the
-batch dimension, then hands each session its rows. Calls whose shapes differ run as separate batches.
+batch dimension, then hands each session its rows. Calls whose shapes or options differ run as separate
+batches (a call given its own `torch.Generator`, such as an LTX posterior sample, is never merged with
+another session's).
 
 The executor gathers: after the first call of a round it waits until every session that is inside a chunk
 (`Batcher.generating`) has queued a call, or `gather_s` has passed, so sessions that start a chunk together
@@ -183,8 +185,8 @@ class _BatchedCodec:
     def __init__(self, batcher: Batcher, codec: Any) -> None:
         self._batcher, self._codec = batcher, codec
 
-    def encode(self, video: torch.Tensor) -> torch.Tensor:
-        return self._batcher.call("vae_encode", self._codec.encode, video)
+    def encode(self, video: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        return self._batcher.call("vae_encode", self._codec.encode, video, **kwargs)
 
     def decode(self, latent: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         return self._batcher.call("vae_decode", self._codec.decode, latent, **kwargs)
