@@ -69,5 +69,5 @@ def test_check_weights_prints_each_stage_reason(tmp_path) -> None:
     config.write_text(f"weights:\n  syncnet: {str(tmp_path / 'absent.model')!r}\n", encoding="utf-8")
     lines = {line.split()[0]: line for line in run_vividhead("build", "--check-weights", "--config", config).stdout.splitlines()}
     assert "silero-vad" in lines["speech"]
-    assert "absent.model" in lines["sync"] and "mouth-opening proxy" in lines["sync"]
+    assert "absent.model" in lines["sync"] and "weight-free lip-sync check" in lines["sync"]
     assert "disabled" not in lines["occlusion"] and "mediapipe hands" in lines["occlusion"]
