@@ -13,7 +13,6 @@ source-hours per CPU-core-hour.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import shutil
@@ -23,14 +22,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import av
 import numpy as np
 import pyarrow.parquet as pq
 
-from vividhead.config import BuildConfig, SourcesFile, load_yaml_model
+from vividhead.config import BuildConfig, SourcesFile
+from vividhead.configfile import load_yaml_model
+from vividhead import media
 from vividhead.media import ClipEncoder
 from vividhead.pipelines.sources import expand_sources
-from vividhead.shards import read_shard
+from vividhead.shards import iter_samples
 
 
 def decode_pass_seconds(paths: list[Path], config: BuildConfig, work: Path) -> tuple[float, float]:
@@ -54,14 +54,11 @@ def decode_pass_seconds(paths: list[Path], config: BuildConfig, work: Path) -> t
 
 def decode_seconds(paths: list[Path]) -> tuple[float, float, float]:
     """Wall and CPU time to decode every source to RGB once, and the total source duration."""
-    start, cpu, duration = time.perf_counter(), time.process_time(), 0.0
+    duration = sum(media.probe(path).duration for path in paths)
+    start, cpu = time.perf_counter(), time.process_time()
     for path in paths:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            for frame in container.decode(stream):
-                frame.to_ndarray(format="rgb24")
-            duration += float(stream.duration * stream.time_base) if stream.duration else container.duration / 1e6
+        for _ in media.frames(path):
+            pass
     return time.perf_counter() - start, time.process_time() - cpu, duration
 
 
@@ -69,9 +66,8 @@ def encode_seconds(out: Path, config: BuildConfig) -> tuple[float, float, int]:
     """Wall and CPU time to x264-encode the kept clips' frames (decoded beforehand) at the build's settings."""
     clips = []
     for shard in sorted((out / "shards").glob("*.tar")):
-        for _, files in read_shard(shard):
-            with av.open(io.BytesIO(files["mp4"])) as container:
-                clips.append([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+        for sample in iter_samples(shard):
+            clips.append([frame.image for frame in media.frames(sample.files["mp4"])])
     enc = config.encode
     start, cpu = time.perf_counter(), time.process_time()
     with tempfile.TemporaryDirectory() as tmp:

@@ -8,13 +8,13 @@ When the source can not be read, the caller gets the reason instead of frames.
 from __future__ import annotations
 
 import base64
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
+
+from vividhead.media import MediaError, frames_at, probe, read_png
 
 POSITIONS = (0.1, 0.5, 0.9)     # where in a clip or range the frames are taken
 TILE = 128                      # thumbnail height in pixels
@@ -40,39 +40,19 @@ def data_uri(image_bgr: np.ndarray, height: int = TILE) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(encoded.tobytes()).decode("ascii")
 
 
-def _frames_at(container: av.container.InputContainer, times: list[float]) -> list[np.ndarray]:
-    """The first frame at or after each time (seconds), seeking to the keyframe before it."""
-    stream = container.streams.video[0]
-    stream.thread_type = "AUTO"
-    images = []
-    for target in times:
-        offset = int(target / stream.time_base) if stream.time_base else 0
-        container.seek(max(offset, 0), stream=stream, backward=True, any_frame=False)
-        chosen = None
-        for frame in container.decode(stream):
-            chosen = frame
-            if frame.time is None or frame.time >= target - 1e-3:
-                break
-        if chosen is not None:
-            images.append(chosen.to_ndarray(format="bgr24"))
-    return images
-
-
 def clip_tiles(mp4: bytes, mask_png: bytes | None = None) -> Frames:
     """Frames of a kept clip at POSITIONS, plus its first frame with the mask outline when given."""
     try:
-        with av.open(io.BytesIO(mp4)) as container:
-            stream = container.streams.video[0]
-            duration = float(stream.duration * stream.time_base) if stream.duration else 0.0
-            images = _frames_at(container, [0.0] + [duration * position for position in POSITIONS])
-    except (av.FFmpegError, IndexError, ValueError, OSError) as error:
-        return Frames(problem=f"the clip does not decode: {error}")
+        duration = probe(mp4, origin="the clip").duration
+        images = frames_at(mp4, [0.0] + [duration * position for position in POSITIONS], "bgr24", origin="the clip")
+    except MediaError as error:
+        return Frames(problem=f"the clip does not decode: {error.detail}")
     if not images:
         return Frames(problem="the clip holds no frames")
     first, rest = images[0], images[1:]
     tiles = [data_uri(image) for image in rest]
     if mask_png:
-        mask = cv2.imdecode(np.frombuffer(mask_png, np.uint8), cv2.IMREAD_GRAYSCALE)
+        mask = read_png(mask_png, grey=True)
         if mask is not None and mask.shape == first.shape[:2]:
             outlined = first.copy()
             contours, _ = cv2.findContours((mask > 127).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
@@ -92,15 +72,11 @@ def source_tiles(uri: str | None, start: float | None, end: float | None,
     if not path.is_file():
         return Frames(problem=f"the source is unavailable: {path} does not exist here")
     try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                return Frames(problem="the source has no video stream")
-            if start is None or end is None or end <= start:
-                length = float(container.duration / av.time_base) if container.duration else 0.0
-                start, end = 0.0, length
-            images = _frames_at(container, [start + (end - start) * position for position in POSITIONS])
-    except (av.FFmpegError, ValueError, OSError) as error:
-        return Frames(problem=f"the source does not decode: {error}")
+        if start is None or end is None or end <= start:
+            start, end = 0.0, probe(path).duration
+        images = frames_at(path, [start + (end - start) * position for position in POSITIONS], "bgr24")
+    except MediaError as error:
+        return Frames(problem=f"the source does not decode: {error.detail}")
     if not images:
         return Frames(problem="no frame decodes in the source's time range")
     tiles = []

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from vividhead.inspection.reader import InspectError, iter_samples
+from vividhead.inspection.reader import InspectError
+from vividhead.shards import iter_samples
 
 INFER_SAMPLES = 64
 

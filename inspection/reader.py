@@ -8,11 +8,9 @@ shards are read member by member, so memory stays bounded whatever the dataset's
 
 from __future__ import annotations
 
-import glob
 import json
-import tarfile
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +18,10 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-REQUIRED_FILES = ("mp4", "wav", "audio.npy", "mask.png", "json")
+from vividhead.paths import expand, is_glob
+from vividhead.shards import Sample, iter_samples, shard_files
+
 BATCH_ROWS = 65_536
-GLOB_CHARS = set("*?[")
 
 
 class InspectError(ValueError):
@@ -53,25 +52,12 @@ class Dataset:
         return infos
 
 
-@dataclass
-class Sample:
-    """One webdataset sample: its key and its files (extension -> bytes)."""
-
-    key: str
-    files: dict[str, bytes] = field(default_factory=dict)
-    shard: str = ""
-
-
 def _expand(argument: str) -> list[Path]:
-    if GLOB_CHARS & set(argument):
-        matches = sorted(Path(match) for match in glob.glob(argument, recursive=True))
-        if not matches:
-            raise InspectError(f"{argument}: the glob matches no file or directory")
-        return matches
-    path = Path(argument)
-    if not path.exists():
-        raise InspectError(f"{path}: no such file or directory (expected a build directory, shards or a glob)")
-    return [path]
+    matches = expand(argument)
+    if not matches:
+        raise InspectError(f"{argument}: the glob matches no file or directory" if is_glob(argument) else
+                           f"{argument}: no such file or directory (expected a build directory, shards or a glob)")
+    return matches
 
 
 def _build_manifest_files(root: Path) -> list[Path]:
@@ -79,10 +65,6 @@ def _build_manifest_files(root: Path) -> list[Path]:
     if consolidated.is_file():
         return [consolidated]
     return sorted(path for path in (root / "manifest").glob("*.parquet") if not path.name.startswith("."))
-
-
-def _tars_in(directory: Path) -> list[Path]:
-    return sorted(path for path in directory.glob("*.tar") if not path.name.startswith("."))
 
 
 def resolve(arguments: Iterable[str | Path]) -> Dataset:
@@ -99,12 +81,12 @@ def resolve(arguments: Iterable[str | Path]) -> Dataset:
                 if is_build:
                     roots.append(path)
                     manifests += _build_manifest_files(path)
-                    shards += _tars_in(path / "shards")
+                    shards += shard_files(path / "shards")
                     if (path / "build.json").is_file():
                         build_jsons.append(path / "build.json")
-                elif _tars_in(path):
+                elif shard_files(path):
                     roots.append(path)
-                    shards += _tars_in(path)
+                    shards += shard_files(path)
                 else:
                     raise InspectError(f"{path}: neither a build directory (manifest.parquet, manifest/, "
                                        "shards/) nor a directory of .tar shards")
@@ -149,40 +131,6 @@ def manifest_batches(dataset: Dataset, columns: Iterable[str] | None = None,
         yield pa.RecordBatch.from_arrays(arrays, names=wanted)
 
 
-def split_member_name(name: str) -> tuple[str, str]:
-    """`dir/KEY.ext.more` -> (`dir/KEY`, `ext.more`): webdataset's rule, keys hold no dots."""
-    directory, _, base = name.rpartition("/")
-    key, dot, extension = base.partition(".")
-    return (f"{directory}/{key}" if directory else key), (extension if dot else "")
-
-
-def iter_samples(shard: Path, wanted: set[str] | None = None) -> Iterator[Sample]:
-    """Stream one shard's samples in order; only the files in `wanted` are read (None = all).
-
-    Raises tarfile.TarError (or EOFError) on a damaged tar after yielding the samples before it.
-    """
-    current: Sample | None = None
-    with open(shard, "rb") as handle, tarfile.open(fileobj=handle, mode="r|") as archive:
-        for member in archive:
-            if not member.isfile():
-                continue
-            key, extension = split_member_name(member.name)
-            if current is None or key != current.key:
-                if current is not None:
-                    yield current
-                current = Sample(key=key, shard=shard.name)
-            if wanted is None or extension in wanted:
-                extracted = archive.extractfile(member)
-                data = extracted.read() if extracted is not None else b""
-                if len(data) != member.size:
-                    raise tarfile.ReadError(f"unexpected end of data in member {member.name}")
-                current.files[extension] = data
-            else:
-                current.files.setdefault(extension, b"")
-    if current is not None:
-        yield current
-
-
 def shard_rows(dataset: Dataset) -> Iterator[pa.RecordBatch]:
     """Manifest rows rebuilt from the shards' `json` files (kept clips only), for shards without a manifest."""
     rows: list[dict[str, Any]] = []
@@ -216,20 +164,3 @@ def read_sample(dataset: Dataset, key: str, shard_name: str | None = None) -> Sa
             if sample.key == key:
                 return sample
     return None
-
-
-
-def read_members(shard: Path, keys: set[str], extensions: set[str]) -> dict[str, dict[str, bytes]]:
-    """Random access to a few samples of a shard: reads the tar headers and seeks past other files'
-    bytes, so picking thumbnails from a large shard does not read all of it."""
-    found: dict[str, dict[str, bytes]] = {}
-    with tarfile.open(shard, mode="r:") as archive:
-        for member in archive:
-            if not member.isfile():
-                continue
-            key, extension = split_member_name(member.name)
-            if key in keys and extension in extensions:
-                extracted = archive.extractfile(member)
-                if extracted is not None:
-                    found.setdefault(key, {})[extension] = extracted.read()
-    return found

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import tarfile
 from collections import defaultdict
 from html import escape
 from pathlib import Path
@@ -22,7 +21,8 @@ import pyarrow.compute as pc
 
 from vividhead.inspection import plots
 from vividhead.inspection.frames import clip_tiles, source_tiles
-from vividhead.inspection.reader import Dataset, InspectError, read_members
+from vividhead.inspection.reader import Dataset, InspectError
+from vividhead.shards import ShardError, read_members
 from vividhead.inspection.stats import BottomK, histogram_edges, scaled_histogram
 from vividhead.inspection.summary import KEY_METRICS, PROVENANCES, Scan
 from vividhead.inspection.text import UNITS, span
@@ -223,7 +223,7 @@ def _kept_clips(dataset: Dataset, picker: ExamplePicker) -> str:
             continue
         try:
             files.update(read_members(shards[shard], keys, {"mp4", "mask.png"}))
-        except (OSError, EOFError, tarfile.TarError) as error:  # a damaged tar: say so, keep the report going
+        except (OSError, ShardError) as error:  # a damaged tar: say so, keep the report going
             problems.update({key: f"shards/{shard} does not read: {error}" for key in keys})
     cards = []
     for row in chosen:

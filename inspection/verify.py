@@ -17,18 +17,17 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import av
-import cv2
 import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import soundfile
 
-from vividhead.inspection.reader import REQUIRED_FILES, Dataset, iter_samples, manifest_batches
+from vividhead.inspection.reader import Dataset, manifest_batches
+from vividhead.media import MediaError, count_frames, probe, read_npy, read_png
+from vividhead.shards import SAMPLE_ORDER, iter_samples
 
 SIDE = 512
 FPS = 25
@@ -74,25 +73,18 @@ def check_mp4(data: bytes) -> tuple[int, list[str]]:
     problems: list[str] = []
     frames = 0
     try:
-        with av.open(io.BytesIO(data)) as container:
-            if not container.streams.video:
-                return 0, ["mp4 has no video stream"]
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            rate = stream.average_rate or stream.guessed_rate
-            if rate is None or Fraction(rate) != FPS:
-                problems.append(f"mp4 is {float(rate) if rate else 'unknown'} fps, expected {FPS}")
-            if stream.codec_context.name != "h264":
-                problems.append(f"mp4 codec is {stream.codec_context.name}, expected h264")
-            if not container.streams.audio:
-                problems.append("mp4 has no audio stream, expected AAC audio")
-            for frame in container.decode(stream):
-                if (frame.width, frame.height) != (SIDE, SIDE):
-                    problems.append(f"mp4 frame {frames} is {frame.width}x{frame.height}, expected {SIDE}x{SIDE}")
-                    break
-                frames += 1
-    except (av.FFmpegError, ValueError, OSError) as error:
-        problems.append(f"mp4 does not decode after {frames} frames: {error}")
+        info = probe(data, origin="mp4")
+        if info.fps != FPS:
+            problems.append(f"mp4 is {info.fps or 'unknown'} fps, expected {FPS}")
+        if info.video_codec != "h264":
+            problems.append(f"mp4 codec is {info.video_codec}, expected h264")
+        if not info.has_audio:
+            problems.append("mp4 has no audio stream, expected AAC audio")
+        if (info.width, info.height) != (SIDE, SIDE):
+            problems.append(f"mp4 frames are {info.width}x{info.height}, expected {SIDE}x{SIDE}")
+        frames = count_frames(data, origin="mp4")
+    except MediaError as error:
+        problems.append(f"mp4 does not decode: {error.detail}")
     if frames == 0 and not problems:
         problems.append("mp4 holds no frames")
     return frames, problems
@@ -118,7 +110,7 @@ def check_wav(data: bytes, frames: int) -> list[str]:
 
 def check_features(data: bytes, frames: int) -> list[str]:
     try:
-        array = np.load(io.BytesIO(data), allow_pickle=False)
+        array = read_npy(data)
     except (ValueError, OSError, EOFError) as error:
         return [f"audio.npy does not load: {error}"]
     problems = []
@@ -132,7 +124,7 @@ def check_features(data: bytes, frames: int) -> list[str]:
 
 
 def check_mask(data: bytes) -> list[str]:
-    mask = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+    mask = read_png(data)
     if mask is None:
         return ["mask.png does not decode"]
     if mask.shape[:2] != (SIDE, SIDE) or mask.dtype != np.uint8 or mask.ndim != 2:
@@ -158,7 +150,7 @@ def check_json(data: bytes, key: str) -> list[str]:
 
 def check_sample(key: str, files: dict[str, bytes]) -> tuple[int, list[tuple[str, str]]]:
     """All checks of one sample; returns (frames, [(kind, problem)])."""
-    problems = [("missing_file", f"missing {name}") for name in REQUIRED_FILES if name not in files]
+    problems = [("missing_file", f"missing {name}") for name in SAMPLE_ORDER if name not in files]
     frames = 0
     if "mp4" in files:
         frames, found = check_mp4(files["mp4"])

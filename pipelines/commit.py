@@ -21,7 +21,7 @@ from vividhead.config import BuildConfig
 from vividhead.manifest import clip_row, manifest_schema, rows_table, write_atomic
 from vividhead.pipelines.decisions import STAGE_ORDER, THRESHOLD_REASONS, decide_clip
 from vividhead.pipelines.records import Clip
-from vividhead.shards import read_shard, write_shard
+from vividhead.shards import iter_samples, write_shard
 
 STAGES_KEY = b"vividhead.stages_hash"              # Parquet metadata: the hash of stages 8-11's config
 
@@ -138,8 +138,8 @@ def redecide(out: OutputDir, unit: str, config: BuildConfig, hashes: dict[str, s
     by_key = {row["key"]: row for row in rows}
     shard = out.shard(unit)
     if shard.exists():
-        samples = [(key, {**files, "json": json.dumps(_jsonable(by_key[key]), sort_keys=True).encode()})
-                   for key, files in read_shard(shard) if key not in removed]
+        samples = [(s.key, {**s.files, "json": json.dumps(_jsonable(by_key[s.key]), sort_keys=True).encode()})
+                   for s in iter_samples(shard) if s.key not in removed]
         if samples:
             write_shard(shard, samples)
         else:

@@ -7,7 +7,6 @@ deduplicated by source id here; by MD5 once the bytes are hashed (`dedupe_by_md5
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import os
 import socket
@@ -18,9 +17,8 @@ from pathlib import Path
 
 from vividhead.config import RunConfig, SourceEntry, SourcesFile
 from vividhead.media import MediaError
+from vividhead.paths import expand, is_glob, resolve_path
 from vividhead.pipelines.records import Source
-
-GLOB_CHARS = set("*?[")
 
 
 def expand_sources(sources: SourcesFile, base: Path) -> tuple[list[Source], list[tuple[Source, str, str]]]:
@@ -44,7 +42,7 @@ def expand_sources(sources: SourcesFile, base: Path) -> tuple[list[Source], list
             continue
         paths, problem = _expand_path(entry, base, extensions)
         if problem:
-            source = make(str(_resolve(entry.path, base)))
+            source = make(str(resolve_path(entry.path, base)))
             missing.append((source, *problem))
         for path in paths:
             source = make(str(path))
@@ -52,16 +50,10 @@ def expand_sources(sources: SourcesFile, base: Path) -> tuple[list[Source], list
     return list(found.values()), missing
 
 
-def _resolve(text: str, base: Path) -> Path:
-    path = Path(os.path.expanduser(text))
-    return path if path.is_absolute() else base / path
-
-
 def _expand_path(entry: SourceEntry, base: Path, extensions: set[str]) -> tuple[list[Path], tuple[str, str] | None]:
-    path = _resolve(entry.path, base)
-    if GLOB_CHARS & set(entry.path):
-        matches = sorted(Path(p) for p in glob.glob(str(path), recursive=True))
-        files = [p for p in matches if p.is_file() and p.suffix.lower() in extensions]
+    path = resolve_path(entry.path, base)
+    if is_glob(entry.path):
+        files = [p for p in expand(entry.path, base) if p.is_file() and p.suffix.lower() in extensions]
         return files, None if files else ("no_match", f"{entry.path}: the glob matches no video file")
     if path.is_dir():
         files = _walk(path, extensions, entry.recursive)

@@ -12,9 +12,10 @@ import torch
 
 from train_fixtures import write_shards
 from vividhead.models.flashhead import frame_windows
+from vividhead.shards import read_member
 from vividhead.training.dataset import (
-    AUDIO_LEFT_CONTEXT, BucketBatcher, LatentCache, ShardDataset, WindowSampler, epoch_order, index_shard, nearest_bucket,
-    read_member, sample_stream,
+    AUDIO_LEFT_CONTEXT, BucketBatcher, LatentCache, ShardDataset, WindowSampler, epoch_order, index_shards,
+    nearest_bucket, sample_stream,
 )
 from vividhead.training.flow_matching import audio_windows
 
@@ -124,7 +125,7 @@ def test_a_sample_without_audio_features_is_refused_by_name(tmp_path: Path, shar
             if not info.name.endswith(".audio.npy"):
                 dst.addfile(info, src.extractfile(info))
     with pytest.raises(ValueError, match=r"lacks audio\.npy"):
-        index_shard(broken)
+        index_shards([broken])
 
 
 def test_a_clip_that_does_not_decode_is_skipped_with_its_reason(tmp_path: Path, shards: list[Path]) -> None:

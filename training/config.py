@@ -9,23 +9,16 @@ Errors name the file and the field.
 
 from __future__ import annotations
 
-import glob
-import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
+from vividhead.configfile import ConfigError, load_yaml_model
+from vividhead.configfile import StrictModel as _Strict
+from vividhead.paths import expand, resolve_path
+from vividhead.shards import shard_files
 from vividhead.training.dmd_config import DistillConfig
-
-
-class ConfigError(ValueError):
-    """A training config that cannot be used; the message names the file and the field."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class DataConfig(_Strict):
@@ -106,42 +99,30 @@ class TrainConfig(_Strict):
         return self
 
 
-def _resolve(base: Path, value: Path | str) -> Path:
-    path = Path(value).expanduser()
-    return Path(os.path.normpath(path if path.is_absolute() else base / path))
-
-
 def _with_paths_resolved(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     """Make the config's relative paths absolute against `base` (the config file's folder)."""
     raw = dict(raw)
     if raw.get("out") is not None:
-        raw["out"] = _resolve(base, raw["out"])
+        raw["out"] = resolve_path(raw["out"], base)
     data = raw.get("data")
     if isinstance(data, dict):
         data = dict(data)
         if isinstance(data.get("shards"), list):
-            data["shards"] = [str(_resolve(base, s)) for s in data["shards"]]
+            data["shards"] = [str(resolve_path(s, base)) for s in data["shards"]]
         elif isinstance(data.get("shards"), str):
-            data["shards"] = [str(_resolve(base, data["shards"]))]
+            data["shards"] = [str(resolve_path(data["shards"], base))]
         if data.get("latent_cache") is not None:
-            data["latent_cache"] = _resolve(base, data["latent_cache"])
+            data["latent_cache"] = resolve_path(data["latent_cache"], base)
         raw["data"] = data
     model = raw.get("model")
     if isinstance(model, dict):
-        raw["model"] = {k: (_resolve(base, v) if k in ("init", "vae") and v is not None else v) for k, v in model.items()}
+        raw["model"] = {k: (resolve_path(v, base) if k in ("init", "vae") and v is not None else v)
+                        for k, v in model.items()}
     distill = raw.get("distill")
     if isinstance(distill, dict):
         keys = ("teacher", "generator_init", "fake_score_init")
-        raw["distill"] = {k: (_resolve(base, v) if k in keys and v is not None else v) for k, v in distill.items()}
+        raw["distill"] = {k: (resolve_path(v, base) if k in keys and v is not None else v) for k, v in distill.items()}
     return raw
-
-
-def _describe(path: Path, error: ValidationError) -> str:
-    lines = [f"{path}: invalid training config"]
-    for item in error.errors():
-        field = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        lines.append(f"  field `{field}`: {item['msg']} (got {item.get('input')!r})")
-    return "\n".join(lines)
 
 
 def load_train_config(path: Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
@@ -150,43 +131,35 @@ def load_train_config(path: Path, overrides: dict[str, Any] | None = None) -> Tr
     Example override keys: "data.shards" (list of str), "out" (Path), "steps" (int), "model.init".
     """
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: training config not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
-    raw = _with_paths_resolved(raw, path.resolve().parent)
-    for dotted, value in (overrides or {}).items():
-        node = raw
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"{path}: field `{part}` must be a mapping to override `{dotted}`")
-        node[leaf] = value
-    try:
-        return TrainConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(_describe(path, exc)) from None
+
+    def prepare(raw: dict[str, Any]) -> dict[str, Any]:
+        raw = _with_paths_resolved(raw, path.resolve().parent)
+        for dotted, value in (overrides or {}).items():
+            node = raw
+            *parents, leaf = dotted.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+                if not isinstance(node, dict):
+                    raise ConfigError(f"{path}: field `{part}` must be a mapping to override `{dotted}`")
+            node[leaf] = value
+        return raw
+
+    return load_yaml_model(TrainConfig, path, prepare)
 
 
 def expand_shards(patterns: list[str]) -> list[Path]:
-    """Shard files from paths, folders (their *.tar) and globs, sorted and de-duplicated.
+    """Shard files from paths, folders (their *.tar, or a build's shards/*.tar) and globs, sorted, unique.
 
     Raises FileNotFoundError naming the pattern that matched nothing.
     """
     found: list[Path] = []
     for pattern in patterns:
-        path = Path(pattern)
-        if path.is_dir():
-            matches = sorted(path.glob("*.tar")) or sorted(path.glob("shards/*.tar"))
-        elif any(ch in pattern for ch in "*?["):
-            matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True))
-        else:
-            matches = [path] if path.is_file() else []
+        matches: list[Path] = []
+        for path in expand(pattern):
+            if path.is_dir():
+                matches += shard_files(path) or shard_files(path / "shards")
+            elif path.is_file():
+                matches.append(path)
         if not matches:
             raise FileNotFoundError(f"data.shards: `{pattern}` matches no shard file")
         found.extend(m.resolve() for m in matches)

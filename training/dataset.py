@@ -23,10 +23,8 @@ resumes exactly from "next j" plus the positions waiting in partly filled aspect
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
-import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import count
@@ -37,76 +35,32 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from vividhead import media
+from vividhead.shards import IndexEntry, index_shard, read_member
+
 REQUIRED = ("mp4", "audio.npy")
 # Rows before the window passed along with it: the engine's left context for the -2..+2 windows.
 AUDIO_LEFT_CONTEXT = 2
 
 
 # ------------------------------------------------------------------------------------------ index
-@dataclass(frozen=True)
-class IndexEntry:
-    """One sample of one shard: its key and the byte range of each member file."""
-
-    shard: Path
-    key: str
-    members: tuple[tuple[str, int, int], ...]     # (extension, data offset, size)
-
-    def member(self, ext: str) -> tuple[int, int] | None:
-        for name, offset, size in self.members:
-            if name == ext:
-                return offset, size
-        return None
-
-
-def _split_name(name: str) -> tuple[str, str]:
-    """WebDataset grouping: the key is the path up to the first dot of the file name."""
-    folder, _, base = name.rpartition("/")
-    stem, _, ext = base.partition(".")
-    return (f"{folder}/{stem}" if folder else stem), ext
-
-
-def index_shard(path: Path) -> list[IndexEntry]:
-    """Read one shard's tar headers (no member data) and group members by sample key."""
-    grouped: dict[str, list[tuple[str, int, int]]] = {}
-    try:
-        with tarfile.open(path, mode="r:") as tar:
-            for info in tar:
-                if not info.isfile():
-                    continue
-                key, ext = _split_name(info.name)
-                grouped.setdefault(key, []).append((ext, info.offset_data, info.size))
-    except (tarfile.TarError, OSError) as exc:
-        raise ValueError(f"{path}: not a readable tar shard ({exc})") from exc
-    entries = []
-    for key, members in grouped.items():
-        missing = [ext for ext in REQUIRED if ext not in {m[0] for m in members}]
-        if missing:
-            raise ValueError(f"{path}: sample `{key}` lacks {', '.join(missing)} (expected by training)")
-        entries.append(IndexEntry(path, key, tuple(members)))
-    return entries
-
-
 def index_shards(paths: list[Path]) -> list[list[IndexEntry]]:
-    """Index every shard; shards holding no sample are dropped."""
-    indexed = [index_shard(Path(p)) for p in paths]
-    indexed = [entries for entries in indexed if entries]
+    """Index every shard (tar headers only); shards holding no sample are dropped.
+
+    Every sample must hold the members training reads (REQUIRED); the error names the shard and key.
+    """
+    indexed = []
+    for path in paths:
+        entries = index_shard(Path(path))
+        for entry in entries:
+            missing = [ext for ext in REQUIRED if ext not in entry.extensions]
+            if missing:
+                raise ValueError(f"{path}: sample `{entry.key}` lacks {', '.join(missing)} (expected by training)")
+        if entries:
+            indexed.append(entries)
     if not indexed:
         raise ValueError(f"no samples in {len(paths)} shard file(s): {[str(p) for p in paths][:3]}")
     return indexed
-
-
-def read_member(entry: IndexEntry, ext: str) -> bytes:
-    """The bytes of one member file of a sample."""
-    where = entry.member(ext)
-    if where is None:
-        raise KeyError(f"{entry.shard}: sample `{entry.key}` has no `{ext}`")
-    offset, size = where
-    with open(entry.shard, "rb") as handle:
-        handle.seek(offset)
-        data = handle.read(size)
-    if len(data) != size:
-        raise ValueError(f"{entry.shard}: sample `{entry.key}`.{ext} is truncated")
-    return data
 
 
 # ------------------------------------------------------------------------------------------ order
@@ -123,20 +77,7 @@ def epoch_order(sizes: list[int], seed: int, epoch: int, window: int) -> np.ndar
 # ------------------------------------------------------------------------------------------ media
 def decode_frames(mp4: bytes, wanted: list[int]) -> dict[int, np.ndarray]:
     """Decode the frames at the `wanted` indices (RGB uint8 [H, W, 3]), stopping after the last one."""
-    import av
-
-    wanted_set = set(wanted)
-    last = max(wanted)
-    frames: dict[int, np.ndarray] = {}
-    with av.open(io.BytesIO(mp4)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        for index, frame in enumerate(container.decode(stream)):
-            if index in wanted_set:
-                frames[index] = frame.to_ndarray(format="rgb24")
-            if index >= last:
-                break
-    return frames
+    return {frame.index: frame.image for frame in media.frames(mp4, keep=set(wanted).__contains__, stop=max(wanted) + 1)}
 
 
 def fit_to(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -279,7 +220,7 @@ class ShardDataset(IterableDataset):
         """Sample number j of this rank; a clip too short for a window gives a `skip` record."""
         g = self.global_position(j)
         entry = self.entry_at(g)
-        audio = np.load(io.BytesIO(read_member(entry, "audio.npy")), allow_pickle=False)
+        audio = media.read_npy(read_member(entry, "audio.npy"))
         if audio.ndim != 3:
             raise ValueError(f"{entry.shard}: `{entry.key}`.audio.npy has shape {audio.shape}, "
                              "expected [frames, layers, dim]")

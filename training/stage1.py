@@ -22,9 +22,11 @@ from typing import Any
 
 import torch
 
+from vividhead.media import read_npy
 from vividhead.models.flashhead import GEOMETRY, FlashHeadConfig, FlashHeadDiT
 from vividhead.models.release import MODEL_FOLDERS, load_release, model_folder
 from vividhead.models.vae import VideoCodec, load_codec
+from vividhead.shards import index_shard, read_member
 from vividhead.training.checkpoint import (
     Checkpointable, capture_rng, latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint,
 )
@@ -83,16 +85,10 @@ def freeze_unused(model: FlashHeadDiT) -> None:
 
 def peek_audio_shape(shards: list[Path]) -> tuple[int, int]:
     """(layers, dim) of the first sample's audio.npy."""
-    import io
-
-    import numpy as np
-
-    from vividhead.training.dataset import index_shard, read_member
-
     for shard in shards:
         entries = index_shard(shard)
         if entries:
-            rows = np.load(io.BytesIO(read_member(entries[0], "audio.npy")), allow_pickle=False)
+            rows = read_npy(read_member(entries[0], "audio.npy"))
             if rows.ndim != 3:
                 raise ValueError(f"{shard}: `{entries[0].key}`.audio.npy has shape {rows.shape}, expected [frames, layers, dim]")
             return int(rows.shape[1]), int(rows.shape[2])

@@ -1,7 +1,7 @@
 """Configuration of `vividhead build`: the sources file and the build config, validated with pydantic.
 
 `SourcesFile` is what a user lists in sources.yaml. `BuildConfig` holds every threshold of the
-build with its default (`vividhead build --print-config` prints it). `load_yaml_model` reads
+build with its default (`vividhead build --print-config` prints it). `vividhead.configfile` reads
 either one and turns every problem into a `ConfigError` that names the file and the field.
 """
 
@@ -10,23 +10,16 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from vividhead.configfile import ConfigError, load_yaml_model
+from vividhead.configfile import StrictModel as _Strict
 from vividhead.pipelines.filter_config import AnnotateConfig, OcclusionConfig, SpeechConfig, SyncConfig
 from vividhead.weights import Weights
 
 ATTRIBUTE_NAMES = ("language", "gender", "age", "ethnicity")
-
-
-class ConfigError(ValueError):
-    """A configuration file is missing, unreadable or invalid; the message names the file and field."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 # ----------------------------------------------------------------------------------------- sources
@@ -253,41 +246,6 @@ def _hash(data: Any) -> str:
 
 
 # -------------------------------------------------------------------------------------------- load
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def load_yaml_model(model: type[M], path: Path) -> M:
-    """Read a YAML file into `model`; every problem raises `ConfigError` naming the file and field."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: cannot read: {err}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    if data is None:
-        data = {}
-    if isinstance(data, list) and "sources" in model.model_fields:
-        data = {"sources": data}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of fields at the top, got {type(data).__name__}")
-    try:
-        return model.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError(f"{path}: " + "; ".join(_describe(e) for e in err.errors())) from None
-
-
-def _describe(error: dict[str, Any]) -> str:
-    field = ".".join(str(part) for part in error["loc"]) or "(top level)"
-    got = error.get("input")
-    shown = f" (got {got!r})" if not isinstance(got, (dict, list)) else ""
-    return f"field '{field}': {error['msg']}{shown}"
-
 
 def load_build_config(path: Path | None) -> BuildConfig:
     """The build config from `path`, or the defaults when no path is given."""

@@ -1,25 +1,37 @@
-"""Media I/O with PyAV: probe, one streaming decode to 25 fps CFR RGB plus 16 kHz mono audio, x264 encode.
+"""Media I/O, the one place that decodes and encodes: video with PyAV, PNG with OpenCV, WAV, NPY.
 
-The decoder demuxes video and audio in one pass. Video frames come out at a constant frame rate
-(nearest source frame for each output tick, as ffmpeg's fps filter does), rotated upright per the
-stream's display matrix. Audio is resampled to mono float32 as it arrives and kept for the current
-work unit only, so memory does not grow with the length of a source.
+- `probe` reads a file's stream facts; `frames` decodes a video's frames in order and
+  `frames_at` seeks to a few times; `decode_audio` gives 16 kHz (or any rate) mono float32.
+  Each takes a path or the file's bytes (a shard member), and picks streams by type, never by
+  position, so a file whose first stream is audio decodes like any other.
+- `UnitDecoder` is the build's single decode pass: it demuxes video and audio once; video frames
+  come out at a constant frame rate (nearest source frame for each output tick, as ffmpeg's fps
+  filter does), rotated upright per the stream's display matrix, and audio is resampled to mono
+  float32 as it arrives and kept for the current work unit only, so memory does not grow with the
+  length of a source. `ClipEncoder` writes a clip as H.264 + AAC as it goes.
+- `png_bytes` / `read_png`, `npy_bytes` / `read_npy`, `wav_bytes` / `write_wav` / `read_wav`
+  encode and decode the other members of a sample.
 """
 
 from __future__ import annotations
 
+import io
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import NamedTuple
 
 import av
+import cv2
 import numpy as np
 import soundfile
 
+MediaSource = Path | str | bytes      # a file on disk, or a whole file's bytes
 
-class MediaError(Exception):
+
+class MediaError(ValueError):
     """A file cannot be used; `reason` is machine-readable, the message says why."""
 
     def __init__(self, reason: str, detail: str) -> None:
@@ -46,26 +58,47 @@ class Probe:
     start_time: float             # container start time in seconds; times below are relative to it
 
 
-def probe(path: Path) -> Probe:
-    """Read stream facts and decode the first frame; raise MediaError when the file is unusable."""
-    path = Path(path)
-    if not path.exists():
-        raise MediaError("missing_file", f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise MediaError("empty_file", f"{path}: zero bytes")
+def _name(source: MediaSource, origin: str | None = None) -> str:
+    return origin or (f"<{len(source)} bytes>" if isinstance(source, bytes) else str(source))
+
+
+def open_media(source: MediaSource, origin: str | None = None) -> av.container.InputContainer:
+    """Open a media file from a path or bytes; MediaError names `origin` (default: the path)."""
+    name = _name(source, origin)
+    if isinstance(source, bytes):
+        if not source:
+            raise MediaError("empty_file", f"{name}: zero bytes")
+        handle: str | io.BytesIO = io.BytesIO(source)
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise MediaError("missing_file", f"{name}: no such file")
+        if path.stat().st_size == 0:
+            raise MediaError("empty_file", f"{name}: zero bytes")
+        handle = str(path)
     try:
-        container = av.open(str(path), metadata_errors="ignore")
+        return av.open(handle, metadata_errors="ignore")
     except (av.FFmpegError, UnicodeDecodeError) as err:
-        raise MediaError("unreadable", f"{path}: not a readable media file ({err})") from None
-    with container:
-        if not container.streams.video:
-            raise MediaError("no_video", f"{path}: no video stream")
-        stream = container.streams.video[0]
+        raise MediaError("unreadable", f"{name}: not a readable media file ({err})") from None
+
+
+def _video_stream(container: av.container.InputContainer, name: str) -> av.video.stream.VideoStream:
+    """The first video stream, found by type (an audio stream may come first)."""
+    if not container.streams.video:
+        raise MediaError("no_video", f"{name}: no video stream")
+    return container.streams.video[0]
+
+
+def probe(source: MediaSource, origin: str | None = None) -> Probe:
+    """Read stream facts and decode the first frame; raise MediaError when the file is unusable."""
+    name = _name(source, origin)
+    with open_media(source, origin) as container:
+        stream = _video_stream(container, name)
         audio = container.streams.audio[0] if container.streams.audio else None
         start = container.start_time / 1e6 if container.start_time is not None else 0.0
         duration = _duration(container, stream)
         pts = _first_timestamps(container, stream, 120)
-        first = _first_frame(path, stream.index)
+        first = _first_frame(source, name)
         rotation = int(first.rotation or 0) % 360
         width, height = (first.height, first.width) if rotation in (90, 270) else (first.width, first.height)
         rate = stream.average_rate or stream.guessed_rate
@@ -116,14 +149,97 @@ def _is_vfr(times: list[float]) -> bool:
     return bool(steps.size > 2 and steps.std() > 0.1 * steps.mean())
 
 
-def _first_frame(path: Path, index: int) -> av.VideoFrame:
+def _first_frame(source: MediaSource, name: str) -> av.VideoFrame:
     try:
-        with av.open(str(path), metadata_errors="ignore") as container:
-            for frame in container.decode(container.streams.video[index]):
+        with open_media(source, name) as container:
+            for frame in container.decode(_video_stream(container, name)):
                 return frame
     except av.FFmpegError as err:
-        raise MediaError("undecodable", f"{path}: the first video frame does not decode ({err})") from None
-    raise MediaError("undecodable", f"{path}: no video frame decodes")
+        raise MediaError("undecodable", f"{name}: the first video frame does not decode ({err})") from None
+    raise MediaError("undecodable", f"{name}: no video frame decodes")
+
+
+class Frame(NamedTuple):
+    """One decoded video frame: its number in decode order, its time in seconds and its pixels."""
+
+    index: int
+    time: float | None
+    image: np.ndarray
+
+
+def _decoded(source: MediaSource, origin: str | None) -> Iterator[av.VideoFrame]:
+    """The video frames of a path or bytes in decode order; a decode error raises MediaError."""
+    name = _name(source, origin)
+    with open_media(source, origin) as container:
+        stream = _video_stream(container, name)
+        stream.thread_type = "AUTO"
+        count = 0
+        try:
+            for frame in container.decode(stream):
+                yield frame
+                count += 1
+        except av.FFmpegError as err:
+            raise MediaError("undecodable", f"{name}: decoding failed after {count} frames ({err})") from None
+
+
+def frames(source: MediaSource, pixel_format: str = "rgb24", keep: Callable[[int], bool] | None = None,
+           stop: int | None = None, origin: str | None = None) -> Iterator[Frame]:
+    """Decode the video frames of a path or bytes in order, as they are stored (no rate change).
+
+    Only frames where `keep(index)` is true are converted to pixels; decoding ends before frame
+    `stop` (at least 1). A decode error raises MediaError after the frames before it were yielded.
+    """
+    for index, frame in enumerate(_decoded(source, origin)):
+        if keep is None or keep(index):
+            yield Frame(index, frame.time, frame.to_ndarray(format=pixel_format))
+        if stop is not None and index + 1 >= stop:
+            return
+
+
+def count_frames(source: MediaSource, origin: str | None = None) -> int:
+    """How many video frames decode (all of them are decoded; none is converted to pixels)."""
+    return sum(1 for _ in _decoded(source, origin))
+
+
+def frames_at(source: MediaSource, times: list[float], pixel_format: str = "rgb24",
+              origin: str | None = None) -> list[np.ndarray]:
+    """The first frame at or after each time (seconds), seeking to the keyframe before it."""
+    name = _name(source, origin)
+    images = []
+    with open_media(source, origin) as container:
+        stream = _video_stream(container, name)
+        stream.thread_type = "AUTO"
+        try:
+            for target in times:
+                offset = int(target / stream.time_base) if stream.time_base else 0
+                container.seek(max(offset, 0), stream=stream, backward=True, any_frame=False)
+                chosen = None
+                for frame in container.decode(stream):
+                    chosen = frame
+                    if frame.time is None or frame.time >= target - 1e-3:
+                        break
+                if chosen is not None:
+                    images.append(chosen.to_ndarray(format=pixel_format))
+        except av.FFmpegError as err:
+            raise MediaError("undecodable", f"{name}: decoding failed ({err})") from None
+    return images
+
+
+def decode_audio(source: MediaSource, sample_rate: int = 16000, origin: str | None = None) -> np.ndarray | None:
+    """The first audio stream as mono float32 at `sample_rate`; None when the file has no audio."""
+    name = _name(source, origin)
+    with open_media(source, origin) as container:
+        if not container.streams.audio:
+            return None
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        chunks = []
+        try:
+            for frame in container.decode(container.streams.audio[0]):
+                chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(frame))
+            chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))
+        except av.FFmpegError as err:
+            raise MediaError("undecodable", f"{name}: the audio does not decode ({err})") from None
+    return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
 
 
 class UnitDecoder:
@@ -167,8 +283,8 @@ class UnitDecoder:
 
     def _decoded(self) -> Iterator[tuple[float, av.VideoFrame]]:
         """(time, frame) of video frames from just before `start`, decoding the audio alongside."""
-        with av.open(str(self.path), metadata_errors="ignore") as container:
-            video = container.streams.video[0]
+        with open_media(self.path) as container:
+            video = _video_stream(container, str(self.path))
             video.thread_type = "AUTO"
             audio = container.streams.audio[0] if container.streams.audio else None
             resampler = av.AudioResampler(format="flt", layout="mono", rate=self.rate) if audio else None
@@ -281,6 +397,55 @@ class ClipEncoder:
         self.path.unlink(missing_ok=True)
 
 
+# ------------------------------------------------------------------------------------ sample members
 def write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> None:
     """16-bit PCM mono wav."""
     soundfile.write(str(path), np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
+
+
+def wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
+    """16-bit PCM mono wav, as bytes."""
+    buffer = io.BytesIO()
+    soundfile.write(buffer, np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
+    return buffer.getvalue()
+
+
+def read_wav(source: MediaSource, sample_rate: int, origin: str | None = None) -> np.ndarray:
+    """A wav (path or bytes) as mono float32; another sample rate is a MediaError naming the file."""
+    name = _name(source, origin)
+    try:
+        audio, rate = soundfile.read(io.BytesIO(source) if isinstance(source, bytes) else str(source),
+                                     dtype="float32", always_2d=True)
+    except (OSError, RuntimeError, soundfile.LibsndfileError) as err:
+        raise MediaError("unreadable", f"{name}: not a readable wav ({err})") from None
+    if rate != sample_rate:
+        raise MediaError("sample_rate", f"{name}: wav is {rate} Hz, expected {sample_rate} Hz")
+    return audio.mean(axis=1)
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """A PNG of an 8-bit image (grey [H, W] or BGR [H, W, 3])."""
+    ok, encoded = cv2.imencode(".png", image)
+    if not ok:
+        raise MediaError("encode", f"cannot encode a {image.shape} {image.dtype} image as PNG")
+    return encoded.tobytes()
+
+
+def read_png(data: bytes, grey: bool = False) -> np.ndarray | None:
+    """The image of PNG (or JPEG) bytes, as stored or as grey; None when the bytes do not decode."""
+    if not data:
+        return None
+    flags = cv2.IMREAD_GRAYSCALE if grey else cv2.IMREAD_UNCHANGED
+    return cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    """An array as .npy bytes (no pickled objects)."""
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def read_npy(data: bytes) -> np.ndarray:
+    """The array of .npy bytes (no pickled objects)."""
+    return np.load(io.BytesIO(data), allow_pickle=False)

@@ -1,57 +1,208 @@
-"""WebDataset shards: one tar per work unit, written under a temporary name and renamed when complete.
+"""WebDataset shards: the one place that writes, iterates and indexes the build's tar files.
 
-Members are `<key>.<ext>` in a fixed order per sample (mp4, wav, audio.npy, mask.png, json) with
-fixed metadata, so the same clips always give the same bytes. Plain `webdataset` reads them.
+A shard is a plain tar of samples; a sample is the members `<key>.<ext>` that share a key, in a
+fixed order (mp4, wav, audio.npy, mask.png, json, then any other extension sorted) with fixed
+metadata, so the same clips always give the same bytes. The key rule is webdataset's own
+(`base_plus_ext`: the key is the member path up to the first dot of its file name), so plain
+`webdataset` groups the members exactly as this module does.
+
+- `ShardWriter` writes with `webdataset.TarWriter` under a temporary name and renames the file
+  into place only when it is complete (fsync first): a reader never sees half a shard.
+- `iter_samples` streams a shard's samples in file order, reading only the members asked for.
+- `index_shard` reads tar headers only and records where each member's bytes are; `read_member`
+  then fetches one member with one seek (random access for training, reports and evaluation).
 """
 
 from __future__ import annotations
 
-import io
 import os
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 
-SAMPLE_ORDER = ("mp4", "wav", "audio.npy", "mask.png", "json")
+import webdataset
+from webdataset.tariterators import base_plus_ext
+
+SAMPLE_ORDER = ("mp4", "wav", "audio.npy", "mask.png", "json")   # the members of every kept sample
 
 
-def write_shard(path: Path, samples: list[tuple[str, dict[str, bytes]]]) -> None:
-    """Write (key, {extension: bytes}) samples to `path` atomically (temporary name, fsync, rename)."""
+class ShardError(ValueError):
+    """A shard that cannot be read or written as asked; the message names the file."""
+
+
+def split_name(name: str) -> tuple[str, str] | None:
+    """Member name -> (key, extension) by webdataset's rule; None for a name with no extension."""
+    key, extension = base_plus_ext(name)
+    return None if key is None else (key, extension)
+
+
+def shard_files(directory: Path) -> list[Path]:
+    """The complete `*.tar` shards of a folder, sorted (temporary `.name.tmp` files are not shards)."""
+    return sorted(path for path in Path(directory).glob("*.tar") if not path.name.startswith("."))
+
+
+# ------------------------------------------------------------------------------------------ write
+class ShardWriter:
+    """Add samples one by one; `close()` publishes the shard atomically, `abort()` discards it.
+
+    `max_samples` / `max_bytes` set a target size (`bytes` counts tar headers and padding too):
+    `full` turns true once it is reached, so a writer that rolls over to a new shard knows when
+    to close this one. Used as a context manager, the shard is published on success and
+    discarded when the block raises.
+    """
+
+    def __init__(self, path: Path, max_samples: int | None = None, max_bytes: int | None = None) -> None:
+        self.path = Path(path)
+        self.max_samples, self.max_bytes = max_samples, max_bytes
+        self.samples = 0
+        self.bytes = 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.path.parent / f".{self.path.name}.tmp"
+        self._handle = open(self._tmp, "wb")
+        self._tar = webdataset.TarWriter(self._handle, user="", group="", mode=0o644, mtime=0,
+                                         encoder=False, format="USTAR_FORMAT")
+
+    @property
+    def full(self) -> bool:
+        """True once the target sample count or byte size is reached."""
+        return (self.max_samples is not None and self.samples >= self.max_samples) or \
+               (self.max_bytes is not None and self.bytes >= self.max_bytes)
+
+    def add(self, key: str, files: dict[str, bytes]) -> None:
+        """Append one sample: its members in the fixed order."""
+        if "." in key:
+            raise ShardError(f"{self.path}: shard key {key!r} contains a dot; WebDataset would split it")
+        extensions = [e for e in SAMPLE_ORDER if e in files] + sorted(set(files) - set(SAMPLE_ORDER))
+        for ext in extensions:   # one member per write: TarWriter sorts the members of one write
+            size = self._tar.write({"__key__": key, ext: files[ext]})
+            self.bytes += tarfile.BLOCKSIZE + -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE   # header + data
+        self.samples += 1
+
+    def close(self) -> Path:
+        """Finish the tar, fsync it and rename it into place; returns the shard's path."""
+        self._tar.close()
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        self._handle.close()
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Discard the unfinished shard."""
+        self._tar.close()
+        self._handle.close()
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_shard(path: Path, samples: Iterable[tuple[str, dict[str, bytes]]]) -> None:
+    """Write (key, {extension: bytes}) samples to `path` atomically."""
+    with ShardWriter(path) as writer:
+        for key, files in samples:
+            writer.add(key, files)
+
+
+# ------------------------------------------------------------------------------------------ read
+@dataclass
+class Sample:
+    """One sample of a shard: its key and its files (extension -> bytes)."""
+
+    key: str
+    files: dict[str, bytes] = field(default_factory=dict)
+    shard: str = ""
+
+
+def _members(path: Path) -> Iterator[tuple[tarfile.TarInfo, str, str, tarfile.TarFile]]:
+    """(header, key, extension, archive) of each file member, in file order; headers are read
+    by seeking, so member bytes are read only when the caller extracts them."""
+    with tarfile.open(path, mode="r:") as archive:
+        for info in archive:
+            named = split_name(info.name) if info.isfile() else None
+            if named is not None:
+                yield info, *named, archive
+
+
+def iter_samples(path: Path, wanted: set[str] | None = None) -> Iterator[Sample]:
+    """Stream a shard's samples in order, reading only the members in `wanted` (None = all);
+    the others appear with empty bytes, so callers still see which members a sample has.
+
+    Raises tarfile.TarError (or EOFError, OSError) on a damaged tar after the samples before it.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp"
-    with open(tmp, "wb") as handle:
-        with tarfile.open(fileobj=handle, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-            for key, files in samples:
-                if "." in key:
-                    raise ValueError(f"shard key {key!r} contains a dot; WebDataset would split it")
-                extensions = [e for e in SAMPLE_ORDER if e in files] + sorted(set(files) - set(SAMPLE_ORDER))
-                for ext in extensions:
-                    _add(tar, f"{key}.{ext}", files[ext])
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode, info.uid, info.gid = len(data), 0, 0o644, 0, 0
-    info.uname = info.gname = ""
-    tar.addfile(info, io.BytesIO(data))
-
-
-def read_shard(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """(key, {extension: bytes}) per sample, in file order; for checks and tools (training uses webdataset)."""
-    current, files = None, {}
-    with tarfile.open(path, "r") as tar:
-        for member in tar:
-            if not member.isfile():
-                continue
-            key, _, ext = member.name.partition(".")
-            if key != current and current is not None:
-                yield current, files
-                files = {}
-            current = key
-            files[ext] = tar.extractfile(member).read()
+    current: Sample | None = None
+    for info, key, extension, archive in _members(path):
+        if current is None or key != current.key:
+            if current is not None:
+                yield current
+            current = Sample(key=key, shard=path.name)
+        data = b""
+        if wanted is None or extension in wanted:
+            data = archive.extractfile(info).read()
+            if len(data) != info.size:
+                raise tarfile.ReadError(f"unexpected end of data in member {info.name}")
+        current.files[extension] = data
     if current is not None:
-        yield current, files
+        yield current
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """One sample of one shard: its key and where each member's bytes are."""
+
+    shard: Path
+    key: str
+    members: tuple[tuple[str, int, int], ...]     # (extension, data offset, size)
+
+    def member(self, ext: str) -> tuple[int, int] | None:
+        """(offset, size) of a member, None when the sample has no such member."""
+        for name, offset, size in self.members:
+            if name == ext:
+                return offset, size
+        return None
+
+    @property
+    def extensions(self) -> set[str]:
+        return {name for name, _, _ in self.members}
+
+
+def index_shard(path: Path) -> list[IndexEntry]:
+    """Read one shard's tar headers (no member data) and group the members by sample key."""
+    path = Path(path)
+    grouped: dict[str, list[tuple[str, int, int]]] = {}
+    try:
+        for info, key, extension, _ in _members(path):
+            grouped.setdefault(key, []).append((extension, info.offset_data, info.size))
+    except (tarfile.TarError, OSError) as exc:
+        raise ShardError(f"{path}: not a readable tar shard ({exc})") from exc
+    return [IndexEntry(path, key, tuple(members)) for key, members in grouped.items()]
+
+
+def read_member(entry: IndexEntry, ext: str) -> bytes:
+    """The bytes of one member of an indexed sample."""
+    where = entry.member(ext)
+    if where is None:
+        raise KeyError(f"{entry.shard}: sample `{entry.key}` has no `{ext}`")
+    offset, size = where
+    with open(entry.shard, "rb") as handle:
+        handle.seek(offset)
+        data = handle.read(size)
+    if len(data) != size:
+        raise ShardError(f"{entry.shard}: sample `{entry.key}`.{ext} is truncated")
+    return data
+
+
+def read_members(path: Path, keys: set[str], extensions: set[str]) -> dict[str, dict[str, bytes]]:
+    """A few samples of a shard, by key: only the named members' bytes are read."""
+    return {entry.key: {ext: read_member(entry, ext) for ext in extensions & entry.extensions}
+            for entry in index_shard(path) if entry.key in keys}

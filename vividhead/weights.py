@@ -11,6 +11,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from vividhead.configfile import load_yaml_model
+
 
 class Weights(BaseModel):
     """Local weight paths, one per model; None = not configured."""
@@ -40,6 +42,4 @@ class Weights(BaseModel):
 
 def load_weights_manifest(path: Path) -> Weights:
     """Read a weights manifest; errors name the file and the field."""
-    from vividhead.config import load_yaml_model
-
     return load_yaml_model(Weights, path).resolved(path.resolve().parent)
