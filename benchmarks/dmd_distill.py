@@ -24,12 +24,10 @@ Every figure printed comes from the models; nothing is assumed.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import subprocess
 import sys
-import tarfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,11 +42,13 @@ import yaml
 from vividhead.evaluation.frechet import frechet_distance_features
 from vividhead.inference.engine import EngineOptions, FlashHeadEngine
 from vividhead.inference.sampler import overwrite_motion, sample_chunk
+from vividhead.media import read_npy, read_png, read_wav
 from vividhead.models.flashhead import GEOMETRY, FlashHeadDiT, frame_windows, sampling_timesteps
 from vividhead.models.release import load_release
 from vividhead.models.vae import SpaceToDepthCodec, load_codec
 from vividhead.training.config import expand_shards
-from vividhead.training.dataset import decode_frames, fit_to, index_shards, read_member, to_tensor
+from vividhead.shards import read_member, write_shard
+from vividhead.training.dataset import decode_frames, fit_to, index_shards, to_tensor
 from vividhead.training.dmd import guided_velocity
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,29 +75,19 @@ def split_clips(shards: list[Path], out: Path, held_out: int) -> tuple[Path, Pat
     paths = {}
     for name, part in (("train", entries[:-held_out]), ("heldout", entries[-held_out:])):
         path = out / f"{name}.tar"
-        with tarfile.open(path, "w") as tar:
-            for entry in part:
-                for ext, _, _ in entry.members:
-                    data = read_member(entry, ext)
-                    info = tarfile.TarInfo(f"{entry.key}.{ext}")
-                    info.size = len(data)
-                    tar.addfile(info, io.BytesIO(data))
+        write_shard(path, ((entry.key, {ext: read_member(entry, ext) for ext in entry.extensions}) for entry in part))
         paths[name] = path
     return paths["train"], paths["heldout"], [e.key for e in entries[-held_out:]]
 
 
 def load_clip(entry) -> dict:
     """All frames (512 and 32 px), audio rows, 16 kHz audio and the face box of one clip."""
-    import soundfile as sf
-
-    rows = np.load(io.BytesIO(read_member(entry, "audio.npy"))).astype(np.float32)
+    rows = read_npy(read_member(entry, "audio.npy")).astype(np.float32)
     frames = decode_frames(read_member(entry, "mp4"), list(range(len(rows))))
     n = min(len(rows), len(frames))
     rgb = [frames[i] for i in range(n)]
-    audio, rate = sf.read(io.BytesIO(read_member(entry, "wav")), dtype="float32")
-    if rate != 16000:
-        raise SystemExit(f"{entry.key}.wav is {rate} Hz, expected 16000")
-    mask = cv2.imdecode(np.frombuffer(read_member(entry, "mask.png"), np.uint8), cv2.IMREAD_GRAYSCALE)
+    audio = read_wav(read_member(entry, "wav"), 16000, origin=f"{entry.key}.wav")
+    mask = read_png(read_member(entry, "mask.png"), grey=True)
     ys, xs = np.nonzero(mask > 127)
     box = (int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1) if len(ys) else (128, 384, 128, 384)
     return {"key": entry.key, "rgb": rgb, "small": [fit_to(f, (SIZE, SIZE)) for f in rgb], "rows": rows[:n],

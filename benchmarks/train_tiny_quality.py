@@ -24,6 +24,8 @@ import cv2
 import numpy as np
 import torch
 
+from vividhead import media
+
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
@@ -45,10 +47,7 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def decode_all(path: Path) -> list[np.ndarray]:
-    import av
-
-    with av.open(str(path)) as container:
-        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    return [frame.image for frame in media.frames(path)]
 
 
 def scores(frames: list[np.ndarray], reference: np.ndarray, truth: list[np.ndarray]) -> dict[str, float]:
@@ -92,7 +91,8 @@ def main() -> int:
 
     from vividhead.models.vae import SpaceToDepthCodec
     from vividhead.training.config import expand_shards
-    from vividhead.training.dataset import decode_frames, index_shards, read_member
+    from vividhead.shards import read_member
+    from vividhead.training.dataset import decode_frames, index_shards
 
     run_config = json.loads((args.run / "train_config.json").read_text())
     entries = [e for shard in index_shards(expand_shards(args.shards)) for e in shard]
@@ -110,9 +110,7 @@ def main() -> int:
         wav = tmp / "full.wav"
         wav.write_bytes(read_member(entry, "wav"))
         samples = load_audio(wav)[: int(args.seconds * 16000)]
-        import soundfile
-
-        soundfile.write(str(audio), samples, 16000)
+        media.write_wav(audio, samples, 16000)
 
         codec = SpaceToDepthCodec()
         ref_t = torch.from_numpy(reference).permute(2, 0, 1).float()[None, :, None] / 127.5 - 1

@@ -7,15 +7,14 @@ stream, resampled to 16 kHz mono. Frame and clip sampling for FID and FVD live h
 
 from __future__ import annotations
 
-import io
-import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
 import numpy as np
-import soundfile
+
+from vividhead.media import decode_audio, frames, probe, read_wav
+from vividhead.shards import index_shard, read_member, shard_files
 
 SAMPLE_RATE = 16000
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
@@ -42,73 +41,31 @@ class VideoItem:
 
 def decode_video(source: Path | bytes, origin: str) -> Decoded:
     """Decode every frame to RGB and the first audio stream to 16 kHz mono float32."""
-    handle = io.BytesIO(source) if isinstance(source, bytes) else str(source)
-    try:
-        with av.open(handle) as container:
-            if not container.streams.video:
-                raise ValueError(f"{origin}: no video stream")
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            fps = float(stream.average_rate or stream.guessed_rate or 25)
-            frames, times = [], []
-            for frame in container.decode(stream):
-                frames.append(frame.to_ndarray(format="rgb24"))
-                times.append(frame.time if frame.time is not None else len(times) / fps)
-        audio = decode_audio(source, origin)
-    except av.error.FFmpegError as error:
-        raise ValueError(f"{origin}: cannot decode video: {error}") from error
-    if not frames:
+    fps = probe(source, origin).fps or 25.0
+    decoded = list(frames(source, origin=origin))
+    if not decoded:
         raise ValueError(f"{origin}: the video has no frames")
-    times_arr = np.asarray(times, dtype=np.float64)
-    return Decoded(np.stack(frames), fps, audio, times_arr - times_arr[0])
-
-
-def decode_audio(source: Path | bytes, origin: str) -> np.ndarray | None:
-    """The first audio stream of a media file as 16 kHz mono float32, or None when there is none."""
-    handle = io.BytesIO(source) if isinstance(source, bytes) else str(source)
-    with av.open(handle) as container:
-        if not container.streams.audio:
-            return None
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-        chunks = []
-        for frame in container.decode(container.streams.audio[0]):
-            chunks.extend(r.to_ndarray().reshape(-1) for r in resampler.resample(frame))
-        chunks.extend(r.to_ndarray().reshape(-1) for r in resampler.resample(None))
-    return np.concatenate(chunks).astype(np.float32) if chunks else None
-
-
-def read_wav(data: bytes, origin: str) -> np.ndarray:
-    """A shard's `wav` (16 kHz mono PCM) as float32; another rate is an error naming the sample."""
-    audio, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    if rate != SAMPLE_RATE:
-        raise ValueError(f"{origin}: wav is {rate} Hz, expected {SAMPLE_RATE}")
-    return audio.mean(axis=1)
+    audio = decode_audio(source, SAMPLE_RATE, origin)
+    times = np.asarray([f.time if f.time is not None else f.index / fps for f in decoded], dtype=np.float64)
+    return Decoded(np.stack([f.image for f in decoded]), fps, audio if audio is not None and audio.size else None,
+                   times - times[0])
 
 
 def _shard_items(shard: Path) -> Iterator[VideoItem]:
     """The samples of one WebDataset tar that carry an `mp4`, read lazily from the tar."""
-    groups: dict[str, dict[str, tarfile.TarInfo]] = {}
-    with tarfile.open(shard) as tar:
-        for member in tar.getmembers():
-            if not member.isfile():
-                continue
-            name = member.name.rsplit("/", 1)[-1]
-            key, _, ext = name.partition(".")
-            groups.setdefault(key, {})[ext] = member
-    for key, members in groups.items():
-        if "mp4" not in members:
+    for entry in index_shard(shard):
+        if "mp4" not in entry.extensions:
             continue
-        origin = f"{shard}:{key}"
+        origin = f"{shard}:{entry.key}"
 
-        def load(shard=shard, members=members, origin=origin) -> Decoded:
-            with tarfile.open(shard) as tar:
-                video = tar.extractfile(members["mp4"]).read()
-                wav = tar.extractfile(members["wav"]).read() if "wav" in members else None
-            decoded = decode_video(video, origin)
-            audio = read_wav(wav, origin) if wav is not None else decoded.audio
+        def load(entry=entry, origin=origin) -> Decoded:
+            decoded = decode_video(read_member(entry, "mp4"), origin)
+            if "wav" not in entry.extensions:
+                return decoded
+            audio = read_wav(read_member(entry, "wav"), SAMPLE_RATE, origin)
             return Decoded(decoded.frames, decoded.fps, audio, decoded.times)
 
-        yield VideoItem(key, origin, load)
+        yield VideoItem(entry.key, origin, load)
 
 
 def _file_item(path: Path, root: Path) -> VideoItem:
@@ -129,7 +86,7 @@ def list_videos(location: Path) -> list[VideoItem]:
             return [_file_item(location, location)]
         raise ValueError(f"{location}: expected a .tar shard or a video file ({', '.join(VIDEO_SUFFIXES)})")
     shard_dir = location / "shards" if (location / "shards").is_dir() else location
-    shards = sorted(shard_dir.glob("*.tar"))
+    shards = shard_files(shard_dir)
     if shards:
         items = [item for shard in shards for item in _shard_items(shard)]
     else:

@@ -29,6 +29,8 @@ from typing import BinaryIO, Protocol
 
 import numpy as np
 
+from vividhead.media import MediaError, decode_audio
+
 SAMPLE_RATE = 16000
 FPS = 25
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS      # 640
@@ -64,42 +66,25 @@ def load_audio(path: Path | BinaryIO, sample_rate: int = SAMPLE_RATE, name: str 
     stops as soon as the output passes the cap (raising AudioTooLong), so memory stays bounded by the cap
     whatever the file claims or holds.
     """
-    import av
-
     if isinstance(path, (str, Path)):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"audio file not found: {path}")
-    source, path = (str(path), path) if isinstance(path, Path) else (path, name or "uploaded audio")
-    limit = None if max_seconds is None else int(max_seconds * sample_rate)
-    chunks: list[np.ndarray] = []
-    total = 0
+        source: Path | bytes = path
+        origin = str(path)
+    else:
+        source, origin = path.read(), name or "uploaded audio"
     try:
-        container = av.open(source)
-    except av.FFmpegError as err:
-        raise ValueError(f"{path}: not a readable audio file ({err})") from err
-    with container:
-        if not container.streams.audio:
-            raise ValueError(f"{path}: no audio stream")
-        stream = container.streams.audio[0]
-        declared = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
-        if max_seconds is not None and declared is not None and declared > max_seconds:
-            raise AudioTooLong(f"{path}: {declared:.0f} s of audio; the cap is {max_seconds:g} s")
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
-        try:
-            for frame in container.decode(stream):
-                for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray().reshape(-1))
-                    total += len(chunks[-1])
-                if limit is not None and total > limit:
-                    raise AudioTooLong(f"{path}: more than {max_seconds:g} s of audio (the cap); decoding stopped there")
-        except av.FFmpegError as err:
-            raise ValueError(f"{path}: the audio stream does not decode ({err})") from err
-        for out in resampler.resample(None):
-            chunks.append(out.to_ndarray().reshape(-1))
-    if not chunks:
-        raise ValueError(f"{path}: the audio stream decodes to no samples")
-    return np.concatenate(chunks).astype(np.float32)
+        audio = decode_audio(source, sample_rate, origin, max_seconds)
+    except MediaError as err:
+        if err.reason == "too_long":
+            raise AudioTooLong(err.detail) from None
+        raise
+    if audio is None:
+        raise ValueError(f"{origin}: no audio stream")
+    if not audio.size:
+        raise ValueError(f"{origin}: the audio stream decodes to no samples")
+    return audio
 
 
 # ---------------------------------------------------------------------------------------- encoders

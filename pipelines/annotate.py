@@ -12,32 +12,18 @@
 
 from __future__ import annotations
 
-import io
 import time
 from typing import ClassVar, Literal
 
-import cv2
 import numpy as np
 
+from vividhead.media import npy_bytes, png_bytes
 from vividhead.pipelines.clip_media import SAMPLE_RATE, clip_video, iter_frames, read_audio
 from vividhead.pipelines.filter_config import AnnotateConfig
 from vividhead.pipelines.records import Attribute, Clip, ClipStage, StageResult
 from vividhead.weights import Weights
 
 ATTRIBUTES = ("gender", "age", "ethnicity", "language")
-
-
-def npy_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    return buffer.getvalue()
-
-
-def png_bytes(mask: np.ndarray) -> bytes:
-    ok, encoded = cv2.imencode(".png", mask)
-    if not ok:
-        raise ValueError("could not encode the face mask as PNG")
-    return encoded.tobytes()
 
 
 def _describe(weights: Weights, name: str, label: str, fallback: str) -> str:

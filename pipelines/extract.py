@@ -13,7 +13,6 @@ audio, a 16 kHz wav and the first frame's face mask. Every piece becomes one `Cl
 
 from __future__ import annotations
 
-import io
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ import cv2
 import numpy as np
 
 from vividhead.config import BuildConfig
-from vividhead.media import ClipEncoder, UnitDecoder, write_wav
+from vividhead.media import ClipEncoder, UnitDecoder, png_bytes, write_wav
 from vividhead.models.face_detect import Face, FaceDetector, crop_box, main_face
 from vividhead.pipelines.motion import MotionScorer
 from vividhead.pipelines.records import Attribute, Clip
@@ -279,7 +278,7 @@ class UnitExtractor:
         clip.video_path, clip.wav_path = str(video), str(wav)
         mask, source = _face_mask(piece.first_crop, piece.boxes.get(0))
         clip.metrics["face.mask_source"] = source
-        clip.outputs["mask.png"] = _png(mask)
+        clip.outputs["mask.png"] = png_bytes(mask)
         clip.timings["encode"] = clip.timings.get("encode", 0.0) + time.perf_counter() - tick
 
 
@@ -343,10 +342,3 @@ def _face_mask(rgb: np.ndarray, box: Face | None) -> tuple[np.ndarray, str]:
         axes = (max(1, round((box.x1 - box.x0) / 2)), max(1, round((box.y1 - box.y0) / 2)))
         cv2.ellipse(mask, center, axes, 0, 0, 360, 255, -1)
     return mask, "detection_box"
-
-
-def _png(mask: np.ndarray) -> bytes:
-    ok, data = cv2.imencode(".png", mask)
-    if not ok:
-        raise ValueError("cannot encode the face mask as PNG")
-    return io.BytesIO(data.tobytes()).getvalue()

@@ -17,7 +17,6 @@ The rejection rules over stored metrics are the pure function `decide`, which re
 
 from __future__ import annotations
 
-import io
 import time
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -25,6 +24,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from vividhead.media import wav_bytes
 from vividhead.pipelines import lipsync
 from vividhead.pipelines.clip_media import SAMPLE_RATE, clip_video, iter_frames, read_audio
 from vividhead.pipelines.filter_config import SyncConfig
@@ -84,15 +84,6 @@ def shift_audio(audio_16k: np.ndarray, frames: int) -> np.ndarray:
     else:
         out[: shift] = audio_16k[-shift:]
     return out
-
-
-def wav_bytes(audio_16k: np.ndarray) -> bytes:
-    """16 kHz mono PCM s16 wav."""
-    import soundfile as sf
-
-    buffer = io.BytesIO()
-    sf.write(buffer, audio_16k, SAMPLE_RATE, subtype="PCM_16", format="WAV")
-    return buffer.getvalue()
 
 
 # ------------------------------------------------------------------------------------------- stage
@@ -174,7 +165,7 @@ class SyncStage(ClipStage):
                                       "lse_c": round(score.lse_c, 4), "offset": score.offset,
                                       "windows": score.n_windows, "audio_shift": 0})
         if c.correct_offset and 0 < abs(score.offset) <= c.max_correct_offset:
-            result.outputs["wav"] = wav_bytes(shift_audio(audio, score.offset))
+            result.outputs["wav"] = wav_bytes(shift_audio(audio, score.offset), SAMPLE_RATE)
             result.metrics["audio_shift"] = score.offset
         decision = decide({"lse_c": score.lse_c, "offset": score.offset}, c)   # the unrounded LSE-C
         result.metrics.update({"verdict": "in_sync" if decision is None else "out_of_sync",

@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from conftest import run_vividhead
-from vividhead.config import BuildConfig, ConfigError, SourcesFile, load_build_config, load_yaml_model
+from vividhead.config import BuildConfig, SourcesFile, load_build_config
+from vividhead.configfile import ConfigError, load_yaml_model
 from vividhead.pipelines.sources import dedupe_by_md5, expand_sources, with_md5
 from vividhead.weights import Weights, load_weights_manifest
 

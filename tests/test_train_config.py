@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vividhead.training.config import ConfigError, TrainConfig, expand_shards, load_train_config
+from vividhead.configfile import ConfigError
+from vividhead.training.config import TrainConfig, expand_shards, load_train_config
 
 REPO = Path(__file__).resolve().parents[1]
 

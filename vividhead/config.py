@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from vividhead.configfile import ConfigError, load_yaml_model
+from vividhead.configfile import load_yaml_model
 from vividhead.configfile import StrictModel as _Strict
 from vividhead.pipelines.filter_config import AnnotateConfig, OcclusionConfig, SpeechConfig, SyncConfig
 from vividhead.weights import Weights

@@ -225,20 +225,36 @@ def frames_at(source: MediaSource, times: list[float], pixel_format: str = "rgb2
     return images
 
 
-def decode_audio(source: MediaSource, sample_rate: int = 16000, origin: str | None = None) -> np.ndarray | None:
-    """The first audio stream as mono float32 at `sample_rate`; None when the file has no audio."""
+def decode_audio(source: MediaSource, sample_rate: int = 16000, origin: str | None = None,
+                 max_seconds: float | None = None) -> np.ndarray | None:
+    """The first audio stream as mono float32 at `sample_rate`; None when the file has no audio.
+
+    With `max_seconds`, a longer declared duration, or decoded output passing the cap, raises
+    MediaError("too_long") as soon as it is seen, so memory stays bounded by the cap.
+    """
     name = _name(source, origin)
     with open_media(source, origin) as container:
         if not container.streams.audio:
             return None
+        stream = container.streams.audio[0]
+        declared = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
+        if max_seconds is not None and declared is not None and declared > max_seconds:
+            raise MediaError("too_long", f"{name}: {declared:.0f} s of audio; the cap is {max_seconds:g} s")
+        limit = None if max_seconds is None else int(max_seconds * sample_rate)
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
-        chunks = []
+        chunks: list[np.ndarray] = []
+        total = 0
         try:
-            for frame in container.decode(container.streams.audio[0]):
-                chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(frame))
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray().reshape(-1))
+                    total += chunks[-1].size
+                if limit is not None and total > limit:
+                    raise MediaError("too_long", f"{name}: more than {max_seconds:g} s of audio (the cap); "
+                                                 "decoding stopped there")
             chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))
         except av.FFmpegError as err:
-            raise MediaError("undecodable", f"{name}: the audio does not decode ({err})") from None
+            raise MediaError("undecodable", f"{name}: the audio stream does not decode ({err})") from None
     return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
 
 

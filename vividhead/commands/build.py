@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import yaml
 
-    from vividhead.config import ConfigError, load_build_config, resolve_weights
+    from vividhead.config import load_build_config, resolve_weights
+    from vividhead.configfile import ConfigError
 
     try:
         config = load_build_config(args.config)
@@ -62,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _build(args: argparse.Namespace, config) -> int:
     """The build itself, run while holding the lock of --out."""
-    from vividhead.config import ConfigError, SourcesFile, load_yaml_model
+    from vividhead.config import SourcesFile
+    from vividhead.configfile import ConfigError, load_yaml_model
 
     sources_path = args.sources
     if args.demo:

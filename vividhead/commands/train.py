@@ -46,7 +46,8 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vividhead.training.config import ConfigError, load_train_config
+    from vividhead.configfile import ConfigError
+    from vividhead.training.config import load_train_config
 
     try:
         config = load_train_config(args.config, overrides(args))
