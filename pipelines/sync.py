@@ -190,7 +190,7 @@ def proxy_result(gaps: np.ndarray, audio_16k: np.ndarray, config: SyncConfig) ->
                         "proxy_face_ratio": round(found.face_ratio, 4)})
     result = StageResult(metrics=metrics)
     if decision.audio_shift:
-        result.outputs["wav"] = wav_bytes(shift_audio(audio_16k, decision.audio_shift))
+        result.outputs["wav"] = wav_bytes(shift_audio(audio_16k, decision.audio_shift), SAMPLE_RATE)
     rejection = decide(metrics, config)
     if rejection is not None:
         result.reject, result.detail = rejection
