@@ -12,15 +12,14 @@ with torchcodec, which the project does not depend on. `hf_features` declares th
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterable
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 
 from vividhead.inspection.reader import InspectError
+from vividhead.media import read_npy
 from vividhead.shards import iter_samples
 
 INFER_SAMPLES = 64
@@ -43,7 +42,7 @@ def hf_features(shards: Iterable[str | Path]):
     for sample in iter_samples(shards[0], {"json", "audio.npy"}):
         rows.append(json.loads(sample.files.get("json") or b"{}"))
         if feature_shape is None and sample.files.get("audio.npy"):
-            feature_shape = np.load(io.BytesIO(sample.files["audio.npy"]), allow_pickle=False).shape
+            feature_shape = read_npy(sample.files["audio.npy"]).shape
         if len(rows) >= INFER_SAMPLES:
             break
     if not rows or feature_shape is None:

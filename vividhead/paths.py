@@ -34,5 +34,6 @@ def expand(pattern: str | Path, base: Path | None = None) -> list[Path]:
     """
     path = resolve_path(pattern, base)
     if is_glob(pattern):
-        return sorted(Path(match) for match in glob.glob(str(path), recursive=True))
+        matches = glob.glob(str(path), recursive=True)
+        return sorted(Path(match) for match in matches if os.path.exists(match))   # `x/**` yields `x/` even if absent
     return [path] if path.exists() else []
