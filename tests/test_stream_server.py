@@ -371,7 +371,7 @@ def test_a_sessions_frames_do_not_depend_on_who_else_is_connected(engine, server
     audio = [np.random.default_rng(i).standard_normal(16000 * 3).astype(np.float32) * 0.1 for i in range(4)]
     alone_batcher = Batcher()
     alone = _frames(engine, reference, 7, audio[0], alone_batcher)
-    shared_batcher, together = Batcher(), {}
+    shared_batcher, together = Batcher(gather_s=0.5), {}                  # a loaded CI machine: wait for all four
 
     def run(i: int) -> None:
         together[i] = _frames(engine, reference, 7 if i == 0 else 100 + i, audio[i], shared_batcher)
@@ -383,11 +383,11 @@ def test_a_sessions_frames_do_not_depend_on_who_else_is_connected(engine, server
         thread.join()
     alone_batcher.close()
     shared_batcher.close()
-    assert shared_batcher.stats.mean_batch("dit") > 1.5                      # they really shared DiT calls
+    assert shared_batcher.stats.mean_batch("dit") > 1.5, shared_batcher.stats   # they really shared DiT calls
     assert together[0].shape == alone.shape
     diff = np.abs(together[0].astype(int) - alone.astype(int))
     # identical up to float rounding of batched matmuls (at most 1 grey level on a few pixels) ...
-    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).mean())
     # ... while a different seed changes the frames completely (the comparison can fail)
     other = np.abs(_frames(engine, reference, 8, audio[0], Batcher()).astype(int) - alone.astype(int))
     assert (other > 1).mean() > 0.1
