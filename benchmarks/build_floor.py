@@ -1,13 +1,26 @@
 """Build wall time against its physical floor, measured on the same inputs in one run.
 
 The floor is one decode of every source (PyAV, frame threads, to RGB as the build needs it) plus
-one x264 encode of the kept output at the build's own encoder settings. The build runs through the
-real CLI twice: with the model stages 8-11 disabled (the decode pass alone: stages 1-7, shards and
-manifest) and with the embedded defaults of every stage. Prints the ratios and the throughput in
-source-hours per CPU-core-hour.
+one x264 encode of the kept output at the build's own encoder settings.
+
+Default mode (the demo corpus, or `--sources`): the build runs through the real CLI twice, with
+the model stages 8-11 disabled (the decode pass alone: stages 1-7, shards and manifest) and with
+the embedded defaults of every stage. Prints the ratios and the throughput in source-hours per
+CPU-core-hour.
+
+`--user` mode builds sources of the kind users have from the clips in ../shared/media: 720p30,
+`--seconds` (100) long each, different talking clips concatenated and looped, scaled and padded to
+1280x720, so every source has real cuts. It prints, all from one run (ratios, since the machine may
+be shared): the build with embedded defaults over the floor, source-hours per CPU-core-hour, the
+1 -> 2 worker speed-up, and for a 1-minute and a 2-hour source (the first source cut, and looped by
+stream copy) the time to the first committed clip and the peak memory of the whole process tree
+(driver, raylet, GCS, Ray workers: the sum of their proportional set sizes, sampled twice a
+second). The 2-hour build is stopped after `--window` seconds. `--parts profile` records the 2-worker
+build with py-spy (all processes) and prints where the time goes.
 
     .venv/bin/python benchmarks/build_floor.py                 # the demo corpus
     .venv/bin/python benchmarks/build_floor.py --sources s.yaml --workers 2
+    .venv/bin/python benchmarks/build_floor.py --user --count 2 --seconds 100 --window 300 [--parts speed,minute,hours,profile]
 """
 
 from __future__ import annotations
@@ -16,10 +29,13 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -104,13 +120,229 @@ def profile(out: Path) -> str:
     return ", ".join(f"{stage} {seconds:.1f}" for stage, seconds in sorted(totals.items(), key=lambda kv: -kv[1]))
 
 
+# ------------------------------------------------------------------------- sources of the kind users have
+
+REPO = Path(__file__).resolve().parents[1]
+# Talking clips of ../shared/media/dev (landscape, square and one portrait), concatenated in turn.
+USER_CLIPS = ("yerfor__MimicTalk__German_20s.mp4", "tanshuai0219__EDTalk__uncrop_Obama.mp4",
+              "filby89__spectre__W040_level_3_happy_029.mp4", "eknim__video-retalking__docu4_clip.mp4",
+              "eknim__video-retalking__min_0422.mp4", "eknim__video-retalking__spacex.mp4",
+              "yerfor__MimicTalk__Trump_10s.mp4", "eknim__video-retalking__ema01_13sec.mp4",
+              "ai-forever__ghost__obama_short.mp4", "bytedance__LatentSync__demo2_video.mp4")
+
+
+def user_source(clips: list[Path], seconds: float, target: Path) -> Path:
+    """`clips` in turn (looped until `seconds`), each scaled and padded to 1280x720 at 30 fps, with cuts between.
+    An existing `target` is reused."""
+    if target.exists():
+        return target
+    chosen, total = [], 0.0
+    while total < seconds:
+        clip = clips[len(chosen) % len(clips)]
+        chosen.append(clip)
+        total += media.probe(clip).duration
+    inputs, graph = [], []
+    for n, clip in enumerate(chosen):
+        inputs += ["-i", str(clip)]
+        graph.append(f"[{n}:v]scale=1280:720:force_original_aspect_ratio=decrease,pad=1280:720:(ow-iw)/2:(oh-ih)/2,"
+                     f"fps=30,setsar=1,format=yuv420p[v{n}];[{n}:a]aresample=44100,"
+                     f"aformat=sample_fmts=fltp:channel_layouts=stereo[a{n}]")
+    pairs = "".join(f"[v{n}][a{n}]" for n in range(len(chosen)))
+    graph.append(f"{pairs}concat=n={len(chosen)}:v=1:a=1[v][a]")
+    subprocess.run(["ffmpeg", "-y", "-loglevel", "error", *inputs, "-filter_complex", ";".join(graph), "-map", "[v]",
+                    "-map", "[a]", "-t", str(seconds), "-c:v", "libx264", "-preset", "veryfast", "-crf", "20",
+                    "-g", "60", "-c:a", "aac", "-b:a", "128k", str(target)], check=True)
+    return target
+
+
+def looped(source: Path, seconds: float, target: Path) -> Path:
+    """`source` repeated by stream copy (no re-encode) and cut to `seconds`; an existing `target` is reused."""
+    if target.exists():
+        return target
+    repeats = max(1, int(seconds / media.probe(source).duration + 1))
+    listing = target.with_suffix(".txt")
+    listing.write_text(f"file '{source}'\n" * repeats)
+    subprocess.run(["ffmpeg", "-y", "-loglevel", "error", "-f", "concat", "-safe", "0", "-i", str(listing),
+                    "-t", str(seconds), "-c", "copy", str(target)], check=True)
+    return target
+
+
+def sources_yaml(path: Path, sources: list[Path]) -> Path:
+    path.write_text("sources:\n" + "".join(f"  - {str(s)!r}\n" for s in sources))
+    return path
+
+
+# ------------------------------------------------------------------------ a build watched from outside
+
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            tree.setdefault(ppid, []).append(int(entry))
+    return tree
+
+
+def tree_memory_mb(root: int) -> float:
+    """Proportional set size (shared pages split among their users) summed over `root` and its descendants."""
+    tree, todo, total_kb = _children(), [root], 0
+    while todo:
+        pid = todo.pop()
+        todo += tree.get(pid, [])
+        try:
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        total_kb += next((int(line.split()[1]) for line in rollup.splitlines() if line.startswith("Pss:")), 0)
+    return total_kb / 1024
+
+
+@dataclass
+class Watched:
+    """One watched build: wall seconds, peak tree memory, seconds to the first committed clip."""
+
+    wall: float
+    peak_mb: float
+    first_clip: float | None
+    finished: bool
+
+
+def _committed_clip(out: Path, seen: set[Path]) -> bool:
+    for part in (out / "manifest").rglob("*.parquet") if (out / "manifest").is_dir() else []:
+        if part.name.startswith(".") or part in seen:
+            continue
+        seen.add(part)
+        try:
+            if any(key is not None for key in pq.read_table(part, columns=["key"]).column("key").to_pylist()):
+                return True
+        except (OSError, ValueError):
+            seen.discard(part)                           # renamed away meanwhile: look again
+    return False
+
+
+def watched_build(sources: Path, out: Path, workers: int | None = None, window: float | None = None,
+                  profile_to: Path | None = None, config: Path | None = None) -> Watched:
+    """Run the CLI build (embedded defaults unless `config`), sampling its process tree; stop it after `window` s."""
+    shutil.rmtree(out, ignore_errors=True)
+    command = [sys.executable, "-m", "vividhead.cli", "build", "--sources", str(sources), "--out", str(out),
+               "--no-progress", *(["--workers", str(workers)] if workers else []),
+               *(["--config", str(config)] if config else [])]
+    if profile_to is not None:
+        spy = shutil.which("py-spy", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+        command = [spy or "py-spy", "record", "--subprocesses", "--rate", "20",
+                   "--format", "raw", "--output", str(profile_to), "--", *command]
+    log = out.with_name(out.name + ".log")
+    start, peak, first, seen = time.perf_counter(), 0.0, None, set()
+    with open(log, "w") as stderr:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
+                                   env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        while process.poll() is None:
+            elapsed = time.perf_counter() - start
+            peak = max(peak, tree_memory_mb(process.pid))
+            if first is None and _committed_clip(out, seen):
+                first = elapsed
+            if window is not None and elapsed > window:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+                return Watched(elapsed, peak, first, False)
+            time.sleep(0.5)
+    wall = time.perf_counter() - start
+    if process.returncode != 0:
+        raise RuntimeError(f"build of {sources} exited {process.returncode}: {log.read_text()[-2000:]}")
+    if first is None and _committed_clip(out, seen):
+        first = wall
+    return Watched(wall, peak, first, True)
+
+
+def hot_spots(raw: Path, top: int = 12) -> list[str]:
+    """Leaf functions by share of py-spy samples (all processes), from its raw (collapsed) output."""
+    leaves: Counter[str] = Counter()
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        leaf = stack.split(";")[-1]
+        name, _, where = leaf.partition(" (")
+        leaves[f"{name} ({Path(where.split(':')[0]).name})"] += int(count)
+    total = sum(leaves.values()) or 1
+    return [f"{100 * n / total:5.1f}%  {name}" for name, n in leaves.most_common(top)]
+
+
+def user_mode(args: argparse.Namespace, work: Path) -> int:
+    media = Path(os.environ.get("VIVIDHEAD_SHARED", REPO.parent / "shared")) / "media" / "dev"
+    clips = [media / name for name in USER_CLIPS if (media / name).is_file()]
+    if len(clips) < 3:
+        print(f"--user needs the talking clips of {media}; it has {len(clips)} of them", file=sys.stderr)
+        return 1
+    paths = []
+    for i in range(args.count):
+        turn = (3 * i) % len(clips)
+        paths.append(user_source(clips[turn:] + clips[:turn], args.seconds, work / f"user_{i}.mp4"))
+    sources = sources_yaml(work / "user.yaml", paths)
+    parts = set(args.parts.split(","))
+    if "speed" in parts:
+        two = watched_build(sources, work / "out-w2", workers=2, config=args.config)
+        one = watched_build(sources, work / "out-w1", workers=1, config=args.config)
+        decode_wall, _, source_seconds = decode_seconds(paths)
+        encode_wall, _, frames = encode_seconds(work / "out-w2", BuildConfig())
+        floor = decode_wall + encode_wall
+        statuses = pq.read_table(work / "out-w2" / "manifest.parquet").column("status").to_pylist()
+        print(f"inputs:     {len(paths)} sources of {args.seconds:g} s, 1280x720 30 fps with cuts "
+              f"({source_seconds:.0f} s of video); {statuses.count('kept')} clips kept ({frames} frames), "
+              f"{len(statuses)} manifest rows")
+        print(f"floor:      {floor:.1f} s (decode {decode_wall:.1f} s + x264 {BuildConfig().encode.preset} encode of "
+              f"the kept output {encode_wall:.1f} s)")
+        print(f"build, embedded defaults, --workers 2: {two.wall:.1f} s = {two.wall / floor:.2f} x the floor; peak "
+              f"tree memory {two.peak_mb:.0f} MB; first clip committed after {_seconds(two.first_clip)}")
+        print(f"throughput: {source_seconds / 3600 / (two.wall * 2 / 3600):.3f} source-hours per CPU-core-hour "
+              "(2 workers)")
+        print(f"--workers 1: {one.wall:.1f} s; speed-up 1 -> 2 workers {one.wall / two.wall:.2f}x")
+        print("where the time goes (CPU-seconds summed over clips, from the manifest): " + profile(work / "out-w2"))
+    if "minute" in parts:
+        minute = watched_build(sources_yaml(work / "minute.yaml", [looped(paths[0], 60, work / "user_1min.mp4")]),
+                               work / "out-1min", config=args.config)
+        print(f"1-minute source: {minute.wall:.1f} s, first clip committed after {_seconds(minute.first_clip)}, "
+              f"peak tree memory {minute.peak_mb:.0f} MB")
+    if "hours" in parts:
+        hours = watched_build(sources_yaml(work / "hours.yaml", [looped(paths[0], 7200, work / "user_2h.mp4")]),
+                              work / "out-2h", window=args.window, config=args.config)
+        state = "finished" if hours.finished else f"stopped after {args.window:g} s"
+        print(f"2-hour source ({state}): first clip committed after {_seconds(hours.first_clip)}, peak tree memory "
+              f"{hours.peak_mb:.0f} MB")
+    if "profile" in parts:
+        raw = work / "profile.txt"
+        watched_build(sources, work / "out-profile", workers=2, profile_to=raw, config=args.config)
+        print("where the time goes (py-spy, all processes of the 2-worker build, share of samples by leaf function):")
+        for line in hot_spots(raw):
+            print("  " + line)
+    return 0
+
+
+def _seconds(value: float | None) -> str:
+    return f"{value:.0f} s" if value is not None else "never (no clip committed)"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sources", type=Path, help="sources.yaml (default: the generated demo corpus)")
     parser.add_argument("--workers", type=int, help="CPUs given to the build's local Ray (default: all)")
     parser.add_argument("--work", type=Path, help="scratch folder (default: a temporary one)")
+    parser.add_argument("--user", action="store_true", help="720p30 sources with cuts made from ../shared/media")
+    parser.add_argument("--count", type=int, default=2, help="--user: how many sources")
+    parser.add_argument("--seconds", type=float, default=100.0, help="--user: length of each source")
+    parser.add_argument("--window", type=float, default=300.0, help="--user: seconds the 2-hour build may run")
+    parser.add_argument("--parts", default="speed,minute,hours",
+                        help="--user: which measurements, of speed,minute,hours,profile (py-spy)")
+    parser.add_argument("--config", type=Path, help="--user: a build config for every build (default: none)")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="vividhead-floor-"))
+    work.mkdir(parents=True, exist_ok=True)
+    if args.user:
+        return user_mode(args, work)
     sources = args.sources
     if sources is None:
         from vividhead.demo import make_demo_corpus
