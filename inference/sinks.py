@@ -201,28 +201,29 @@ class ThreadedSink:
         self.thread.start()
 
     def write(self, chunk: Chunk) -> None:
-        while self.error is None:
-            try:
-                self.queue.put(chunk, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-        raise self.error
+        if not self._put(chunk):
+            raise self.error or RuntimeError("the encoding thread stopped")
+
+    def stop(self) -> None:
+        """Let the thread write what is queued, then end it (without closing the sink)."""
+        self._put(None)
+        self.thread.join()
 
     def close(self) -> None:
-        self.write_end()
-        self.thread.join()
+        self.stop()
         if self.error is not None:
             raise self.error
         self.sink.close()
 
-    def write_end(self) -> None:
+    def _put(self, item: Chunk | None) -> bool:
+        """Queue `item`, waiting while the queue is full; False when the thread failed or ended."""
         while self.error is None and self.thread.is_alive():
             try:
-                self.queue.put(None, timeout=0.1)
-                return
+                self.queue.put(item, timeout=0.1)
+                return True
             except queue.Full:
                 continue
+        return False
 
     def _run(self) -> None:
         while (chunk := self.queue.get()) is not None:
@@ -259,7 +260,6 @@ def stream_to_sink(session, audio: np.ndarray, sink: Sink, piece_seconds: float 
             for chunk in session.chunks(flush=start + step >= len(audio)):
                 writer.write(chunk)
     except BaseException:
-        writer.write_end()
-        writer.thread.join()
+        writer.stop()
         raise
     writer.close()
