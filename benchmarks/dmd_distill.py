@@ -41,10 +41,10 @@ import yaml
 
 from vividhead.evaluation.frechet import frechet_distance_features
 from vividhead.inference.engine import EngineOptions, FlashHeadEngine
-from vividhead.inference.sampler import overwrite_motion, sample_chunk
 from vividhead.media import read_npy, read_png, read_wav
 from vividhead.models.flashhead import GEOMETRY, FlashHeadDiT, frame_windows, sampling_timesteps
 from vividhead.models.release import load_release
+from vividhead.models.sampler import overwrite_motion, sample_chunk
 from vividhead.models.vae import SpaceToDepthCodec, load_codec
 from vividhead.training.config import expand_shards
 from vividhead.shards import read_member, write_shard

@@ -18,14 +18,14 @@ import time
 
 import torch
 
-from vividhead.models.flashhead import GEOMETRY, FlashHeadConfig, FlashHeadDiT
+from vividhead.models.flashhead import GEOMETRY, FlashHeadDiT
 from vividhead.training.dmd import ChunkBatch
 from vividhead.training.dmd_config import DistillConfig
 from vividhead.training.stage1 import freeze_unused
 from vividhead.training.stage2 import DistillTrainer, motion_from_chunk
 
 
-def synthetic_batch(cfg: FlashHeadConfig, preset: str, chunks: int, batch: int, device) -> ChunkBatch:
+def synthetic_batch(cfg, preset: str, chunks: int, batch: int, device) -> ChunkBatch:
     geo = GEOMETRY[preset]
     side = geo.size // cfg.vae_stride[1] if preset != "tiny" else cfg.codec["frame_size"] // cfg.codec["spatial"]
     shape = (batch, chunks, cfg.out_dim, geo.latent_frames, side, side)
@@ -50,13 +50,13 @@ def main() -> int:
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     on_gpu = device.type == "cuda"
-    cfg = FlashHeadConfig.for_preset(args.preset)
     models = []
     for _ in range(3):
-        model = FlashHeadDiT(cfg).to(device)
+        model = FlashHeadDiT.for_preset(args.preset).to(device)
         model.gradient_checkpointing = on_gpu and not args.no_checkpointing
         freeze_unused(model)
         models.append(model)
+    cfg = models[0].config
     geo = GEOMETRY[args.preset]
     if args.vae:
         from vividhead.models.vae import load_codec

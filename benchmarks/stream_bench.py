@@ -6,6 +6,9 @@
     python benchmarks/stream_bench.py --variant lite --weights DIR --wav2vec DIR   # released or trained weights
     python benchmarks/stream_bench.py --sessions 1 2 4        # concurrent sessions sharing the model (batched)
 
+Also prints the first-frame latency under both chunking modes (`--first-chunk new`, the release's streaming
+mode, and `full`, a 33-frame first chunk): the audio the first chunk waits for plus its generation time.
+
 Stages per chunk: audio encode (8 s window + audio projection), DiT steps, VAE decode, motion re-encode and
 output encode (H.264 fMP4, the server's path). FPS = emitted frames / (generation + output encode) time.
 The timing is `vividhead.evaluation.fps.time_engine`, the function `vividhead eval` reports FPS with, so both
@@ -27,21 +30,21 @@ import os
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
-
-import numpy as np  # noqa: E402
 
 from vividhead.evaluation.fps import STAGES, ChunkTiming, EngineTiming, time_engine, timing_audio  # noqa: E402
 from vividhead.inference.batcher import Batcher  # noqa: E402
 from vividhead.inference.engine import Chunk, EngineOptions, FlashHeadEngine, choose_device  # noqa: E402
 from vividhead.inference.sinks import FragmentEncoder, ThreadedSink  # noqa: E402
 from vividhead.models.audio_features import LogMelEncoder, Wav2Vec2Encoder  # noqa: E402
-from vividhead.models.flashhead import GEOMETRY, FlashHeadConfig, FlashHeadDiT  # noqa: E402
+from vividhead.models.flashhead import GEOMETRY, FlashHeadDiT  # noqa: E402
 from vividhead.models.vae import DiffusersVideoCodec, SpaceToDepthCodec  # noqa: E402
 
 def human(flops: float) -> str:
@@ -51,19 +54,26 @@ def human(flops: float) -> str:
     return f"{flops:.0f} FLOP"
 
 
+def meta_config(variant: str):
+    """The config of a preset's model (built on the meta device: no weights)."""
+    with torch.device("meta"):
+        return FlashHeadDiT.for_preset(variant).config
+
+
 def latent_shape(variant: str) -> tuple[int, int, int, int]:
     """(C, F, h, w) of one 33-frame 512x512 chunk."""
-    cfg, g = FlashHeadConfig.for_preset(variant), GEOMETRY[variant]
+    cfg, g = meta_config(variant), GEOMETRY[variant]
     return cfg.out_dim, g.latent_frames, g.size // cfg.vae_stride[1], g.size // cfg.vae_stride[2]
 
 
 def count_flops(variant: str, steps: int) -> dict[str, float]:
     """Theoretical FLOPs of one chunk on the meta device: DiT (all steps), VAE decode and motion re-encode."""
-    cfg, g = FlashHeadConfig.for_preset(variant), GEOMETRY[variant]
+    g = GEOMETRY[variant]
     c, f, h, w = latent_shape(variant)
     out: dict[str, float] = {}
     with torch.device("meta"):
-        model = FlashHeadDiT(cfg)
+        model = FlashHeadDiT.for_preset(variant)
+        cfg = model.config
         x = torch.empty(1, c, f, h, w)
         windows = torch.empty(1, g.frames, 5, cfg.audio_layers, cfg.audio_dim)
         with FlopCounterMode(display=False) as counter:
@@ -93,14 +103,15 @@ def random_engine(variant: str, device: torch.device, options: EngineOptions) ->
     """An engine with random weights at the real shapes of `variant` (tiny: the CPU preset)."""
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     torch.manual_seed(0)
-    cfg = FlashHeadConfig.for_preset(variant)
-    model = FlashHeadDiT(cfg).to(device, dtype).eval()
+    model = FlashHeadDiT.for_preset(variant).to(device, dtype).eval()
+    cfg = model.config
     if variant == "tiny":
         codec, audio = SpaceToDepthCodec(**{k: v for k, v in (cfg.codec or {}).items() if k != "type"}), LogMelEncoder()
     else:
         vae = _random_vae(variant).to(device, dtype)
         c = cfg.out_dim
-        codec = DiffusersVideoCodec(vae, torch.zeros(c), torch.ones(c), GEOMETRY[variant].temporal_stride)
+        codec = DiffusersVideoCodec(vae, torch.zeros(c), torch.ones(c), GEOMETRY[variant].temporal_stride,
+                                    sample_posterior=variant == "lite")
         audio = _random_wav2vec(device)
     return FlashHeadEngine(model, codec, audio, GEOMETRY[variant], device, options)
 
@@ -179,7 +190,7 @@ def _session_run(engine, batcher: Batcher, reference, seed: int, chunks: int, ou
     """One session as the server runs it: generation in this thread (batched), encoding on a ThreadedSink."""
     g = engine.geometry
     session = engine.session(reference, seed=seed)
-    session.feed(timing_audio((g.frames + (chunks - 1) * g.new_frames) / g.fps))
+    session.feed(timing_audio((engine.first_chunk_frames + (chunks - 1) * g.new_frames) / g.fps))
     writer = ThreadedSink(_FragmentSink(engine), on_written=out.append)
     stream = session.chunks(flush=True)
     while True:
@@ -241,6 +252,33 @@ def print_sessions(engine: FlashHeadEngine, counts: list[int], chunks: int) -> N
               f"{100 * r['outside_run']:>12.1f}%   {stages}", flush=True)
 
 
+def first_frame_latency(engine: FlashHeadEngine, reference, mode: str) -> tuple[float, float]:
+    """(seconds of audio the first chunk waits for, seconds to generate it) under a chunking mode.
+
+    The first frame reaches a live listener after both: the audio has to be spoken before the chunk
+    can start. The second chunk is generated first (untimed) so the figure is a warm one."""
+    timed = FlashHeadEngine(engine.model, engine.codec, engine.audio, engine.geometry, engine.device,
+                            replace(engine.options, first_chunk=mode))
+    frames = timed.first_chunk_frames
+    audio = timing_audio(frames / timed.geometry.fps)
+    for _ in range(2):                                              # warm-up, then the timed one
+        state = timed.new_state(reference)
+        _sync(timed.device)
+        start = time.perf_counter()
+        timed.step(state, audio)
+        _sync(timed.device)
+        compute = time.perf_counter() - start
+    return frames / timed.geometry.fps, compute
+
+
+def print_first_frame_latency(engine: FlashHeadEngine) -> None:
+    reference = engine.reference(np.full((engine.geometry.size, engine.geometry.size, 3), 128, np.uint8))
+    print("first-frame latency = audio the first chunk waits for + its generation (warm):")
+    for mode, name in (("new", "release streaming (every chunk takes the new frames)"), ("full", "33-frame first chunk")):
+        wait, compute = first_frame_latency(engine, reference, mode)
+        print(f"  {mode:>4} ({name}): {wait:.2f} s of audio + {compute:.3f} s = {wait + compute:.3f} s")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variant", choices=("tiny", "lite", "pro"), default="tiny")
@@ -251,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunks", type=int, default=4, help="timed chunks (after the warm-up)")
     parser.add_argument("--warmup", type=int, default=1, help="chunks streamed first and left out of the FPS figure")
     parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--first-chunk", choices=("new", "full"), default="new", help="chunking of the timed run")
     parser.add_argument("--device")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
@@ -268,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
               f"DiT {human(flops['dit_step'])}/step x {args.steps} = {human(flops['dit'])}{extra}")
 
     device = choose_device(args.device)
-    options = EngineOptions(steps=args.steps, crop=False, compile=args.compile)
+    options = EngineOptions(steps=args.steps, compile=args.compile, first_chunk=args.first_chunk)
     if args.weights:
         engine = FlashHeadEngine.load(args.weights, args.variant, device=args.device, wav2vec=args.wav2vec, options=options)
     elif args.variant == "tiny" or args.random:
@@ -286,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         print_sessions(engine, args.sessions, args.chunks)
         return 0
     run_chunks(engine, args.chunks, args.warmup)
+    print_first_frame_latency(engine)
     return 0
 
 

@@ -40,7 +40,7 @@ def loader_rate(shards: list[Path], workers: int, size: int, samples: int) -> fl
 
 def step_rate(shards: list[Path], preset: str, batch: int, size: int, steps: int, vae: Path | None,
               shape: dict[str, int]) -> tuple[float, str]:
-    from vividhead.models.flashhead import GEOMETRY, FlashHeadConfig, FlashHeadDiT
+    from vividhead.models.flashhead import GEOMETRY, FlashHeadDiT
     from vividhead.models.vae import load_codec
     from vividhead.training.dataset import AUDIO_LEFT_CONTEXT, ShardDataset
     from vividhead.training.distributed import choose_device
@@ -50,7 +50,7 @@ def step_rate(shards: list[Path], preset: str, batch: int, size: int, steps: int
     device = choose_device()
     layers, dim = peek_audio_shape(shards)
     overrides = dict(shape) | ({"audio_layers": layers, "audio_dim": dim} if preset == "tiny" else {})
-    model = FlashHeadDiT(FlashHeadConfig.for_preset(preset, **overrides)).to(device).train()
+    model = FlashHeadDiT.for_preset(preset, **overrides).to(device).train()
     model.gradient_checkpointing = device.type == "cuda"
     freeze_unused(model)
     codec = load_codec(preset, vae or Path("."), model.config.codec, device=device, vae_path=vae)

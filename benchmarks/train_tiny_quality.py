@@ -68,7 +68,7 @@ def untrained_copy(run_model: Path, seed: int, out: Path) -> Path:
 
     config = read_config(run_model)
     torch.manual_seed(seed)
-    return save_release(FlashHeadDiT(config), out / MODEL_FOLDERS["tiny"]).parent
+    return save_release(FlashHeadDiT.from_config_json(config), out / MODEL_FOLDERS["tiny"]).parent
 
 
 def stream(weights: Path, image: Path, audio: Path, out: Path, steps: int) -> None:

@@ -74,7 +74,7 @@ def time_engine(engine, reference_rgb: np.ndarray | None = None, chunks: int = 8
     g = engine.geometry
     if reference_rgb is None:
         reference_rgb = np.full((g.size, g.size, 3), 128, np.uint8)
-    n_frames = g.frames + (warmup + chunks - 1) * g.new_frames
+    n_frames = engine.first_chunk_frames + (warmup + chunks - 1) * g.new_frames
     session = engine.session(engine.reference(reference_rgb))
     session.feed(timing_audio(n_frames / g.fps))
     encoder = FragmentEncoder(g.size, g.fps)

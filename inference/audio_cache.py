@@ -1,11 +1,12 @@
-"""The Temporal Audio Context Cache (paper eq. 2-3): an 8 s ring buffer of 16 kHz audio.
+"""The Temporal Audio Context Cache (paper eq. 2-3): an 8 s ring buffer of 16 kHz audio, zero-filled.
 
-Each chunk pushes the audio of its new video frames, the whole window (zeros before the start) is
-encoded with `vividhead.models.audio_features.encode_window` (the same call the build uses for
-`audio.npy`), and the features of the chunk's 33 frames are returned (the engine asks for 2 more on the
-left, so the -2..+2 windows of the chunk's first frames see the real preceding features). `PcmQueue` turns audio that
-arrives in arbitrary pieces into exactly the chunk-sized pieces the cache needs.
-"""
+Each chunk pushes the audio of its new video frames (24 Lite / 28 Pro in the authors' streaming mode, the
+first chunk included), the whole window is encoded with `vividhead.models.audio_features.encode_window`
+(the same call the build uses for `audio.npy`), and the features of the chunk's last 33 frames are
+returned: for the first chunk these start with 9 / 5 frames of the zero audio ahead of the stream. The
+engine asks for 2 more rows on the left, so the -2..+2 windows of the chunk's first frames see the real
+preceding features. `PcmQueue` turns audio that arrives in arbitrary pieces into exactly the chunk-sized
+pieces the cache needs."""
 
 from __future__ import annotations
 

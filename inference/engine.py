@@ -1,15 +1,21 @@
-"""The FlashHead streaming engine: one loaded model, any number of independent sessions.
+"""The FlashHead streaming engine: one loaded model, any number of independent streams.
 
 `FlashHeadEngine.load(weights, variant)` loads the DiT (strict release layout), its codec and the audio
-encoder once, on the device chosen once (CUDA when present, else CPU; bf16 on GPU). A `StreamSession`
-holds everything that belongs to one stream: the reference latent, the audio context cache, the motion
-latents, the noise generator and the metrics. Each chunk is five steps (see `StreamSession._generate`):
+encoder once, on the device chosen once (CUDA when present, else CPU; bf16 on GPU). Everything that
+belongs to one stream is a `StreamState` (audio context cache, motion latents, the two seeded generators,
+counters), and one chunk is `engine.step(state, audio)`, a function of that state and the chunk's audio:
 
     rows   = cache.push(audio)                        # 8 s window encoded; the chunk's 33 rows (+2 of left context)
     latent = sample_chunk(dit, reference, context(rows), motion)   # few-step sampler, motion frames kept
-    video  = codec.decode(latent)                     # 33 frames
-    motion = codec.encode(video[last motion frames])  # next chunk's motion latents
-    emit video[new frames]                            # 33 first, then 28 (Pro) / 24 (Lite)
+    video  = color_correct(codec.decode(latent))      # 33 frames, each matched to the reference in Lab
+    motion = codec.encode(video[last motion frames])  # next chunk's motion latents (after the correction)
+    emit uint8(video[-new:])                          # the chunk's new frames
+
+A `StreamSession` wraps one state with the PCM queue that cuts incoming audio into chunks and the metrics.
+By default this is the authors' streaming mode (FLASHHEAD_FORMAT.md, "What the authors' streaming code
+does"): every chunk, the first included, takes and emits only the new frames (24 Lite / 28 Pro) on top of
+a zero-filled cache, so the first frames come after 0.96 s / 1.12 s of audio. `first_chunk="full"` keeps
+the older 33-frame first chunk (see docs/stream.md for when that is worth its 0.36 s / 0.2 s).
 """
 
 from __future__ import annotations
@@ -24,13 +30,15 @@ import numpy as np
 import torch
 
 from vividhead.inference.audio_cache import AudioContextCache, PcmQueue
-from vividhead.inference.reference import (color_correct, prepare_reference, resize_frames, to_uint8_frames,
+from vividhead.inference.reference import (color_correct, lab_stats, prepare_reference, resize_frames, to_uint8_frames,
                                            to_video_tensor)
-from vividhead.inference.sampler import sample_chunk
 from vividhead.models.audio_features import SAMPLES_PER_FRAME, AudioEncoder, frames_for_samples, load_audio_encoder
 from vividhead.models.flashhead import GEOMETRY, FlashHeadDiT, Geometry, frame_windows
 from vividhead.models.release import load_release, model_folder
+from vividhead.models.sampler import sample_chunk
 from vividhead.models.vae import VideoCodec, load_codec
+
+FIRST_CHUNK_MODES = ("new", "full")
 
 
 def choose_device(requested: str | None = None) -> torch.device:
@@ -49,11 +57,18 @@ class NonFiniteOutput(RuntimeError):
 @dataclass(frozen=True)
 class EngineOptions:
     steps: int = 4
-    color_correction: bool = False
-    crop: bool = True                 # face-crop the reference image like the build
+    color_correction: float = 1.0     # Lab colour-correction strength, 0 = off (the release's default is 1.0)
+    crop: bool = False                # named option: face-crop the reference like the build (the release does not)
+    first_chunk: str = "new"          # "new": the release's streaming mode; "full": a 33-frame first chunk
     compile: bool = False             # torch.compile the DiT (GPU)
     seed: int = 0
     sequence_parallel: bool = False   # split DiT tokens across torchrun ranks with xDiT (inference/parallel.py)
+
+    def __post_init__(self) -> None:
+        if self.first_chunk not in FIRST_CHUNK_MODES:
+            raise ValueError(f"first_chunk must be one of {FIRST_CHUNK_MODES}, got {self.first_chunk!r}")
+        if not 0 <= float(self.color_correction) <= 1:
+            raise ValueError(f"color_correction strength must be in [0, 1], got {self.color_correction}")
 
 
 @dataclass
@@ -69,10 +84,24 @@ class Chunk:
 
 @dataclass
 class Reference:
-    image: np.ndarray                 # uint8 [512, 512, 3], after the crop
-    latent: torch.Tensor              # [1, C, F, h, w]
-    pixels: torch.Tensor              # [1, 3, 1, 512, 512] in [-1, 1], for colour correction
+    image: np.ndarray                 # uint8 [512, 512, 3], after the preprocessing
+    latent: torch.Tensor              # [1, C, F, h, w] in the model's dtype
+    color: tuple[torch.Tensor, torch.Tensor]   # the image's Lab mean and std, for colour correction
     face_box: tuple[int, int, int] | None
+    posterior: torch.Tensor | None = None      # LTX: the seeded posterior generator's state after this encode
+
+
+@dataclass
+class StreamState:
+    """What one stream carries from chunk to chunk; `FlashHeadEngine.step` advances it."""
+
+    reference: Reference
+    cache: AudioContextCache
+    motion: torch.Tensor              # [1, C, m, h, w] motion latents (cold start: the first reference latent frame)
+    noise: torch.Generator            # the sampler's noise: steps + 1 draws per chunk
+    posterior: torch.Generator        # LTX posterior samples of the motion re-encode
+    index: int = 0                    # chunks generated
+    emitted: int = 0                  # frames emitted
 
 
 @dataclass
@@ -125,13 +154,13 @@ class FlashHeadEngine:
         self.model, self.codec, self.audio, self.geometry = model, codec, audio, geometry
         self.device, self.options = device, options
         self.is_main = True                                           # the rank that writes output
-        denoiser: torch.nn.Module = model
-        if options.sequence_parallel:
-            from vividhead.inference.parallel import SequenceParallel, SequenceParallelDiT
+        if options.sequence_parallel:   # xfuser is an optional extra
+            from vividhead.inference.parallel import SequenceParallel, enable
 
             sp = SequenceParallel(model.config.num_heads)
-            denoiser, self.is_main = SequenceParallelDiT(model, sp), sp.is_main
-        self.denoiser = torch.compile(denoiser, dynamic=False) if options.compile else denoiser
+            enable(model, sp)
+            self.is_main = sp.is_main
+        self.denoiser = torch.compile(model, dynamic=False) if options.compile else model
 
     @classmethod
     def load(cls, weights: Path, variant: str, *, device: str | None = None, wav2vec: Path | None = None,
@@ -148,31 +177,82 @@ class FlashHeadEngine:
         audio = load_audio_encoder(wav2vec, device=str(dev))
         return cls(model, codec, audio, GEOMETRY[preset], dev, options)
 
+    @property
+    def first_chunk_frames(self) -> int:
+        """Frames the first chunk takes and emits: the new frames (24 / 28), or 33 with first_chunk="full"."""
+        return self.geometry.frames if self.options.first_chunk == "full" else self.geometry.new_frames
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.patch_embedding.weight.dtype
+
     @torch.inference_mode()
-    def reference(self, rgb: np.ndarray) -> Reference:
-        """Crop (optional), resize to 512 and encode the reference image repeated over one chunk."""
-        image, box = prepare_reference(rgb, self.geometry.size, crop=self.options.crop)
-        video = to_video_tensor(image, self.geometry.frames).to(self.device)
-        latent = self.codec.encode(video).to(self.model.patch_embedding.weight.dtype)
-        return Reference(image, latent, video[:, :, :1].float(), box)
+    def reference(self, rgb: np.ndarray, seed: int | None = None) -> Reference:
+        """Preprocess the reference image (face crop only as the named option) and encode it repeated over one
+        chunk. LTX draws its posterior sample from a generator seeded with `seed` (default: options.seed);
+        each stream's motion re-encodes continue that generator."""
+        image, box = prepare_reference(rgb, self.geometry.size, face_crop=self.options.crop)
+        pixels = to_video_tensor(image, self.geometry.frames, getattr(self.codec, "dtype", torch.float32)).to(self.device)
+        posterior = torch.Generator(device=self.device).manual_seed(self.options.seed if seed is None else seed)
+        latent = self.codec.encode(pixels, generator=posterior).to(self.dtype)
+        return Reference(image, latent, lab_stats(pixels[:, :, :1]), box, posterior.get_state())
+
+    def new_state(self, reference: Reference, seed: int | None = None) -> StreamState:
+        """A fresh stream: zero-filled 8 s audio cache, cold-start motion, noise seeded with `seed`."""
+        g = self.geometry
+        posterior = torch.Generator(device=self.device)
+        if reference.posterior is not None:
+            posterior.set_state(reference.posterior)
+        return StreamState(
+            reference=reference,
+            cache=AudioContextCache(self.audio, g.window_frames, g.frames + g.audio_radius),   # + left context
+            motion=reference.latent[:, :, :1],
+            noise=torch.Generator(device=self.device).manual_seed(self.options.seed if seed is None else seed),
+            posterior=posterior,
+        )
+
+    @torch.inference_mode()
+    def step(self, state: StreamState, audio: np.ndarray) -> Chunk:
+        """Generate one chunk from the audio of its new frames (24 / 28, or 33 for a full first chunk);
+        advances `state` and returns the chunk's new frames."""
+        g, timings = self.geometry, {}
+        new = len(audio) // SAMPLES_PER_FRAME
+        clock = _Clock(self.device, timings)
+        with clock("audio_encode"):
+            rows = torch.from_numpy(state.cache.push(audio)).to(self.device)[None]       # [1, 2 + 33, L, C]
+            windows = frame_windows(rows, g.audio_radius)[:, g.audio_radius:]            # [1, 33, 5, L, C]
+            context = self.model.audio_context(windows)                                   # [1, F, T, dim]
+        with clock("dit"):
+            latent = sample_chunk(self.denoiser, state.reference.latent, context, state.motion,
+                                  steps=self.options.steps, shift=g.shift, generator=state.noise)
+        with clock("vae_decode"):
+            native = getattr(self.codec, "native_size", None)                           # tiny: decode small, resize uint8
+            video = self.codec.decode(latent) if native is None else self.codec.decode(latent, size=native)
+            check_finite_chunk(state.index, latent, video)
+            video = color_correct(video, state.reference.color, float(self.options.color_correction))
+        with clock("motion_encode"):                                                   # after the correction, as released
+            state.motion = self.codec.encode(video[:, :, -g.motion_frames:], generator=state.posterior).to(latent.dtype)
+        frames = resize_frames(to_uint8_frames(video[:, :, -new:]), g.size)             # [new, 512, 512, 3]
+        chunk = Chunk(state.index, state.emitted, frames, np.asarray(audio, np.float32), timings)
+        state.index += 1
+        state.emitted += new
+        return chunk
 
     def session(self, reference: Reference, seed: int | None = None) -> "StreamSession":
-        return StreamSession(self, reference, self.options.seed if seed is None else seed)
+        return StreamSession(self, self.new_state(reference, seed))
 
 
 class StreamSession:
-    """The state of one stream: audio cache and queue, motion latents, noise, metrics."""
+    """One stream fed as audio arrives: the PCM queue that cuts chunks, the stream's state and its metrics."""
 
-    def __init__(self, engine: FlashHeadEngine, reference: Reference, seed: int) -> None:
-        g = engine.geometry
-        self.engine, self.reference = engine, reference
-        self.cache = AudioContextCache(engine.audio, g.window_frames, g.frames + g.audio_radius)  # + left context
-        self.queue = PcmQueue(g.frames, g.new_frames)
-        self.motion = reference.latent[:, :, :1]                       # cold start: first reference latent frame
-        self.generator = torch.Generator(device=engine.device).manual_seed(seed)
+    def __init__(self, engine: FlashHeadEngine, state: StreamState) -> None:
+        self.engine, self.state = engine, state
+        self.queue = PcmQueue(engine.first_chunk_frames, engine.geometry.new_frames)
         self.stats = StreamStats()
-        self.index = 0
-        self.emitted = 0                                               # frames emitted so far
+
+    @property
+    def reference(self) -> Reference:
+        return self.state.reference
 
     def feed(self, samples: np.ndarray) -> None:
         """Queue 16 kHz mono float32 audio."""
@@ -181,41 +261,15 @@ class StreamSession:
         self.queue.put(samples)
 
     def chunks(self, flush: bool = False) -> Iterator[Chunk]:
-        """Generate every chunk whose audio is complete; `flush` also pads and emits the last partial one."""
+        """Generate every chunk whose audio is complete; `flush` also zero-pads and emits the last partial one,
+        trimmed to the audio."""
         while (audio := self.queue.take(flush=flush)) is not None:
             started = time.perf_counter()
-            chunk = self._generate(audio)
+            chunk = self.engine.step(self.state, audio)
             limit = frames_for_samples(self.queue.total) - chunk.start_frame if flush else len(chunk.frames)
             chunk.frames, chunk.audio = chunk.frames[:limit], chunk.audio[: limit * SAMPLES_PER_FRAME]
-            self.emitted += len(chunk.frames)
             self.stats.record(chunk, time.perf_counter() - started)
             yield chunk
-
-    @torch.inference_mode()
-    def _generate(self, audio: np.ndarray) -> Chunk:
-        eng, g, timings = self.engine, self.engine.geometry, {}
-        clock = _Clock(eng.device, timings)
-        with clock("audio_encode"):
-            rows = torch.from_numpy(self.cache.push(audio)).to(eng.device)[None]        # [1, 2 + 33, L, C]
-            windows = frame_windows(rows, g.audio_radius)[:, g.audio_radius:]           # [1, 33, 5, L, C]
-            context = eng.model.audio_context(windows)                                   # [1, F, T, dim]
-        with clock("dit"):
-            latent = sample_chunk(eng.denoiser, self.reference.latent, context, self.motion,
-                                  steps=eng.options.steps, shift=g.shift, generator=self.generator)
-        with clock("vae_decode"):
-            native = getattr(eng.codec, "native_size", None)                          # tiny: decode small, resize uint8
-            video = eng.codec.decode(latent) if native is None else eng.codec.decode(latent, size=native)  # [1, 3, 33, H, W]
-        check_finite_chunk(self.index, latent, video)
-        with clock("motion_encode"):
-            self.motion = eng.codec.encode(video[:, :, -g.motion_frames:]).to(latent.dtype)
-        new = g.frames if self.index == 0 else g.new_frames
-        video = video[:, :, -new:]
-        if eng.options.color_correction:
-            video = color_correct(video, self.reference.pixels.to(video.device))
-        frames = resize_frames(to_uint8_frames(video), g.size)                         # [new, 512, 512, 3]
-        chunk = Chunk(self.index, self.emitted, frames, audio[-new * SAMPLES_PER_FRAME:], timings)
-        self.index += 1
-        return chunk
 
 
 def check_finite_chunk(index: int, latent: torch.Tensor, video: torch.Tensor) -> None:

@@ -232,7 +232,7 @@ class Connection:
         g = self.server.engine.geometry
         await self.ws.send_json({"type": "ready", "mime": self.server.mime, "width": g.size, "height": g.size,
                                  "fps": g.fps, "variant": self.server.engine.model.config.preset,
-                                 "first_chunk": g.frames, "chunk_frames": g.new_frames, "sample_rate": SAMPLE_RATE,
+                                 "first_chunk": self.server.engine.first_chunk_frames, "chunk_frames": g.new_frames, "sample_rate": SAMPLE_RATE,
                                  "limits": asdict(self.limits)})
         self.tasks = [asyncio.create_task(self._guarded(body)) for body in (self._generate(), self._send(), self._watch())]
         async for msg in self.ws:

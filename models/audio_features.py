@@ -11,13 +11,16 @@ Two encoders share one interface, `encoder(audio_16k, n_frames) -> float32 [n_fr
 `streaming_features` is THE function that turns a whole clip's audio into one feature row per video
 frame exactly as the Temporal Audio Context Cache (paper eq. 2-3) computes them at inference:
 
-    chunk 0 makes frames [0, 33); chunk k >= 1 makes `stride` new frames after the previous chunk.
+    every chunk, the first included, makes `stride` new frames after the previous one (the authors'
+    streaming mode); with `first=33` (the engine's `first_chunk="full"` option) chunk 0 makes [0, 33).
     For each chunk, the 8 s (200-frame) audio window ending at the chunk's last frame is encoded
     (zero-padded before the start of the audio and after its end) and the chunk's new rows are kept.
 
 `stride` is the number of new frames per chunk: 24 for Lite (LTX, 9 motion frames), 28 for Pro (Wan,
 5 motion frames); see `vividhead.models.flashhead.GEOMETRY`. The build's `audio.npy` and the inference
 cache (`vividhead.inference.audio_cache`) both call `encode_window`, so train and serve see identical rows.
+A streamed chunk also re-reads the rows of its motion frames (the previous chunk's last 9 / 5 frames) from
+its own window; the build keeps those rows from the window that made them (see docs/stream.md).
 """
 
 from __future__ import annotations
@@ -36,7 +39,6 @@ FPS = 25
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS      # 640
 WINDOW_SECONDS = 8.0
 WINDOW_FRAMES = int(WINDOW_SECONDS * FPS)   # 200 video frames in the context window
-FIRST_CHUNK = 33                            # frames produced by the first chunk
 
 
 class AudioEncoder(Protocol):
@@ -172,8 +174,12 @@ def load_audio_encoder(path: Path | None, device: str = "cpu") -> AudioEncoder:
 
 
 # -------------------------------------------------------------------------------- streaming geometry
-def chunk_spans(n_frames: int, stride: int, first: int = FIRST_CHUNK) -> list[tuple[int, int]]:
-    """[start, end) of the NEW frames of each chunk covering `n_frames` (the last may run past the end)."""
+def chunk_spans(n_frames: int, stride: int, first: int | None = None) -> list[tuple[int, int]]:
+    """[start, end) of the NEW frames of each chunk covering `n_frames` (the last may run past the end).
+
+    Every chunk makes `stride` frames; `first` (default: `stride`) sets the first chunk's alone.
+    """
+    first = stride if first is None else first
     if stride < 1 or first < 1:
         raise ValueError(f"chunk geometry: stride ({stride}) and first ({first}) must be positive")
     spans = [(0, first)]
@@ -205,13 +211,14 @@ def streaming_features(
     n_frames: int | None = None,
     *,
     stride: int,
-    first: int = FIRST_CHUNK,
+    first: int | None = None,
     window_frames: int = WINDOW_FRAMES,
 ) -> np.ndarray:
     """One feature row per video frame, as the streaming cache computes them: [n_frames, layers, dim].
 
-    `stride` is the new frames per chunk after the first (24 Lite, 28 Pro). `n_frames` defaults to the
-    frames covering the audio. The build stores the result as float16 `audio.npy`.
+    `stride` is the new frames per chunk (24 Lite, 28 Pro); `first` the first chunk's when it differs
+    (33 for the engine's full-first-chunk option). `n_frames` defaults to the frames covering the audio.
+    The build stores the result as float16 `audio.npy`.
     """
     n_frames = frames_for_samples(len(audio)) if n_frames is None else n_frames
     rows: list[np.ndarray] = []

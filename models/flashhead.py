@@ -3,7 +3,7 @@
 Compatible with the released SoulX-FlashHead checkpoints (parameter names and shapes in
 /work/shared/FLASHHEAD_FORMAT.md). Training-facing API:
 
-    model = FlashHeadDiT(FlashHeadConfig.for_preset("tiny"))            # or release.load_release(dir)
+    model = FlashHeadDiT.for_preset("tiny")                          # or release.load_release(dir)
     windows = frame_windows(audio_rows)                              # [B, 33, L, C] -> [B, 33, 5, L, C]
     v = model(noisy_latent, timestep, reference_latent, windows)     # all latents [B, C, F, H, W]
 
@@ -16,12 +16,17 @@ All streaming geometry (33 frames, motion frames, new frames per chunk, shift, s
 
 from __future__ import annotations
 
+import inspect
 import math
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from diffusers import ModelMixin
+from diffusers.configuration_utils import ConfigMixin, FrozenDict, register_to_config
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -76,74 +81,35 @@ def shift_timestep(t: torch.Tensor | float, shift: float = 5.0) -> torch.Tensor 
 
 
 def sampling_timesteps(steps: int = 4, shift: float = 5.0) -> list[float]:
-    """Shifted flow times of the distilled sampler, ending with 0: 4 steps = 1000, 750, 500, 250 (/1000)."""
-    return [float(shift_timestep(1.0 - i / steps, shift)) for i in range(steps)] + [0.0]
+    """Shifted flow times of the distilled sampler, ending with 0, as the authors' code makes them.
+
+    2 steps: 1000, 500; 4 steps: 1000, 750, 500, 250; any other count: linspace(1000, 1, steps) in float32
+    (so 8 steps end at 1, not 125). Each is divided by 1000 and shifted, then 0 is appended.
+    """
+    if steps < 1:
+        raise ValueError(f"sampler steps must be >= 1, got {steps}")
+    fixed = {2: [1000.0, 500.0], 4: [1000.0, 750.0, 500.0, 250.0]}
+    base = fixed.get(steps) or [float(t) for t in np.linspace(1000, 1, steps, dtype=np.float32)]
+    return [float(shift_timestep(t / 1000.0, shift)) for t in base] + [0.0]
 
 
 # ------------------------------------------------------------------------------------------- config
-@dataclass
-class FlashHeadConfig:
-    """config.json of a release folder. Released keys first; vividhead's own keys default to the release."""
+# Presets: config.json values that differ from the release defaults of `FlashHeadDiT.__init__`.
+PRESETS: dict[str, dict[str, Any]] = {
+    "lite": dict(in_dim=256, out_dim=128, vae_stride=(8, 32, 32), patch_size=(1, 1, 1)),     # LTX VAE
+    "pro": dict(in_dim=32, out_dim=16, vae_stride=(4, 8, 8), patch_size=(1, 2, 2)),          # Wan VAE
+    "tiny": dict(dim=64, ffn_dim=128, num_heads=2, num_layers=2, text_dim=16, freq_dim=32,   # CPU, space-to-depth
+                 in_dim=2 * 192, out_dim=192, vae_stride=(4, 64, 64), patch_size=(1, 1, 1),
+                 audio_layers=1, audio_dim=80, audio_hidden=64, audio_tokens=4,
+                 codec={"type": "space_to_depth", "frame_size": 32, "spatial": 4}),
+}
 
-    dim: int = 1536
-    in_dim: int = 32
-    ffn_dim: int = 8960
-    out_dim: int = 16
-    text_dim: int = 4096
-    freq_dim: int = 256
-    eps: float = 1e-6
-    vae_stride: tuple[int, int, int] = (4, 8, 8)
-    patch_size: tuple[int, int, int] = (1, 2, 2)
-    num_heads: int = 12
-    num_layers: int = 30
-    has_image_input: bool = False
-    # vividhead extensions (absent from the release: the defaults are the release's values)
-    audio_layers: int = 12          # wav2vec2 hidden states per frame
-    audio_dim: int = 768            # wav2vec2 width
-    audio_hidden: int = 512         # audio_proj width
-    audio_tokens: int = 32          # audio context tokens per latent frame
-    preset: str | None = None       # "tiny" | "lite" | "pro"; None in the release (inferred from the folder)
-    codec: dict[str, Any] | None = None   # tiny: {"type": "space_to_depth", "frame_size": 32, "spatial": 4}
-    extra: dict[str, Any] = field(default_factory=dict)  # unknown keys of config.json, written back unchanged
 
-    def __post_init__(self) -> None:
-        self.vae_stride, self.patch_size = tuple(self.vae_stride), tuple(self.patch_size)
-        if self.in_dim != 2 * self.out_dim:
-            raise ValueError(f"config: in_dim ({self.in_dim}) must be 2 * out_dim ({self.out_dim}): the reference latent is concatenated")
-        if self.dim % self.num_heads or (self.dim // self.num_heads) % 2:
-            raise ValueError(f"config: dim ({self.dim}) must split into {self.num_heads} heads of even width")
-
-    @property
-    def temporal_stride(self) -> int:
-        return self.vae_stride[0]
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "FlashHeadConfig":
-        known = {f.name for f in fields(cls)} - {"extra"}
-        values = {k: v for k, v in data.items() if k in known}
-        extra = {k: v for k, v in data.items() if k not in known}
-        return cls(**values, extra=extra)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        extra = data.pop("extra")
-        data["vae_stride"], data["patch_size"] = list(self.vae_stride), list(self.patch_size)
-        return {**extra, **{k: v for k, v in data.items() if v is not None}}
-
-    @classmethod
-    def for_preset(cls, name: str, **overrides: Any) -> "FlashHeadConfig":
-        """`tiny` (CPU, space-to-depth codec), `lite` (LTX VAE) or `pro` (Wan VAE), 1.3B dims for the latter two."""
-        presets: dict[str, dict[str, Any]] = {
-            "lite": dict(in_dim=256, out_dim=128, vae_stride=(8, 32, 32), patch_size=(1, 1, 1)),
-            "pro": dict(in_dim=32, out_dim=16, vae_stride=(4, 8, 8), patch_size=(1, 2, 2)),
-            "tiny": dict(dim=64, ffn_dim=128, num_heads=2, num_layers=2, text_dim=16, freq_dim=32,
-                         in_dim=2 * 192, out_dim=192, vae_stride=(4, 64, 64), patch_size=(1, 1, 1),
-                         audio_layers=1, audio_dim=80, audio_hidden=64, audio_tokens=4,
-                         codec={"type": "space_to_depth", "frame_size": 32, "spatial": 4}),
-        }
-        if name not in presets:
-            raise ValueError(f"unknown preset {name!r}: expected one of {sorted(presets)}")
-        return cls(**{**presets[name], "preset": name, **overrides})
+def preset_config(name: str, **overrides: Any) -> dict[str, Any]:
+    """config.json values of a preset: `tiny` (CPU), `lite` (LTX VAE) or `pro` (Wan VAE), 1.3B dims for the latter two."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}: expected one of {sorted(PRESETS)}")
+    return {**PRESETS[name], "preset": name, **overrides}
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -217,20 +183,30 @@ class RMSNorm(nn.Module):
         return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
 
 
+# The attention kernel of self-attention: q, k, v [B, L, heads, head_dim] -> [B, L, heads, head_dim].
+# `FlashHeadDiT.set_attention` swaps it (inference/parallel.py: xDiT sequence parallelism).
+Attention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Full attention through PyTorch SDPA (FlashAttention / memory-efficient kernels on GPU)."""
+    return F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
+
+
 class SelfAttention(nn.Module):
     def __init__(self, dim: int, heads: int, eps: float) -> None:
         super().__init__()
         self.heads = heads
         self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
         self.norm_q, self.norm_k = RMSNorm(dim, eps), RMSNorm(dim, eps)
+        self.attention: Attention = sdpa_attention
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         b, n, d = x.shape
         q = apply_rope(self.norm_q(self.q(x)).view(b, n, self.heads, -1), rope)         # [B, L, h, d/h]
         k = apply_rope(self.norm_k(self.k(x)).view(b, n, self.heads, -1), rope)
         v = self.v(x).view(b, n, self.heads, -1)
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
-        return self.o(out.transpose(1, 2).reshape(b, n, d))
+        return self.o(self.attention(q, k, v).reshape(b, n, d))
 
 
 class AudioCrossAttention(nn.Module):
@@ -257,7 +233,7 @@ class AudioCrossAttention(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: FlashHeadConfig) -> None:
+    def __init__(self, cfg: FrozenDict) -> None:    # the model's config
         super().__init__()
         d = cfg.dim
         self.norm1 = nn.LayerNorm(d, cfg.eps, elementwise_affine=False)
@@ -278,7 +254,7 @@ class Block(nn.Module):
 
 
 class Head(nn.Module):
-    def __init__(self, cfg: FlashHeadConfig) -> None:
+    def __init__(self, cfg: FrozenDict) -> None:    # the model's config
         super().__init__()
         self.norm = nn.LayerNorm(cfg.dim, cfg.eps, elementwise_affine=False)
         self.head = nn.Linear(cfg.dim, cfg.out_dim * math.prod(cfg.patch_size))
@@ -301,12 +277,12 @@ class AudioEmbedding(nn.Module):
 class AudioProjection(nn.Module):
     """Audio features of one latent frame -> `audio_tokens` context tokens of width dim."""
 
-    def __init__(self, cfg: FlashHeadConfig) -> None:
+    def __init__(self, cfg: FrozenDict) -> None:    # the model's config
         super().__init__()
         per_frame = cfg.audio_layers * cfg.audio_dim
         self.tokens, self.dim = cfg.audio_tokens, cfg.dim
         self.proj1 = nn.Linear(5 * per_frame, cfg.audio_hidden)
-        self.proj1_vf = nn.Linear((5 + cfg.temporal_stride - 1) * per_frame, cfg.audio_hidden)
+        self.proj1_vf = nn.Linear((5 + cfg.vae_stride[0] - 1) * per_frame, cfg.audio_hidden)
         self.proj2 = nn.Linear(cfg.audio_hidden, cfg.audio_hidden)
         self.proj3 = nn.Linear(cfg.audio_hidden, cfg.audio_tokens * cfg.dim)
         self.norm = nn.LayerNorm(cfg.dim)
@@ -318,12 +294,46 @@ class AudioProjection(nn.Module):
 
 
 # -------------------------------------------------------------------------------------------- model
-class FlashHeadDiT(nn.Module):
-    """FlashHead denoiser. Parameter names follow the release exactly (see module docstring)."""
+class FlashHeadDiT(ModelMixin, ConfigMixin):
+    """FlashHead denoiser, a diffusers model: a release folder (config.json + diffusion_pytorch_model.safetensors)
+    is what `save_pretrained` writes and `from_pretrained` reads (`vividhead.models.release` adds the strict key
+    and shape check). Parameter names follow the release exactly (see module docstring).
 
-    def __init__(self, config: FlashHeadConfig) -> None:
+    The arguments are config.json's keys: the released ones first, then vividhead's own, whose defaults are the
+    release's values. Keys the class does not know are kept in the config and written back."""
+
+    _supports_gradient_checkpointing = True
+
+    @register_to_config
+    def __init__(
+        self,
+        dim: int = 1536,
+        in_dim: int = 32,
+        ffn_dim: int = 8960,
+        out_dim: int = 16,
+        text_dim: int = 4096,
+        freq_dim: int = 256,
+        eps: float = 1e-6,
+        vae_stride: tuple[int, int, int] = (4, 8, 8),
+        patch_size: tuple[int, int, int] = (1, 2, 2),
+        num_heads: int = 12,
+        num_layers: int = 30,
+        has_image_input: bool = False,
+        # vividhead extensions (absent from the release: the defaults are the release's values)
+        audio_layers: int = 12,            # wav2vec2 hidden states per frame
+        audio_dim: int = 768,              # wav2vec2 width
+        audio_hidden: int = 512,           # audio_proj width
+        audio_tokens: int = 32,            # audio context tokens per latent frame
+        preset: str | None = None,         # "tiny" | "lite" | "pro"; None in the release (inferred from the folder)
+        codec: dict[str, Any] | None = None,   # tiny: {"type": "space_to_depth", "frame_size": 32, "spatial": 4}
+    ) -> None:
         super().__init__()
-        self.config = cfg = config
+        if in_dim != 2 * out_dim:
+            raise ValueError(f"config: in_dim ({in_dim}) must be 2 * out_dim ({out_dim}): the reference latent is concatenated")
+        if dim % num_heads or (dim // num_heads) % 2:
+            raise ValueError(f"config: dim ({dim}) must split into {num_heads} heads of even width")
+        self.register_to_config(vae_stride=tuple(vae_stride), patch_size=tuple(patch_size))   # JSON gives lists
+        cfg = self.config
         self.gradient_checkpointing = False
         self.patch_embedding = nn.Conv3d(cfg.in_dim, cfg.dim, kernel_size=cfg.patch_size, stride=cfg.patch_size)
         self.text_embedding = nn.Sequential(nn.Linear(cfg.text_dim, cfg.dim), nn.GELU(approximate="tanh"), nn.Linear(cfg.dim, cfg.dim))
@@ -334,9 +344,33 @@ class FlashHeadDiT(nn.Module):
         self.audio_emb = AudioEmbedding(cfg.audio_dim, cfg.dim)
         self.audio_proj = AudioProjection(cfg)
 
+    @classmethod
+    def for_preset(cls, name: str, **overrides: Any) -> "FlashHeadDiT":
+        """A freshly initialised model of a preset (see `preset_config`)."""
+        return cls(**preset_config(name, **overrides))
+
+    @classmethod
+    def from_config_json(cls, data: dict[str, Any]) -> "FlashHeadDiT":
+        """The model a config.json describes; keys the class does not know are kept in its config."""
+        known = set(inspect.signature(cls.__init__).parameters) - {"self"}
+        model = cls(**{k: v for k, v in data.items() if k in known})
+        extra = {k: v for k, v in data.items() if k not in known and not k.startswith("_")}
+        if extra:
+            model.register_to_config(**extra)
+        return model
+
+    @property
+    def temporal_stride(self) -> int:
+        return self.config.vae_stride[0]
+
+    def set_attention(self, attention: Attention) -> None:
+        """Use `attention` as every block's self-attention kernel (default: `sdpa_attention`)."""
+        for block in self.blocks:
+            block.self_attn.attention = attention
+
     def audio_context(self, windows: torch.Tensor) -> torch.Tensor:
         """Per-frame windows [B, N, 5, L, C] -> audio tokens per latent frame [B, F, T, dim]."""
-        first, rest = group_audio(windows.to(self.audio_proj.proj1.weight.dtype), self.config.temporal_stride)
+        first, rest = group_audio(windows.to(self.audio_proj.proj1.weight.dtype), self.temporal_stride)
         return self.audio_proj(first, rest)
 
     def forward(
@@ -358,7 +392,9 @@ class FlashHeadDiT(nn.Module):
         x = x.flatten(2).transpose(1, 2)                                                 # [B, f*h*w, dim]
         if context.shape[1] != grid[0]:
             raise ValueError(f"audio context has {context.shape[1]} latent frames, the latent has {grid[0]}")
-        t = self.time_embedding(sinusoidal_embedding(cfg.freq_dim, timestep.reshape(-1).expand(x.shape[0])).to(dtype))
+        # The timestep is cast to the model dtype first, as the release does: in bf16 937.5 is embedded as 936.
+        timestep = timestep.reshape(-1).expand(x.shape[0]).to(dtype)
+        t = self.time_embedding(sinusoidal_embedding(cfg.freq_dim, timestep).to(dtype))
         t_mod = self.time_projection(t).unflatten(1, (6, cfg.dim))                       # [B, 6, dim]
         angles = rope_angles(grid, cfg.dim // cfg.num_heads, x.device)
         rope = (angles.cos(), angles.sin())

@@ -2,9 +2,10 @@
 
 A model folder holds `config.json` + `diffusion_pytorch_model.safetensors` (or a sharded
 `diffusion_pytorch_model.safetensors.index.json`), exactly like the authors' `Model_Lite/` and
-`Model_Pro/`. `vividhead train` writes the same layout; its config.json carries `"preset"` so the
-loader knows a tiny checkpoint uses the space-to-depth codec. Every key and shape must match:
-an error names the first offending keys. A truncated or corrupt safetensors file is refused with an error
+`Model_Pro/`: what diffusers' `FlashHeadDiT.save_pretrained` writes and `from_pretrained` reads.
+`vividhead train` writes the same layout; its config.json carries `"preset"` so the loader knows a
+tiny checkpoint uses the space-to-depth codec. `load_release` checks every key and shape before
+loading: an error names the first offending keys. A truncated or corrupt safetensors file is refused with an error
 that names the file and what is wrong with it, and a checkpoint holding NaN or infinite weights is refused
 at load with the offending tensors named (it would otherwise stream a black video).
 """
@@ -12,15 +13,15 @@ at load with the offending tensors named (it would otherwise stream a black vide
 from __future__ import annotations
 
 import json
-import os
 import struct
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from vividhead.models.flashhead import FlashHeadConfig, FlashHeadDiT
+from vividhead.models.flashhead import FlashHeadDiT
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
@@ -32,15 +33,15 @@ class CheckpointError(ValueError):
     """A checkpoint folder does not match the model it declares."""
 
 
-def infer_preset(config: FlashHeadConfig, folder: Path) -> str:
+def infer_preset(config: dict[str, Any], folder: Path) -> str:
     """tiny / lite / pro from config.json's `preset`, else the folder name, else the VAE stride."""
-    if config.preset:
-        return config.preset
+    if config.get("preset"):
+        return config["preset"]
     name = folder.name.lower()
     for preset in ("lite", "pro", "tiny"):
         if preset in name:
             return preset
-    return {(8, 32, 32): "lite", (4, 8, 8): "pro"}.get(tuple(config.vae_stride), "pro")
+    return {(8, 32, 32): "lite", (4, 8, 8): "pro"}.get(tuple(config.get("vae_stride", ())), "pro")
 
 
 def model_folder(weights: Path, variant: str) -> Path:
@@ -59,17 +60,16 @@ def model_folder(weights: Path, variant: str) -> Path:
     raise FileNotFoundError(f"{weights}: no {MODEL_FOLDERS.get(variant, variant)}/{CONFIG_NAME} (and no {CONFIG_NAME} in the folder itself)")
 
 
-def read_config(folder: Path) -> FlashHeadConfig:
+def read_config(folder: Path) -> dict[str, Any]:
+    """config.json of a model folder, as a dict."""
     path = Path(folder) / CONFIG_NAME
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise CheckpointError(f"{path}: cannot read the model config ({err})") from err
-    try:
-        config = FlashHeadConfig.from_dict(data)
-    except (TypeError, ValueError) as err:
-        raise CheckpointError(f"{path}: {err}") from err
-    return config
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: the model config is not a JSON object")
+    return data
 
 
 def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
@@ -154,12 +154,15 @@ def check_state_dict(expected: dict[str, torch.Tensor], found: dict[str, torch.T
 
 
 def load_release(folder: Path, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> FlashHeadDiT:
-    """Load a model folder (config.json + safetensors) strictly; the preset is recorded on the config."""
+    """Load a model folder (config.json + safetensors) strictly; the preset is recorded in the config."""
     folder = Path(folder)
     config = read_config(folder)
-    config.preset = infer_preset(config, folder)
-    with torch.device("meta"):
-        model = FlashHeadDiT(config)
+    try:
+        with torch.device("meta"):
+            model = FlashHeadDiT.from_config_json(config)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{folder / CONFIG_NAME}: {err}") from err
+    model.register_to_config(preset=infer_preset(config, folder))
     state = read_state_dict(folder)
     check_state_dict(model.state_dict(), state, folder / WEIGHTS_NAME)
     check_finite(state, folder / WEIGHTS_NAME)
@@ -169,14 +172,7 @@ def load_release(folder: Path, *, device: str | torch.device = "cpu", dtype: tor
     return model.to(device).eval()
 
 
-def save_release(model: FlashHeadDiT, folder: Path, dtype: torch.dtype | None = None) -> Path:
-    """Write config.json + safetensors atomically (temporary names, then rename)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {k: (v.to(dtype) if dtype is not None else v).detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    tmp_weights, tmp_config = folder / f".{WEIGHTS_NAME}.tmp", folder / f".{CONFIG_NAME}.tmp"
-    save_file(state, str(tmp_weights), metadata={"format": "pt"})
-    tmp_config.write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
-    os.replace(tmp_weights, folder / WEIGHTS_NAME)
-    os.replace(tmp_config, folder / CONFIG_NAME)
-    return folder
+def save_release(model: FlashHeadDiT, folder: Path) -> Path:
+    """Write config.json + diffusion_pytorch_model.safetensors with diffusers' `save_pretrained`."""
+    model.save_pretrained(Path(folder), safe_serialization=True)
+    return Path(folder)

@@ -8,6 +8,7 @@ Every codec maps video [B, 3, T, H, W] in [-1, 1] (T = 1 + k * temporal stride) 
   stands alone, replicated, like a causal VAE). The fold is exactly invertible; decode upsamples to 512.
 - `DiffusersVideoCodec` (lite / pro): diffusers' `AutoencoderKLLTXVideo` or `AutoencoderKLWan`, with the
   per-channel latent statistics: z_norm = (z - mean) / std after encode, z = z_norm * std + mean before decode.
+  As in the release, LTX latents are a sample of the posterior (from the caller's seeded generator), Wan's the mean.
 
 Loaders read the release layouts: `VAE_LTX/` as diffusers (config.json + safetensors, statistics in the
 checkpoint's latents_mean/latents_std), or LTX's original (config.json + autoencoder.pth +
@@ -30,7 +31,7 @@ class VideoCodec(Protocol):
     latent_channels: int
     temporal_stride: int
 
-    def encode(self, video: torch.Tensor) -> torch.Tensor: ...
+    def encode(self, video: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor: ...
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor: ...
 
@@ -47,7 +48,8 @@ class SpaceToDepthCodec:
         self.temporal_stride = temporal
         self.native_size = frame_size   # decode(latent, size=native_size) skips the upsampling (the engine resizes uint8)
 
-    def encode(self, video: torch.Tensor) -> torch.Tensor:
+    def encode(self, video: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Deterministic (`generator` is accepted for the codec interface and unused)."""
         b, c, t, h, w = video.shape
         if (t - 1) % self.temporal:
             raise ValueError(f"codec: {t} frames is not 1 + a multiple of {self.temporal}")
@@ -76,12 +78,14 @@ class SpaceToDepthCodec:
 class DiffusersVideoCodec:
     """A diffusers video autoencoder with per-channel latent normalisation."""
 
-    def __init__(self, vae: torch.nn.Module, mean: torch.Tensor, std: torch.Tensor, temporal_stride: int) -> None:
+    def __init__(self, vae: torch.nn.Module, mean: torch.Tensor, std: torch.Tensor, temporal_stride: int,
+                 sample_posterior: bool = False) -> None:
         self.vae = vae.eval().requires_grad_(False)
         self.latent_channels = int(mean.numel())
         self.temporal_stride = temporal_stride
         self.mean, self.std = mean.float().view(1, -1, 1, 1, 1), std.float().view(1, -1, 1, 1, 1)
         self.timestep_conditioning = bool(getattr(vae.config, "timestep_conditioning", False))
+        self.sample_posterior = sample_posterior        # LTX in the release; Wan takes the mean
 
     @property
     def dtype(self) -> torch.dtype:
@@ -92,16 +96,19 @@ class DiffusersVideoCodec:
         return next(self.vae.parameters()).device
 
     @torch.inference_mode()
-    def encode(self, video: torch.Tensor) -> torch.Tensor:
-        z = self.vae.encode(video.to(self.device, self.dtype)).latent_dist.mode().float()
+    def encode(self, video: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Normalised latents (float32). LTX: a sample of the posterior drawn from `generator`, as the
+        release samples it; Wan: the posterior mean (mode), as the release takes it."""
+        posterior = self.vae.encode(video.to(self.device, self.dtype)).latent_dist
+        z = (posterior.sample(generator=generator) if self.sample_posterior else posterior.mode()).float()
         return (z - self.mean.to(z.device)) / self.std.to(z.device)
 
     @torch.inference_mode()
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """Video [B, 3, T, H, W] in the VAE's dtype, as the VAE gives it (diffusers' Wan clamps to [-1, 1], LTX does not)."""
         z = latent.float() * self.std.to(latent.device) + self.mean.to(latent.device)
         kwargs = {"temb": torch.zeros(z.shape[0], device=self.device, dtype=self.dtype)} if self.timestep_conditioning else {}
-        video = self.vae.decode(z.to(self.device, self.dtype), **kwargs).sample
-        return video.float().clamp(-1, 1)
+        return self.vae.decode(z.to(self.device, self.dtype), **kwargs).sample
 
 
 def load_ltx(folder: Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> DiffusersVideoCodec:
@@ -119,7 +126,8 @@ def load_ltx(folder: Path, device: str | torch.device = "cpu", dtype: torch.dtyp
     stats = folder / "per_channel_statistics.json"
     if stats.is_file():
         mean, std = _read_ltx_statistics(stats, vae.config.latent_channels)
-    return DiffusersVideoCodec(_place(vae, device, dtype, folder), mean, std, int(vae.temporal_compression_ratio))
+    return DiffusersVideoCodec(_place(vae, device, dtype, folder), mean, std, int(vae.temporal_compression_ratio),
+                               sample_posterior=True)
 
 
 def _read_ltx_statistics(path: Path, channels: int) -> tuple[torch.Tensor, torch.Tensor]:

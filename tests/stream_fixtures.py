@@ -161,12 +161,12 @@ def write_tiny_release(root: Path, audio_layers: int = 1, audio_dim: int = 80, v
     import torch
     from safetensors.torch import save_file
 
-    from vividhead.models.flashhead import FlashHeadConfig, FlashHeadDiT
+    from vividhead.models.flashhead import FlashHeadDiT
 
     for variant, folder in (("lite", "Model_Lite"), ("pro", "Model_Pro")):
         config = tiny_dit_config(variant, audio_layers, audio_dim)
         torch.manual_seed(1)
-        model = FlashHeadDiT(FlashHeadConfig.from_dict(config))
+        model = FlashHeadDiT.from_config_json(config)
         (root / folder).mkdir(parents=True, exist_ok=True)
         (root / folder / "config.json").write_text(json.dumps(config, indent=2))
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(root / folder / "diffusion_pytorch_model.safetensors"))
@@ -176,18 +176,17 @@ def write_tiny_release(root: Path, audio_layers: int = 1, audio_dim: int = 80, v
     return root
 
 
-def tiny_engine(root: Path, color_correction: bool = False):
+def tiny_engine(root: Path, **options):
     """A `vividhead train`-style tiny checkpoint loaded through FlashHeadEngine.load, on CPU."""
     import torch
 
     from vividhead.inference.engine import EngineOptions, FlashHeadEngine
-    from vividhead.models.flashhead import FlashHeadConfig, FlashHeadDiT
+    from vividhead.models.flashhead import FlashHeadDiT
     from vividhead.models.release import save_release
 
     torch.manual_seed(0)
-    save_release(FlashHeadDiT(FlashHeadConfig.for_preset("tiny")), root / "Model_Tiny")
-    options = EngineOptions(steps=2, crop=False, color_correction=color_correction)
-    return FlashHeadEngine.load(root, "tiny", device="cpu", options=options)
+    save_release(FlashHeadDiT.for_preset("tiny"), root / "Model_Tiny")
+    return FlashHeadEngine.load(root, "tiny", device="cpu", options=EngineOptions(**{"steps": 2, **options}))
 
 
 def face_like_image(size: int = 600):

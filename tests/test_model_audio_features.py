@@ -34,9 +34,11 @@ def test_logmel_default_shape():
 
 
 def test_chunk_spans_geometry():
-    assert af.chunk_spans(33, 24) == [(0, 33)]
-    assert af.chunk_spans(34, 24) == [(0, 33), (33, 57)]
-    assert af.chunk_spans(90, 28) == [(0, 33), (33, 61), (61, 89), (89, 117)]
+    """Every chunk, the first included, makes `stride` new frames (the authors' streaming mode); `first` overrides."""
+    assert af.chunk_spans(24, 24) == [(0, 24)]
+    assert af.chunk_spans(50, 24) == [(0, 24), (24, 48), (48, 72)]
+    assert af.chunk_spans(90, 28) == [(0, 28), (28, 56), (56, 84), (84, 112)]
+    assert af.chunk_spans(34, 24, first=33) == [(0, 33), (33, 57)]
 
 
 def test_window_zero_padded_at_start():

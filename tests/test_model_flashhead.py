@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from vividhead.inference.sampler import sample_chunk, sampler_step
+from vividhead.models.sampler import sample_chunk, sampler_step
 from vividhead.models import flashhead as fh
 from vividhead.models.release import CheckpointError, load_release, save_release
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")   # tiny models on a shared 2
 
 def tiny(**overrides) -> fh.FlashHeadDiT:
     torch.manual_seed(0)
-    return fh.FlashHeadDiT(fh.FlashHeadConfig.for_preset("tiny", **overrides)).eval()
+    return fh.FlashHeadDiT.for_preset("tiny", **overrides).eval()
 
 
 def test_geometry_matches_the_format():
@@ -53,6 +53,23 @@ def test_release_round_trip(tmp_path):
         assert torch.equal(value, loaded.state_dict()[key]), key
 
 
+def test_release_folder_is_what_diffusers_writes_and_reads(tmp_path):
+    """The release layout (the authors' config.json with its extra keys) loads through diffusers' from_pretrained
+    and through the strict loader alike; save_pretrained writes it back with the unknown keys kept."""
+    from stream_fixtures import write_tiny_release
+
+    folder = write_tiny_release(tmp_path / "release", vaes=False) / "Model_Lite"
+    strict = load_release(folder)
+    pretrained = fh.FlashHeadDiT.from_pretrained(folder)
+    assert isinstance(strict, fh.FlashHeadDiT) and strict.config.preset == "lite" and strict.temporal_stride == 8
+    for key, value in strict.state_dict().items():
+        assert torch.equal(value, pretrained.state_dict()[key]), key
+    save_release(strict, tmp_path / "again")
+    written = json.loads((tmp_path / "again" / "config.json").read_text())
+    assert written["model_type"] == "i2v" and written["preset"] == "lite" and written["vae_stride"] == [8, 32, 32]
+    assert sorted(p.name for p in (tmp_path / "again").iterdir()) == ["config.json", "diffusion_pytorch_model.safetensors"]
+
+
 @pytest.mark.parametrize("change", ["missing", "unexpected", "shape"])
 def test_strict_loading_names_the_key(tmp_path, change):
     folder = save_release(tiny(), tmp_path / "m")
@@ -74,7 +91,7 @@ def test_released_key_names_and_shapes_on_meta():
     """The 1.3B Lite/Pro configs produce exactly the documented names and shapes."""
     for variant, s, in_dim in (("lite", 8, 256), ("pro", 4, 32)):
         with torch.device("meta"):
-            model = fh.FlashHeadDiT(fh.FlashHeadConfig.for_preset(variant))
+            model = fh.FlashHeadDiT.for_preset(variant)
         shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         p = model.config.patch_size
         assert shapes["patch_embedding.weight"] == (1536, in_dim, *p)
@@ -121,33 +138,50 @@ def test_sample_chunk_keeps_motion_and_is_deterministic():
 
 
 
-class _OneRank:
-    """A one-rank stand-in for xDiT's groups: attention is plain SDPA, all_gather is the identity."""
+class _TwoRanks:
+    """Two ranks of xDiT simulated in one process: each computes its half of the queries over the whole
+    sequence (what xFuserLongContextAttention returns for a rank's slice), all_gather concatenates."""
 
-    rank, world = 0, 1
+    world = 2
 
-    class group:
-        @staticmethod
-        def all_gather(x, dim):
-            return x
+    def __init__(self, rank: int) -> None:
+        self.rank = rank
+        self.group = self
 
     @staticmethod
-    def attention(_, query, key, value):
-        out = torch.nn.functional.scaled_dot_product_attention(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2))
-        return out.transpose(1, 2)
+    def long_context_attention(_, query, key, value):
+        return fh.sdpa_attention(query, _TwoRanks.full_k, _TwoRanks.full_v)
+
+    def all_gather(self, x, dim):
+        other = _TwoRanks.other_half
+        return torch.cat([x, other] if self.rank == 0 else [other, x], dim=dim)
 
 
-def test_sequence_parallel_forward_matches_on_one_rank():
-    """The xDiT path's token slicing and per-frame cross-attention reproduce the model (multi-GPU untested)."""
-    from vividhead.inference.parallel import SequenceParallelDiT
+def test_sequence_parallel_swaps_only_the_attention_kernel(monkeypatch):
+    """The xDiT path keeps the model's forward and swaps the attention kernel; rank 0's half of the queries
+    plus rank 1's half reproduce full attention (multi-GPU itself is untested here)."""
+    from vividhead.inference.parallel import SequenceParallel, enable
 
     model = tiny()
     x, ref = torch.randn(1, 192, 9, 8, 8), torch.randn(1, 192, 9, 8, 8)
     context = model.audio_context(fh.frame_windows(torch.randn(1, 33, 1, 80)))
     with torch.no_grad():
         expect = model(x, torch.tensor([400.0]), ref, context=context)
-        got = SequenceParallelDiT(model, _OneRank())(x, torch.tensor([400.0]), ref, context=context)
-    torch.testing.assert_close(got, expect, rtol=1e-4, atol=1e-4)
+    sp = SequenceParallel.__new__(SequenceParallel)            # the groups without torch.distributed
+    sp.rank, sp.world, sp.group = 0, 2, _TwoRanks(0)
+    sp.long_context_attention = _TwoRanks.long_context_attention
+
+    def rank0_attention(q, k, v):
+        _TwoRanks.full_k, _TwoRanks.full_v = k, v
+        _TwoRanks.other_half = fh.sdpa_attention(q, k, v)[:, q.shape[1] // 2:]          # what rank 1 computes
+        return SequenceParallel.attention(sp, q, k, v)
+
+    enable(model, sp)
+    assert all(block.self_attn.attention == sp.attention for block in model.blocks)
+    model.set_attention(rank0_attention)
+    with torch.no_grad():
+        got = model(x, torch.tensor([400.0]), ref, context=context)
+    torch.testing.assert_close(got, expect, rtol=1e-5, atol=1e-5)
 
 
 def test_model_folder_finds_release_and_training_layouts(tmp_path):

@@ -35,14 +35,22 @@ def test_ltx_layouts_load_the_same_weights_and_statistics(ltx_folders):
     assert float(a.std.max()) == pytest.approx(2.0)                  # the checkpoint's statistics, not neutral
 
 
-def test_ltx_latents_are_normalised_per_channel(ltx_folders):
+def test_ltx_encode_samples_the_posterior_from_a_seeded_generator(ltx_folders):
+    """Release fact: LTX reference and motion latents are a posterior SAMPLE (Wan takes the mean); ours come
+    from the caller's seeded generator, normalised per channel."""
     codec = load_ltx(ltx_folders[0])
     video = torch.rand(1, 3, 9, 64, 64) * 2 - 1
-    latent = codec.encode(video)
+    with torch.no_grad():
+        mode = (codec.vae.encode(video).latent_dist.mode() - codec.mean) / codec.std
+    assert not torch.allclose(codec.encode(video), mode)                                  # a sample, not the mean
+    latent = codec.encode(video, generator=torch.Generator().manual_seed(7))
     assert latent.shape == (1, 128, 2, 2, 2)
     with torch.no_grad():
-        raw = codec.vae.encode(video).latent_dist.mode()
-    torch.testing.assert_close(latent, (raw - codec.mean) / codec.std)
+        posterior = codec.vae.encode(video).latent_dist
+        sample = posterior.sample(generator=torch.Generator().manual_seed(7))
+    torch.testing.assert_close(latent, (sample - codec.mean) / codec.std)
+    assert torch.equal(latent, codec.encode(video, generator=torch.Generator().manual_seed(7)))
+    assert not torch.equal(latent, codec.encode(video, generator=torch.Generator().manual_seed(8)))
     assert codec.decode(latent).shape == (1, 3, 9, 64, 64)
 
 
@@ -51,8 +59,9 @@ def test_wan_single_file_loads_through_diffusers_conversion(tmp_path):
     codec = load_codec("pro", tmp_path)
     assert codec.latent_channels == 16 and codec.temporal_stride == 4
     video = torch.rand(1, 3, 5, 32, 32) * 2 - 1
-    latent = codec.encode(video)
+    latent = codec.encode(video, generator=torch.Generator().manual_seed(0))
     assert latent.shape == (1, 16, 2, 4, 4)
+    assert torch.equal(latent, codec.encode(video, generator=torch.Generator().manual_seed(1)))   # Wan: the mean
     assert codec.decode(latent).shape == (1, 3, 5, 32, 32)
     state = torch.load(path, weights_only=True)
     del state["decoder.head.2.weight"]

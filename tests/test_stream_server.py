@@ -92,7 +92,7 @@ def test_two_concurrent_sessions_and_bad_messages(server, tmp_path):
         chunks = [t for t in texts if t["type"] == "chunk"]
         assert chunks and texts[-1]["type"] == "done"
         assert sum(c["frames"] for c in chunks) == int(np.ceil(seconds * 25))    # all the audio, no more
-        assert chunks[0]["frames"] == 33 and all(c["latency_ms"] > 0 for c in chunks)
+        assert chunks[0]["frames"] == 28 and all(c["latency_ms"] > 0 for c in chunks)
         assert b"ftyp" in blobs[0][:16] and b"moov" in blobs[0]                # init segment first
         assert all(blob[4:8] == b"moof" for blob in blobs[1:]) and len(blobs) == len(chunks) + 1
     assert not [t for t in up_texts if t["type"] == "error"]
@@ -386,8 +386,9 @@ def test_a_sessions_frames_do_not_depend_on_who_else_is_connected(engine, server
     assert shared_batcher.stats.mean_batch("dit") > 1.5, shared_batcher.stats   # they really shared DiT calls
     assert together[0].shape == alone.shape
     diff = np.abs(together[0].astype(int) - alone.astype(int))
-    # identical up to float rounding of batched matmuls (at most 1 grey level on a few pixels) ...
-    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).mean())
+    # identical up to float rounding of batched matmuls (a grey level or two on a few pixels: 2e-5 of them
+    # differ, one value by 2 after the Lab colour correction and uint8 truncation) ...
+    assert diff.max() <= 2 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).mean())
     # ... while a different seed changes the frames completely (the comparison can fail)
     other = np.abs(_frames(engine, reference, 8, audio[0], Batcher()).astype(int) - alone.astype(int))
     assert (other > 1).mean() > 0.1

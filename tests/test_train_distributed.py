@@ -70,10 +70,10 @@ def test_torchrun_two_cpu_ranks_hold_identical_parameters(ddp_run: Path) -> None
     for name in r0["params"]:
         assert torch.equal(r0["params"][name], r1["params"][name]), name
     # The steps changed the weights away from the seeded initialisation...
-    from vividhead.models.flashhead import FlashHeadConfig, FlashHeadDiT
+    from vividhead.models.flashhead import FlashHeadDiT
 
     torch.manual_seed(0)
-    init = FlashHeadDiT(FlashHeadConfig.for_preset("tiny")).state_dict()
+    init = FlashHeadDiT.for_preset("tiny").state_dict()
     assert any(not torch.equal(init[k], r0["params"][k]) for k in init)
     # ...each rank read its own samples (even / odd global positions), and the logged loss is the rank mean.
     ranks = [torch.load(out / "checkpoints" / "step-00000003" / f"rank-{r:05d}.pt", weights_only=False) for r in (0, 1)]

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from vividhead.inference.sampler import sample_chunk
+from vividhead.models.sampler import sample_chunk
 from vividhead.models.flashhead import sampling_timesteps
 from vividhead.training.dmd import ChunkBatch, Distiller
 from vividhead.training.dmd_config import DistillConfig

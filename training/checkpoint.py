@@ -95,7 +95,7 @@ def _save_model_folder(model: nn.Module, state: dict[str, torch.Tensor], folder:
     inner = unwrap(model)
     if isinstance(inner, FlashHeadDiT):
         with torch.device("meta"):
-            shell = FlashHeadDiT(inner.config)
+            shell = FlashHeadDiT.from_config(inner.config)
         shell.load_state_dict(state, strict=True, assign=True)
         save_release(shell, folder)
     else:  # not a FlashHead model (e.g. a test module): plain safetensors in the same file name

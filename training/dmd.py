@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vividhead.inference.sampler import overwrite_motion, sampler_step
+from vividhead.models.sampler import overwrite_motion, sampler_step
 from vividhead.models.flashhead import sampling_timesteps, shift_timestep
 from vividhead.training.dmd_config import DistillConfig
 

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from vividhead.media import read_npy
-from vividhead.models.flashhead import GEOMETRY, FlashHeadConfig, FlashHeadDiT
+from vividhead.models.flashhead import GEOMETRY, FlashHeadDiT
 from vividhead.models.release import MODEL_FOLDERS, load_release, model_folder
 from vividhead.models.vae import VideoCodec, load_codec
 from vividhead.shards import index_shard, read_member
@@ -70,7 +70,7 @@ def build_model(config: TrainConfig, audio_shape: tuple[int, int] | None = None)
     overrides: dict[str, Any] = dict(config.model.overrides)
     if preset == "tiny" and audio_shape is not None:
         overrides |= {"audio_layers": audio_shape[0], "audio_dim": audio_shape[1]}
-    return FlashHeadDiT(FlashHeadConfig.for_preset(preset, **overrides)).train()
+    return FlashHeadDiT.for_preset(preset, **overrides).train()
 
 
 # Released modules the forward pass never uses (kept so checkpoints load strictly): not trained.
@@ -127,7 +127,7 @@ def codec_id(codec: VideoCodec) -> str:
 
 
 def check_geometry(config: TrainConfig, model: FlashHeadDiT) -> None:
-    stride = model.config.temporal_stride
+    stride = model.temporal_stride
     frames = config.data.frames
     if (frames - 1) % stride:
         raise ValueError(f"data.frames ({frames}) must be 1 + a multiple of the temporal stride {stride}")
@@ -152,7 +152,7 @@ def warmup_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig) -> to
 
 
 # ------------------------------------------------------------------------------------------ latents
-def check_audio(samples: list[dict[str, Any]], model_config: FlashHeadConfig) -> None:
+def check_audio(samples: list[dict[str, Any]], model_config: Any) -> None:
     """The shards' audio.npy rows must have the width the model was built for."""
     layers, dim = samples[0]["audio"].shape[-2:]
     if (layers, dim) != (model_config.audio_layers, model_config.audio_dim):

@@ -29,11 +29,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="close a session that sends no audio for this long (default 30)")
     parser.add_argument("--max-sessions", type=int, default=4, help="concurrent sessions (default 4)")
     parser.add_argument("--stats", action="store_true", help="print per-chunk latency, first-frame latency and FPS")
-    parser.add_argument("--no-crop", dest="crop", action="store_false", help="use the image as is (centre square), no face crop")
-    parser.add_argument("--color-correction", action="store_true", help="match each chunk's colours to the reference")
+    parser.add_argument("--face-crop", dest="crop", action="store_true", default=False,
+                        help="crop the reference to the face like the build does (default: the whole image, as released)")
+    parser.add_argument("--no-crop", dest="crop", action="store_false", help="the whole image, resized and centre-cropped (default)")
+    parser.add_argument("--color-correction", type=float, default=1.0, metavar="STRENGTH",
+                        help="match each frame's Lab colours to the reference, 0..1 (default 1.0, as released)")
+    parser.add_argument("--no-color-correction", dest="color_correction", action="store_const", const=0.0)
+    parser.add_argument("--first-chunk", choices=("new", "full"), default="new",
+                        help="new: every chunk, the first too, takes the new frames' audio (24 Lite / 28 Pro), as "
+                             "released; full: wait for 33 frames of audio before the first chunk")
     parser.add_argument("--wav2vec", type=Path, help="local wav2vec2-base-960h folder (lite/pro); default: log-mel features")
     parser.add_argument("--vae", type=Path, help="VAE folder/file when it is not next to the model folder")
-    parser.add_argument("--steps", type=int, default=4, choices=(1, 2, 4, 8), help="sampler steps (distilled: 4 or 2)")
+    parser.add_argument("--steps", type=int, default=4, choices=(1, 2, 4, 8),
+                        help="sampler steps (distilled: 4; 2; others use linspace(1000, 1, n) as released)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", help="cuda, cuda:1, cpu (default: CUDA when present)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the DiT (GPU)")
@@ -53,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         options = EngineOptions(steps=args.steps, color_correction=args.color_correction, crop=args.crop,
-                                compile=args.compile, seed=args.seed, sequence_parallel=args.sequence_parallel)
+                                first_chunk=args.first_chunk, compile=args.compile, seed=args.seed,
+                                sequence_parallel=args.sequence_parallel)
         engine = FlashHeadEngine.load(args.weights, args.variant, device=args.device, wav2vec=args.wav2vec,
                                       vae=args.vae, options=options)
         reference = engine.reference(load_rgb(args.image))
@@ -91,9 +100,10 @@ def _stream_file(engine, reference, args: argparse.Namespace) -> int:
     if args.stats and engine.is_main:
         crop = reference.face_box
         print("vividhead stream: reference " + (f"face crop x={crop[0]} y={crop[1]} side={crop[2]}" if crop else
-              "centre square (no face crop)"), file=sys.stderr)
-        print(f"vividhead stream: {args.variant} on {engine.device}, chunks of {g.frames} frames "
-              f"(then {g.new_frames} new), {engine.options.steps} steps", file=sys.stderr)
+              "whole image, short side to 512, centre crop"), file=sys.stderr)
+        print(f"vividhead stream: {args.variant} on {engine.device}, chunks of {g.frames} frames, "
+              f"{engine.first_chunk_frames} new in the first, then {g.new_frames}; {engine.options.steps} steps",
+              file=sys.stderr)
     def report(chunk) -> None:
         stages = ", ".join(f"{name} {seconds * 1000:.0f}" for name, seconds in chunk.timings.items())
         print(f"chunk {chunk.index}: {len(chunk.frames)} frames in {session.stats.chunk_latency[chunk.index] * 1000:.0f} ms "
