@@ -2,6 +2,8 @@
 
 Frames are sampled per video (`frames_per_video` evenly spaced, 0 = every frame) and passed through
 the FID Inception-v3 (`vividhead.models.inception`, weights `pt_inception-2015-12-05-6726825d.pth`).
+One protocol, `pytorch-fid`: that package's preprocessing (bilinear resize to 299, [-1, 1]) and its
+unbiased covariance.
 """
 
 from __future__ import annotations
@@ -15,13 +17,20 @@ import torch
 from vividhead.evaluation.videos import sample_frames
 from vividhead.models.inception import FIDInceptionV3, load_fid_inception
 
+FID_PROTOCOLS = ("pytorch-fid",)
+
 
 @dataclass(frozen=True)
 class FIDConfig:
     """How FID samples frames and batches them."""
 
+    protocol: str = FID_PROTOCOLS[0]
     frames_per_video: int = 0   # evenly spaced frames per video; 0 = every frame
     batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if self.protocol not in FID_PROTOCOLS:
+            raise ValueError(f"unknown FID protocol {self.protocol!r}; choose from {', '.join(FID_PROTOCOLS)}")
 
 
 class FIDFeatures:

@@ -1,7 +1,8 @@
 """Fréchet distance between two Gaussians fitted to feature sets (the core of FID and FVD).
 
 d^2 = |mu1 - mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)), in float64, the formula of pytorch-fid and
-StyleGAN-V. The trace of the matrix square root is computed from symmetric eigendecompositions, which
+StyleGAN-V. The covariance is unbiased (divides by N - 1, `np.cov`) unless `ddof=0` asks for
+StyleGAN-V's, which divides by N. The trace of the matrix square root is computed from symmetric eigendecompositions, which
 gives the value `scipy.linalg.sqrtm` gives (tests check it) without its cost or its failures on
 singular covariances. With fewer samples than dimensions it is the nuclear norm of a small
 [N, M] matrix built from the centred features, which is exact and cheap.
@@ -25,8 +26,9 @@ class GaussianStats:
     factor: np.ndarray | None = None   # [N, D] with sigma = factor.T @ factor, kept when N < D
 
 
-def feature_stats(features: np.ndarray) -> GaussianStats:
-    """Fit a Gaussian to `features` [N, D] (N >= 2): the sample mean and unbiased covariance."""
+def feature_stats(features: np.ndarray, ddof: int = 1) -> GaussianStats:
+    """Fit a Gaussian to `features` [N, D] (N >= 2): the sample mean and the covariance dividing by
+    N - ddof (1: unbiased, as np.cov and pytorch-fid; 0: as StyleGAN-V's FeatureStats)."""
     features = np.asarray(features, dtype=np.float64)
     if features.ndim != 2:
         raise ValueError(f"features must be [N, D], got shape {features.shape}")
@@ -34,7 +36,9 @@ def feature_stats(features: np.ndarray) -> GaussianStats:
         raise ValueError(f"a covariance needs at least 2 feature vectors, got {features.shape[0]}")
     n, dim = features.shape
     mu = features.mean(axis=0)
-    factor = (features - mu) / np.sqrt(n - 1)
+    if ddof not in (0, 1):
+        raise ValueError(f"ddof must be 0 or 1, got {ddof}")
+    factor = (features - mu) / np.sqrt(n - ddof)
     return GaussianStats(mu, factor.T @ factor, n, factor if n < dim else None)
 
 
@@ -71,6 +75,6 @@ def trace_sqrt_product(s1: np.ndarray, s2: np.ndarray) -> float:
     return float(np.sqrt(np.clip(eig, 0.0, None)).sum())
 
 
-def frechet_distance_features(x: np.ndarray, y: np.ndarray) -> float:
+def frechet_distance_features(x: np.ndarray, y: np.ndarray, ddof: int = 1) -> float:
     """Fréchet distance between the Gaussians fitted to two feature sets [N, D] and [M, D]."""
-    return frechet_distance(feature_stats(x), feature_stats(y))
+    return frechet_distance(feature_stats(x, ddof), feature_stats(y, ddof))

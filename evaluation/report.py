@@ -12,10 +12,12 @@ from typing import Any, Literal
 Better = Literal["lower", "higher", ""]
 Status = Literal["ok", "unavailable"]
 
-# The paper's Tables 3-4 order, with the direction that is better.
+# Table order (quality, then sync, then speed) with the direction that is better. The AV offset row
+# is the mean |offset| in frames: 0 is in sync, whichever way the audio is off.
+_SYNC: tuple[tuple[str, Better], ...] = (("Sync-C", "higher"), ("Sync-D", "lower"), ("AV offset", "lower"))
+REFERENCE_SUFFIX = " (reference)"
 METRIC_ORDER: tuple[tuple[str, Better], ...] = (
-    ("FID", "lower"), ("FVD", "lower"), ("Sync-C", "higher"), ("Sync-D", "lower"),
-    ("AV offset", ""), ("FPS", "higher"),
+    ("FID", "lower"), ("FVD", "lower"), *_SYNC, *((m + REFERENCE_SUFFIX, b) for m, b in _SYNC), ("FPS", "higher"),
 )
 
 
@@ -28,15 +30,16 @@ class MetricRow:
     status: Status
     better: Better = ""
     reason: str | None = None
+    protocol: str | None = None                            # how it was computed (None: FPS, a timing)
     detail: dict[str, Any] = field(default_factory=dict)   # sample counts, device, spread, ...
 
     @classmethod
-    def ok(cls, metric: str, value: float, **detail: Any) -> "MetricRow":
-        return cls(metric, float(value), "ok", dict(METRIC_ORDER).get(metric, ""), None, detail)
+    def ok(cls, metric: str, value: float, protocol: str | None = None, **detail: Any) -> "MetricRow":
+        return cls(metric, float(value), "ok", dict(METRIC_ORDER).get(metric, ""), None, protocol, detail)
 
     @classmethod
-    def unavailable(cls, metric: str, reason: str, **detail: Any) -> "MetricRow":
-        return cls(metric, None, "unavailable", dict(METRIC_ORDER).get(metric, ""), reason, detail)
+    def unavailable(cls, metric: str, reason: str, protocol: str | None = None) -> "MetricRow":
+        return cls(metric, None, "unavailable", dict(METRIC_ORDER).get(metric, ""), reason, protocol)
 
 
 @dataclass
@@ -72,24 +75,19 @@ class EvalReport:
         return json.dumps(asdict(self), indent=2, default=str)
 
 
-def _fmt(value: float | None, metric: str) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:+.2f}" if metric == "AV offset" else f"{value:.2f}"
-
-
 def format_table(report: EvalReport) -> str:
-    """A Markdown table in the paper's metric order: value, direction, sample count or reason."""
-    arrows = {"lower": "↓", "higher": "↑", "": ""}
+    """A Markdown table in table order: value, direction, protocol, then counts or the reason."""
+    arrows = {"lower": " ↓", "higher": " ↑", "": ""}
     lines = [f"generated: {report.generated}", f"reference: {report.reference or '-'}", "",
-             "| metric | value | notes |", "|---|---:|---|"]
+             "| metric | value | protocol | notes |", "|---|---:|---|---|"]
     order = [name for name, _ in METRIC_ORDER]
     for row in sorted(report.rows, key=lambda r: order.index(r.metric) if r.metric in order else len(order)):
         if row.status == "ok":
-            notes = ", ".join(f"{k}={v}" for k, v in row.detail.items() if not isinstance(v, (list, dict)))
+            notes = ", ".join(f"{k}={v}" for k, v in row.detail.items() if not isinstance(v, (list, dict))) or "-"
         else:
             notes = f"unavailable: {row.reason}"
-        lines.append(f"| {row.metric} {arrows[row.better]} | {_fmt(row.value, row.metric)} | {notes} |")
+        value = "n/a" if row.value is None else f"{row.value:.2f}"
+        lines.append(f"| {row.metric}{arrows[row.better]} | {value} | {row.protocol or '-'} | {notes} |")
     skipped = [v for v in report.videos if v.note]
     if skipped:
         lines += ["", "videos skipped by a metric:"] + [f"- {v.set} {v.key}: {v.note}" for v in skipped]

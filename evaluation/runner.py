@@ -2,8 +2,9 @@
 
 FID and FVD compare the generated set with the reference set (unpaired); Sync-C/Sync-D/offset are
 the mean over generated videos (optionally over reference videos too, as a ground-truth row); FPS
-times the stream engine on a checkpoint (`vividhead.evaluation.fps`). A metric whose weights or
-inputs are missing is reported as unavailable with the reason, never estimated.
+times the stream engine on a checkpoint (`vividhead.evaluation.fps`). Each number is computed under a
+named protocol (`fid.FID_PROTOCOLS`, `fvd.FVD_PROTOCOLS`, `sync.SYNC_PROTOCOLS`) that its row records.
+A metric whose weights or inputs are missing is reported as unavailable with the reason, never estimated.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from vividhead import __version__
 from vividhead.evaluation.fid import FIDConfig, FIDFeatures
 from vividhead.evaluation.frechet import frechet_distance_features
 from vividhead.evaluation.fvd import FVDConfig, FVDFeatures
-from vividhead.evaluation.report import EvalReport, MetricRow, VideoScore
-from vividhead.evaluation.sync import SyncScorer
+from vividhead.evaluation.report import REFERENCE_SUFFIX, EvalReport, MetricRow, VideoScore
+from vividhead.evaluation.sync import DEFAULT_SYNC_PROTOCOL, SYNC_PROTOCOLS, SyncScorer
 from vividhead.evaluation.videos import VideoItem, list_videos
 from vividhead.weights import Weights, load_weights_manifest
 
@@ -34,6 +35,7 @@ class EvalConfig:
     metrics: tuple[str, ...] = METRICS
     fid: FIDConfig = field(default_factory=FIDConfig)
     fvd: FVDConfig = field(default_factory=FVDConfig)
+    sync_protocol: str = DEFAULT_SYNC_PROTOCOL
     max_videos: int = 0              # per set; 0 = all
     sync_reference: bool = False     # also score the reference videos (a ground-truth Sync row)
     vshift: int = 15                 # SyncNet offset search, +-frames
@@ -43,6 +45,8 @@ class EvalConfig:
         unknown = sorted(set(self.metrics) - set(METRICS))
         if unknown:
             raise ValueError(f"unknown metrics {unknown}; expected some of {list(METRICS)}")
+        if self.sync_protocol not in SYNC_PROTOCOLS:
+            raise ValueError(f"unknown Sync protocol {self.sync_protocol!r}; choose from {', '.join(SYNC_PROTOCOLS)}")
 
 
 def choose_device(requested: str | None = None) -> torch.device:
@@ -78,26 +82,36 @@ def _missing_weights(weights: Weights, name: str, flag: str, expected: str) -> s
     return f"no {name} weights ({where}); pass {flag} PATH to {expected} or set `{name}` in the weights manifest"
 
 
-def _frechet_row(metric: str, generated: list[np.ndarray], reference: list[np.ndarray], unit: str) -> MetricRow:
+def _frechet_row(metric: str, generated: list[np.ndarray], reference: list[np.ndarray], unit: str,
+                 protocol: str, ddof: int = 1) -> MetricRow:
     gen = np.concatenate(generated) if generated else np.empty((0, 0))
     ref = np.concatenate(reference) if reference else np.empty((0, 0))
     if len(gen) < 2 or len(ref) < 2:
-        return MetricRow.unavailable(metric, f"needs at least 2 {unit} per set; got {len(gen)} generated, {len(ref)} reference")
-    return MetricRow.ok(metric, frechet_distance_features(gen, ref), **{f"generated_{unit}": len(gen), f"reference_{unit}": len(ref)})
+        return MetricRow.unavailable(metric, f"needs at least 2 {unit} per set; got {len(gen)} generated, {len(ref)} reference",
+                                     protocol)
+    return MetricRow.ok(metric, frechet_distance_features(gen, ref, ddof), protocol,
+                        **{f"generated_{unit}": len(gen), f"reference_{unit}": len(ref)})
 
 
-def _sync_rows(scores: list[VideoScore], suffix: str = "") -> list[MetricRow]:
+SYNC_METRICS = ("Sync-C", "Sync-D", "AV offset")
+
+
+def _sync_rows(scores: list[VideoScore], protocol: str, vshift: int = 15, suffix: str = "") -> list[MetricRow]:
+    """Sync-C, Sync-D (mean, std) and the AV offset as mean |offset| with the share of videos whose
+    offset is at the +-vshift search limit (a signed mean would show +15 and -15 as a perfect 0)."""
     scored = [s for s in scores if s.sync_c is not None]
     if not scored:
         reason = "no video could be scored (" + "; ".join(sorted({s.note or "?" for s in scores})) + ")"
-        return [MetricRow.unavailable(m + suffix, reason) for m in ("Sync-C", "Sync-D", "AV offset")]
+        return [MetricRow.unavailable(m + suffix, reason, protocol) for m in SYNC_METRICS]
     c = np.array([s.sync_c for s in scored])
     d = np.array([s.sync_d for s in scored])
     off = np.array([s.offset for s in scored], dtype=float)
     n = {"videos": len(scored), "skipped": len(scores) - len(scored)}
-    rows = [MetricRow.ok("Sync-C", c.mean(), std=round(float(c.std()), 3), **n),
-            MetricRow.ok("Sync-D", d.mean(), std=round(float(d.std()), 3), **n),
-            MetricRow.ok("AV offset", off.mean(), mean_abs_frames=round(float(np.abs(off).mean()), 2), **n)]
+    rows = [MetricRow.ok("Sync-C", c.mean(), protocol, std=round(float(c.std()), 3), **n),
+            MetricRow.ok("Sync-D", d.mean(), protocol, std=round(float(d.std()), 3), **n),
+            MetricRow.ok("AV offset", np.abs(off).mean(), protocol, unit="|frames|",
+                         at_search_limit=round(float(np.mean(np.abs(off) >= vshift)), 3), search_limit=vshift,
+                         signed_mean=round(float(off.mean()), 2), **n)]
     for row in rows:
         row.metric += suffix
     return rows
@@ -123,7 +137,8 @@ class _Metrics:
             self.unavailable.update({"fvd": reason} if reason else {})
         if "sync" in wanted:
             reason = _missing_weights(weights, "syncnet", "--syncnet", "syncnet_v2.model")
-            self.sync = SyncScorer(weights.syncnet, device, weights.available("scrfd"), config.vshift) if reason is None else None
+            self.sync = (SyncScorer(weights.syncnet, device, weights.available("scrfd"), config.vshift, config.sync_protocol)
+                         if reason is None else None)
             self.unavailable.update({"sync": reason} if reason else {})
 
 
@@ -138,7 +153,7 @@ def _score_set(items: list[VideoItem], name: str, metrics: _Metrics, with_sync: 
         if metrics.fid is not None:
             features["fid"].append(metrics.fid.video_features(video.frames))
         if metrics.fvd is not None:
-            clips = metrics.fvd.video_features(video.frames)
+            clips = metrics.fvd.video_features(video.frames, reference=name == "reference")
             if len(clips):
                 features["fvd"].append(clips)
             else:
@@ -178,18 +193,20 @@ def run_eval(generated: Path | list[Path], reference: Path | None, weights: Weig
 
     rows: list[MetricRow] = []
     if "fid" in config.metrics:
-        rows.append(_frechet_row("FID", gen_feats["fid"], ref_feats["fid"], "frames") if metrics.fid
-                    else MetricRow.unavailable("FID", metrics.unavailable["fid"]))
+        rows.append(_frechet_row("FID", gen_feats["fid"], ref_feats["fid"], "frames", config.fid.protocol) if metrics.fid
+                    else MetricRow.unavailable("FID", metrics.unavailable["fid"], config.fid.protocol))
     if "fvd" in config.metrics:
-        rows.append(_frechet_row("FVD", gen_feats["fvd"], ref_feats["fvd"], "clips") if metrics.fvd
-                    else MetricRow.unavailable("FVD", metrics.unavailable["fvd"]))
+        rows.append(_frechet_row("FVD", gen_feats["fvd"], ref_feats["fvd"], "clips", config.fvd.protocol,
+                                 config.fvd.covariance_ddof) if metrics.fvd
+                    else MetricRow.unavailable("FVD", metrics.unavailable["fvd"], config.fvd.protocol))
     if "sync" in config.metrics:
         if metrics.sync is None:
-            rows += [MetricRow.unavailable(m, metrics.unavailable["sync"]) for m in ("Sync-C", "Sync-D", "AV offset")]
+            rows += [MetricRow.unavailable(m, metrics.unavailable["sync"], config.sync_protocol) for m in SYNC_METRICS]
         else:
-            rows += _sync_rows([v for v in videos if v.set == "generated"])
+            rows += _sync_rows([v for v in videos if v.set == "generated"], config.sync_protocol, config.vshift)
             if config.sync_reference and ref_items:
-                rows += _sync_rows([v for v in videos if v.set == "reference"], " (reference)")
+                rows += _sync_rows([v for v in videos if v.set == "reference"], config.sync_protocol, config.vshift,
+                                   REFERENCE_SUFFIX)
     if "fps" in config.metrics:
         rows.append(fps_row or MetricRow.unavailable("FPS", "FPS times the stream engine: pass --checkpoint W"))
 

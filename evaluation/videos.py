@@ -2,7 +2,8 @@
 
 Each `VideoItem` decodes on demand to RGB frames [T, H, W, 3] uint8 and 16 kHz mono float32 audio.
 Shard samples give their `mp4` (video) and `wav` (16 kHz audio); video files give their own audio
-stream, resampled to 16 kHz mono. Frame and clip sampling for FID and FVD live here too.
+stream, resampled to 16 kHz with its channels averaged (`decode_audio_averaged`). Frame and clip
+sampling for FID and FVD live here too.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import av
 import numpy as np
 
-from vividhead.media import decode_audio, frames, probe, read_wav
+from vividhead.media import MediaError, frames, open_media, probe, read_wav
 from vividhead.shards import index_shard, read_member, shard_files
 
 SAMPLE_RATE = 16000
@@ -28,6 +30,8 @@ class Decoded:
     fps: float                          # average frame rate
     audio: np.ndarray | None
     times: np.ndarray | None = None     # [T] presentation time of each frame in seconds (VFR-safe)
+    start: float = 0.0                  # seconds from the file's start to the first frame
+    audio_rate: int | None = None       # sample rate of the audio as stored (before resampling to 16 kHz)
 
 
 @dataclass(frozen=True)
@@ -41,14 +45,32 @@ class VideoItem:
 
 def decode_video(source: Path | bytes, origin: str) -> Decoded:
     """Decode every frame to RGB and the first audio stream to 16 kHz mono float32."""
-    fps = probe(source, origin).fps or 25.0
+    info = probe(source, origin)
+    fps = info.fps or 25.0
     decoded = list(frames(source, origin=origin))
     if not decoded:
         raise ValueError(f"{origin}: the video has no frames")
-    audio = decode_audio(source, SAMPLE_RATE, origin)
+    audio = decode_audio_averaged(source, origin)
     times = np.asarray([f.time if f.time is not None else f.index / fps for f in decoded], dtype=np.float64)
-    return Decoded(np.stack([f.image for f in decoded]), fps, audio if audio is not None and audio.size else None,
-                   times - times[0])
+    return Decoded(np.stack([f.image for f in decoded]), fps, audio, times - times[0],
+                   max(0.0, times[0] - info.start_time), info.audio_rate if audio is not None else None)
+
+
+def decode_audio_averaged(source: Path | bytes, origin: str) -> np.ndarray | None:
+    """The first audio stream at 16 kHz, its channels averaged: what `ffmpeg -ac 1` (the reference Sync
+    tool's extraction) gives, and how shard WAVs are read. `vividhead.media.decode_audio` downmixes
+    with libswresample's matrix instead, which is sqrt(2) louder for stereo. None without audio."""
+    with open_media(source, origin) as container:
+        if not container.streams.audio:
+            return None
+        resampler = av.AudioResampler(format="fltp", rate=SAMPLE_RATE)   # keeps the channel layout
+        try:
+            chunks = [out.to_ndarray().mean(axis=0) for frame in container.decode(container.streams.audio[0])
+                      for out in resampler.resample(frame)]
+            chunks += [out.to_ndarray().mean(axis=0) for out in resampler.resample(None)]
+        except av.FFmpegError as err:
+            raise MediaError("undecodable", f"{origin}: the audio stream does not decode ({err})") from None
+    return np.concatenate(chunks).astype(np.float32) if chunks else None
 
 
 def _shard_items(shard: Path) -> Iterator[VideoItem]:
@@ -63,7 +85,7 @@ def _shard_items(shard: Path) -> Iterator[VideoItem]:
             if "wav" not in entry.extensions:
                 return decoded
             audio = read_wav(read_member(entry, "wav"), SAMPLE_RATE, origin)
-            return Decoded(decoded.frames, decoded.fps, audio, decoded.times)
+            return Decoded(decoded.frames, decoded.fps, audio, decoded.times, decoded.start, SAMPLE_RATE)
 
         yield VideoItem(entry.key, origin, load)
 

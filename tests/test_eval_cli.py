@@ -32,7 +32,8 @@ def test_checkpoint_generate_then_score_on_held_back_demo_shards(demo_build: Pat
         "eval", "--checkpoint", run, "--reference", held, "--out", out, "--weights", manifest,
         "--inception", nets["inception"], "--i3d", nets["i3d"],
         "--syncnet", write_tiny_syncnet(tmp_path / "syncnet_v2.model"),
-        "--fid-frames", "2", "--fvd-clips", "2", "--fps-chunks", "1", "--steps", "2", "--device", "cpu")
+        "--fid-frames", "2", "--fvd-protocol", "fvd-comparison", "--fvd-clips", "2", "--sync-protocol", "exact",
+        "--fps-chunks", "1", "--steps", "2", "--device", "cpu")
 
     table = (out / "eval.md").read_text()
     assert table in result.stdout

@@ -64,13 +64,18 @@ def test_shards_and_files_list_the_same_videos(sets):
 
 def test_fid_fvd_zero_for_the_same_videos_and_positive_for_noisy_ones(sets):
     weights = Weights(inception=sets["inception"], i3d=sets["i3d"])
-    config = EvalConfig(metrics=("fid", "fvd"), fid=FIDConfig(frames_per_video=1), device="cpu")
+    config = EvalConfig(metrics=("fid", "fvd"), fid=FIDConfig(frames_per_video=1),
+                        fvd=FVDConfig("fvd-comparison"), device="cpu")
     same = run_eval(sets["plain"], sets["shards"], weights, config)
     assert same.row("FID").value == 0.0 and same.row("FVD").value == 0.0
     assert same.row("FID").detail == {"generated_frames": 2, "reference_frames": 2}
     assert same.row("FVD").detail == {"generated_clips": 4, "reference_clips": 4}
+    assert (same.row("FID").protocol, same.row("FVD").protocol) == ("pytorch-fid", "fvd-comparison")
     noisy = run_eval(sets["noisy"], sets["shards"], weights, config)
     assert noisy.row("FVD").value > 0 and noisy.row("FID").value > 0
+    # stylegan-v: one clip per video (a random one from each reference video), so not 0 on the same set
+    stylegan = run_eval(sets["plain"], sets["shards"], weights, EvalConfig(metrics=("fvd",), device="cpu")).row("FVD")
+    assert stylegan.protocol == "stylegan-v" and stylegan.detail == {"generated_clips": 2, "reference_clips": 2}
 
 
 def test_missing_weights_and_inputs_are_unavailable_with_reasons(sets, tmp_path):
@@ -86,7 +91,7 @@ def test_missing_weights_and_inputs_are_unavailable_with_reasons(sets, tmp_path)
     json_path, table_path = write_report(report, tmp_path / "out")
     data = json.loads(json_path.read_text())
     assert [r["metric"] for r in data["rows"]] == ["FID", "FVD"] and data["rows"][0]["value"] is None
-    assert "| FID ↓ | n/a | unavailable: no inception weights" in table_path.read_text()
+    assert "| FID ↓ | n/a | pytorch-fid | unavailable: no inception weights" in table_path.read_text()
     assert table_path.read_text() == format_table(report)
 
 
@@ -105,7 +110,7 @@ def test_cli_writes_json_and_table(sets, tmp_path, capsys):
                  "--weights", str(empty), "--i3d", str(sets["i3d"]), "--metrics", "fvd,sync"])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "| FVD ↓ |" in printed and "| Sync-C ↑ | n/a | unavailable: no syncnet weights" in printed
+    assert "| FVD ↓ |" in printed and "| Sync-C ↑ | n/a | syncnet_python | unavailable: no syncnet weights" in printed
     rows = {r["metric"]: r for r in json.loads((out / "eval.json").read_text())["rows"]}
     assert rows["FVD"]["status"] == "ok" and rows["FVD"]["value"] > 0
     assert main(["eval", "--generated", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
@@ -119,11 +124,13 @@ def test_sync_rows_average_scored_videos_and_name_skips():
     scores = [VideoScore("a", "a.mp4", "reference", 50, 25.0, 6.0, 7.0, 1),
               VideoScore("b", "b.mp4", "reference", 50, 25.0, 4.0, 9.0, -3),
               VideoScore("c", "c.mp4", "reference", 50, 25.0, note="sync: no face detected")]
-    rows = {r.metric: r for r in _sync_rows(scores, " (reference)")}
+    rows = {r.metric: r for r in _sync_rows(scores, "exact", suffix=" (reference)")}
     assert rows["Sync-C (reference)"].value == 5.0 and rows["Sync-C (reference)"].better == "higher"
     assert rows["Sync-D (reference)"].value == 8.0 and rows["Sync-D (reference)"].detail["skipped"] == 1
-    assert rows["AV offset (reference)"].value == -1.0 and rows["AV offset (reference)"].detail["mean_abs_frames"] == 2.0
-    none = _sync_rows(scores[2:])
+    offset = rows["AV offset (reference)"]
+    assert offset.value == 2.0 and offset.better == "lower" and offset.detail["signed_mean"] == -1.0
+    assert all(r.protocol == "exact" for r in rows.values())
+    none = _sync_rows(scores[2:], "exact")
     assert none[0].status == "unavailable" and "no face detected" in none[0].reason
 
 
