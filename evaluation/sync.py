@@ -8,13 +8,14 @@ else mediapipe), the largest face per frame. The protocols differ only in what r
 - `syncnet_python` (default) feeds SyncNet what joonson/syncnet_python's `run_pipeline.py` +
   `SyncNetInstance.evaluate` feed it, which is what Wav2Lip's LSE-C/LSE-D scripts and the papers
   that copy them report: frames resampled to 25 fps by the rule of `ffmpeg -r 25` into an AVI
-  (`ffmpeg_r25_indices`), one face track of more than 100 detected frames with a mean face side
-  above 100 px (gaps of up to 25 frames interpolated), each 224x224 crop passed through a JPEG round
-  trip at ffmpeg's default MJPEG quality (`jpeg_round_trip`), and audio as 16-bit PCM.
+  (`ffmpeg_r25_indices`), with the AVI's MP3 audio track's shifts (`mp3_delay`); one face track of
+  more than 100 detected frames with a mean face side above 100 px (gaps of up to 25 frames
+  interpolated); each 224x224 crop passed through a JPEG round trip at ffmpeg's default MJPEG
+  quality (`jpeg_round_trip`); audio as 16-bit PCM.
 - `exact` is the lossless path: frames resampled to 25 fps by presentation time (the frame shown at
   each 25 fps tick), every frame of the video, crops and audio as decoded.
 
-Both read audio downmixed by averaging the channels (as `ffmpeg -ac 1` does; `videos.decode_audio`).
+Both read audio downmixed by averaging the channels (as `ffmpeg -ac 1` does; `videos.decode_audio_averaged`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from vividhead.models.face_detect import FaceDetector, make_face_detector
 
 SYNC_PROTOCOLS = ("syncnet_python", "exact")
 DEFAULT_SYNC_PROTOCOL = "syncnet_python"
+MP3_DELAY_SAMPLES = 1105  # LAME's encoder (576) + decoder (529) delay, left untrimmed in an AVI
 MIN_TRACK = 100          # run_pipeline.py --min_track: a track needs more detected frames than this
 MIN_FACE_SIZE = 100      # run_pipeline.py --min_face_size: mean box side (px) must exceed this
 MAX_MISSED = 25          # run_pipeline.py --num_failed_det: missed frames allowed inside a track
@@ -68,15 +70,25 @@ def to_25fps(frames: np.ndarray, fps: float, times: np.ndarray | None = None) ->
     return frames[idx]
 
 
-def ffmpeg_r25_indices(times: np.ndarray, durations: np.ndarray | None = None) -> np.ndarray:
-    """Source frame index of each frame syncnet_python sees, from source times in seconds.
+def mp3_delay(audio_rate: int | None) -> float:
+    """Seconds by which syncnet_python's AVI delays the audio: ffmpeg writes the AVI's audio as MP3, and
+    the encoder + decoder delay of 1105 samples (at the source's sample rate) is never trimmed. 0 when
+    there is no audio."""
+    return MP3_DELAY_SAMPLES / audio_rate if audio_rate else 0.0
+
+
+def ffmpeg_r25_indices(times: np.ndarray, durations: np.ndarray | None = None, audio_delay: float = 0.0) -> np.ndarray:
+    """Source frame index of each frame syncnet_python sees, from the frames' times in seconds from
+    the file's start.
 
     run_pipeline.py converts with `ffmpeg -i VIDEO -qscale:v 2 -async 1 -r 25 video.avi` and dumps the
-    AVI to JPEGs. ffmpeg (4.x to 6.0) converts into an AVI with its variable-frame-rate sync: a frame is
-    dropped when it falls 0.6 output frames behind (its end, `t*25 + round(duration*25)`, is at or
-    before slot - 0.6), and a frame more than 0.6 frames ahead jumps to slot `round(t*25)`. The JPEG
-    dump fills each jump with copies (the new frame in the last two slots of a gap, the previous one
-    before). On a constant 30 fps source this drops one frame in six, after the first ten frames.
+    AVI to JPEGs. ffmpeg (checked against 5.1's command line) converts into an AVI with its variable-
+    frame-rate sync: a frame is dropped when its end (`t*25 + round(duration*25)`) is at or before
+    slot - 0.6, and a frame more than 0.6 slots ahead jumps to slot `round(t*25)`. With an audio
+    track, the AVI muxer moves every frame after the first `ceil(audio_delay * 25)` slots later (the
+    MP3 track starts `audio_delay` seconds early and timestamps are shifted to be non-negative). The
+    JPEG dump fills each jump with copies (the new frame in the last two slots of a gap, the previous
+    one before). On a constant 30 fps source this drops one frame in six after the first ten frames.
     """
     times = np.asarray(times, dtype=np.float64)
     if durations is None:
@@ -95,6 +107,8 @@ def ffmpeg_r25_indices(times: np.ndarray, durations: np.ndarray | None = None) -
             next_slot = int(np.rint(t))
         slots.append((next_slot, i))
         next_slot += 1
+    shift = int(np.ceil(audio_delay * sn.FPS - 1e-9))
+    slots = slots[:1] + [(stamp + shift, i) for stamp, i in slots[1:]]
     out: list[int] = []
     previous = None
     for stamp, i in slots:                             # the CFR JPEG dump of the AVI
@@ -204,7 +218,8 @@ class SyncScorer:
                 return SyncResult(skipped="no face detected")
         else:
             times = video.times if video.times is not None else np.arange(len(video.frames)) / video.fps
-            frames = video.frames[ffmpeg_r25_indices(times)]
+            delay = mp3_delay(video.audio_rate)
+            frames = video.frames[ffmpeg_r25_indices(video.start + times, audio_delay=delay)]
             boxes = face_track(self.detector, frames)
             track = reference_track(boxes)
             if isinstance(track, str):
@@ -212,7 +227,8 @@ class SyncScorer:
             start, end = track
             per_frame = sn.SAMPLE_RATE // sn.FPS
             crops = jpeg_round_trip(sn.crop_faces(frames[start:end], boxes[start:end]))
-            audio = to_pcm16(video.audio[start * per_frame: end * per_frame])
+            audio = np.concatenate([np.zeros(int(round(delay * sn.SAMPLE_RATE)), np.float32), video.audio])
+            audio = to_pcm16(audio[start * per_frame: end * per_frame])
         try:
             lip, aud = sn.embed(self.model, crops, audio)
         except ValueError as error:          # too short for one 5-frame window
