@@ -152,7 +152,7 @@ def test_i3d_preprocessing_matches_reference_geometry():
 
 
 def test_fvd_from_torchscript_i3d(i3d_file):
-    fvd = FVDFeatures(i3d_file, torch.device("cpu"), FVDConfig())
+    fvd = FVDFeatures(i3d_file, torch.device("cpu"), FVDConfig("fvd-comparison"))
     rng = np.random.default_rng(0)
     video = np.repeat(_faces(40, size=48), 1, axis=0)
     feats = fvd.video_features(video)
