@@ -109,7 +109,7 @@ def _sync_rows(scores: list[VideoScore], protocol: str, vshift: int = 15, suffix
     n = {"videos": len(scored), "skipped": len(scores) - len(scored)}
     rows = [MetricRow.ok("Sync-C", c.mean(), protocol, std=round(float(c.std()), 3), **n),
             MetricRow.ok("Sync-D", d.mean(), protocol, std=round(float(d.std()), 3), **n),
-            MetricRow.ok("AV offset", np.abs(off).mean(), protocol, unit="|frames|",
+            MetricRow.ok("AV offset", np.abs(off).mean(), protocol,
                          at_search_limit=round(float(np.mean(np.abs(off) >= vshift)), 3), search_limit=vshift,
                          signed_mean=round(float(off.mean()), 2), **n)]
     for row in rows:
