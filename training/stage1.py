@@ -9,13 +9,9 @@ Runs on one CPU, one GPU (bf16 autocast, gradient checkpointing) or many under t
 
 from __future__ import annotations
 
-import json
-import math
-import os
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,17 +23,16 @@ from vividhead.models.flashhead import GEOMETRY, FlashHeadDiT
 from vividhead.models.release import MODEL_FOLDERS, load_release, model_folder
 from vividhead.models.vae import VideoCodec, load_codec
 from vividhead.shards import index_shard, read_member
-from vividhead.training.checkpoint import (
-    Checkpointable, capture_rng, latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint,
-)
+from vividhead.training.checkpoint import Checkpointable, capture_rng, restore_rng
 from vividhead.training.config import TrainConfig, expand_shards
 from vividhead.training.dataset import (
     AUDIO_LEFT_CONTEXT, BucketBatcher, LatentCache, ShardDataset, module_fingerprint, sample_stream,
 )
 from vividhead.training.distributed import (
-    DistContext, barrier, init_distributed, mean_across_ranks, shutdown, use_fsdp, wrap_model,
+    DistContext, init_distributed, mean_across_ranks, shutdown, use_fsdp, wrap_model,
 )
 from vividhead.training.flow_matching import FlowBatch, flow_matching_loss
+from vividhead.training.run import TrainingRun, report, warmup_schedule
 
 
 @dataclass
@@ -136,21 +131,6 @@ def check_geometry(config: TrainConfig, model: FlashHeadDiT) -> None:
               file=sys.stderr)
 
 
-def warmup_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up over `optim.warmup_steps`, then constant or cosine to zero at `steps`."""
-    warm, total, cosine = config.optim.warmup_steps, config.steps, config.optim.schedule == "cosine"
-
-    def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        if not cosine:
-            return 1.0
-        progress = (step - warm) / max(1, total - warm)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
 # ------------------------------------------------------------------------------------------ latents
 def check_audio(samples: list[dict[str, Any]], model_config: Any) -> None:
     """The shards' audio.npy rows must have the width the model was built for."""
@@ -190,77 +170,12 @@ def to_latents(samples: list[dict[str, Any]], codec: VideoCodec, cache: LatentCa
     )
 
 
-# ------------------------------------------------------------------------------------------ logging
-class LossLog:
-    """`loss.jsonl` (one line per step, truncated to the resume step) and TensorBoard when installed."""
-
-    def __init__(self, run_dir: Path, resume_step: int, enabled: bool) -> None:
-        self.enabled = enabled
-        self.path = run_dir / "loss.jsonl"
-        self.writer = None
-        if not enabled:
-            return
-        kept = []
-        if self.path.is_file():   # a killed run may have left steps past its checkpoint, or half a line
-            for line in self.path.read_text().splitlines():
-                try:
-                    if json.loads(line)["step"] <= resume_step:
-                        kept.append(line)
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    continue
-        self.path.write_text("".join(line + "\n" for line in kept))
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=resume_step + 1)
-        except ImportError:
-            self.writer = None
-
-    def write(self, record: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        with self.path.open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
-        if self.writer is not None:
-            for name in ("loss", "lr"):
-                self.writer.add_scalar(f"train/{name}", record[name], record["step"])
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
-def read_losses(run_dir: Path) -> list[tuple[int, float]]:
-    """(step, loss) pairs of a run's `loss.jsonl`."""
-    path = Path(run_dir) / "loss.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
-    return [(int(r["step"]), float(r["loss"])) for r in rows]
-
-
-def loss_curve(losses: list[float], width: int = 60, height: int = 12) -> str:
-    """A text plot of a loss curve: `width` bins of mean loss, log-scaled rows."""
-    if not losses:
-        return "(no losses)"
-    bins = min(width, len(losses))
-    edges = [round(i * len(losses) / bins) for i in range(bins + 1)]
-    means = [sum(losses[a:b]) / (b - a) for a, b in zip(edges, edges[1:])]
-    lo, hi = math.log(min(means)), math.log(max(means))
-    span = hi - lo or 1.0
-    rows = []
-    for r in range(height):
-        level = hi - span * r / max(1, height - 1)
-        line = "".join("*" if abs(math.log(m) - level) <= span / (2 * max(1, height - 1)) else " " for m in means)
-        rows.append(f"{math.exp(level):9.4f} |{line}")
-    rows.append(" " * 10 + "+" + "-" * bins)
-    rows.append(" " * 11 + f"step 1 .. {len(losses)} ({bins} bins of mean loss, log scale)")
-    return "\n".join(rows)
-
-
 # ------------------------------------------------------------------------------------------ loop
 @dataclass
 class Trainer:
     """The model, codec and optimiser state of one rank's stage-1 run."""
 
+    job: TrainingRun
     config: TrainConfig
     ctx: DistContext
     model: FlashHeadDiT                # the module itself
@@ -273,12 +188,10 @@ class Trainer:
     flow_rng: torch.Generator          # timesteps, noise, audio drop: saved with each checkpoint
 
 
-def setup(config: TrainConfig, ctx: DistContext, shards: list[Path]) -> Trainer:
+def setup(job: TrainingRun, shards: list[Path]) -> Trainer:
     """Build the model (fresh or from `model.init`), its codec, the wrapper and AdamW with warm-up."""
+    config, ctx = job.config, job.ctx
     preset = config.model.preset
-    if ctx.device.type == "cpu" and config.data.num_workers > 0:
-        # Leave the loader workers their cores: the main process computes on the rest.
-        torch.set_num_threads(max(1, min(torch.get_num_threads(), (os.cpu_count() or 1) - config.data.num_workers)))
     model = build_model(config, peek_audio_shape(shards)).to(ctx.device)
     check_geometry(config, model)
     freeze_unused(model)
@@ -289,10 +202,10 @@ def setup(config: TrainConfig, ctx: DistContext, shards: list[Path]) -> Trainer:
     opt = config.optim
     trainable = [p for p in wrapped.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=opt.lr, betas=opt.betas, eps=opt.eps, weight_decay=opt.weight_decay)
-    scheduler = warmup_schedule(optimizer, config)
+    scheduler = warmup_schedule(optimizer, opt.warmup_steps, config.steps, cosine=opt.schedule == "cosine")
     objects = Checkpointable({MODEL_FOLDERS[preset]: wrapped}, {"model": optimizer}, {"model": scheduler}, fsdp=fsdp)
     flow_rng = torch.Generator().manual_seed(config.seed * 100_003 + ctx.rank)
-    return Trainer(config, ctx, model, wrapped, codec, trainable, optimizer, scheduler, objects, flow_rng)
+    return Trainer(job, config, ctx, model, wrapped, codec, trainable, optimizer, scheduler, objects, flow_rng)
 
 
 def open_data(trainer: Trainer, shards: list[Path], rank_state: dict[str, Any] | None
@@ -317,9 +230,8 @@ def open_data(trainer: Trainer, shards: list[Path], rank_state: dict[str, Any] |
 
 def train_step(trainer: Trainer, batch: FlowBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """One AdamW update on the flow-matching loss; returns (loss, gradient norm before clipping)."""
-    config, ctx = trainer.config, trainer.ctx
-    bf16 = config.precision == "bf16" or (config.precision == "auto" and ctx.device.type == "cuda")
-    with torch.autocast(ctx.device.type, dtype=torch.bfloat16) if bf16 else nullcontext():
+    config = trainer.config
+    with trainer.job.autocast():
         loss = flow_matching_loss(trainer.wrapped, batch, shift=config.flow.timestep_shift,
                                   audio_drop_prob=config.flow.audio_drop_prob, generator=trainer.flow_rng,
                                   left_context=AUDIO_LEFT_CONTEXT)
@@ -333,28 +245,16 @@ def train_step(trainer: Trainer, batch: FlowBatch) -> tuple[torch.Tensor, torch.
 
 def train(config: TrainConfig, ctx: DistContext | None = None, progress: bool = True) -> RunSummary:
     """Run (or resume) stage 1 until `config.steps`; returns the losses of the steps run here."""
-    started = time.perf_counter()
-    ctx = ctx or init_distributed()
-    out = Path(config.out)
-    if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "train_config.json").write_text(config.model_dump_json(indent=2) + "\n")
-    barrier(ctx)
+    job = TrainingRun(config, ctx or init_distributed())
+    ctx = job.ctx
     shards = expand_shards(config.data.shards)
-    trainer = setup(config, ctx, shards)
-
-    step, rank_state = 0, None
-    resume_from = latest_checkpoint(out)
-    if resume_from is not None:
-        step, rank_state, _ = load_checkpoint(resume_from, trainer.objects, ctx)
-        if ctx.is_main:
-            print(f"resuming from {resume_from} (step {step})", file=sys.stderr)
+    trainer = setup(job, shards)
+    step, rank_state = job.resume(trainer.objects)
     batcher, batches, cache = open_data(trainer, shards, rank_state)
     if rank_state is not None:  # after the loader drew its worker seeds: the loop's RNG continues exactly
         restore_rng(rank_state["rng"], {"flow": trainer.flow_rng})
 
     motion_latents = GEOMETRY[config.model.preset].motion_latents
-    log = LossLog(out, step, enabled=ctx.is_main)
     bar = None
     if progress and ctx.is_main:
         from tqdm import tqdm
@@ -374,47 +274,22 @@ def train(config: TrainConfig, ctx: DistContext | None = None, progress: bool = 
             mean_loss = float(mean_across_ranks(loss, ctx))
             losses.append(mean_loss)
             lr = trainer.scheduler.get_last_lr()[0]
-            log.write({"step": step, "loss": mean_loss, "lr": lr, "grad_norm": float(grad_norm),
-                       "data_s": round(data_s, 4), "step_s": round(time.perf_counter() - tick, 4),
-                       "samples": config.optim.batch_size * ctx.world_size})
+            job.log({"step": step, "loss": mean_loss, "lr": lr, "grad_norm": float(grad_norm),
+                     "data_s": round(data_s, 4), "step_s": round(time.perf_counter() - tick, 4),
+                     "samples": config.optim.batch_size * ctx.world_size})
             if bar is not None:
                 bar.update(1)
                 if step % config.log_every == 0:
                     bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}")
-            if step % config.save_every == 0 or step == config.steps:
-                rank_state = {"rng": capture_rng({"flow": trainer.flow_rng}), "data": batcher.state()}
-                save_checkpoint(out, step, trainer.objects, ctx, rank_state,
-                                extra={"config": config.model_dump(mode="json")}, keep=config.keep_checkpoints)
+            job.save(step, trainer.objects, {"rng": capture_rng({"flow": trainer.flow_rng}), "data": batcher.state()})
     finally:
         if bar is not None:
             bar.close()
-        log.close()
+        job.losses.close()
     if batcher.skipped:
         print(f"rank {ctx.rank}: skipped {batcher.skipped} sample(s), e.g. {batcher.skip_examples}", file=sys.stderr)
-    model_dir = publish(out, trainer.objects, ctx, MODEL_FOLDERS[config.model.preset], vae_folder(config))
-    return RunSummary(first_step, step, losses, model_dir, time.perf_counter() - started, trainer.wrapped)
-
-
-def publish(out: Path, objects: Checkpointable, ctx: DistContext, folder: str, vae: Path | None = None) -> Path:
-    """Copy the newest checkpoint's model folder to RUN/<Model_X>/, so `--weights RUN` streams it.
-
-    For lite / pro, RUN/VAE_LTX or RUN/VAE_Wan becomes a link to the VAE the run trained with.
-    """
-    import shutil
-
-    target = out / folder
-    latest = latest_checkpoint(out)
-    if ctx.is_main and latest is not None:
-        tmp = out / f".{folder}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(latest / folder, tmp)
-        shutil.rmtree(target, ignore_errors=True)
-        tmp.rename(target)
-        link = out / vae.name if vae is not None else None
-        if link is not None and link.name in ("VAE_LTX", "VAE_Wan") and not link.exists():
-            link.symlink_to(vae.resolve(), target_is_directory=vae.is_dir())
-    barrier(ctx)
-    return target
+    model_dir = job.finish(trainer.objects, MODEL_FOLDERS[config.model.preset], vae_folder(config))
+    return RunSummary(first_step, step, losses, model_dir, job.seconds, trainer.wrapped)
 
 
 def run(config: TrainConfig, progress: bool = True) -> int:
@@ -425,13 +300,7 @@ def run(config: TrainConfig, progress: bool = True) -> int:
     finally:
         shutdown(ctx)
     if ctx.is_main:
-        losses = [loss for _, loss in read_losses(config.out)]
-        print(loss_curve(losses))
-        if losses:
-            head = losses[: max(1, len(losses) // 10)]
-            tail = losses[-max(1, len(losses) // 10):]
-            print(f"loss: first 10% mean {sum(head) / len(head):.4f} -> last 10% mean {sum(tail) / len(tail):.4f} "
-                  f"over {len(losses)} steps")
+        report(config, "flow-matching loss:")
         print(f"steps {summary.first_step} -> {summary.last_step} in {summary.seconds:.1f} s; "
               f"model: {summary.model_dir}")
     return 0

@@ -11,11 +11,8 @@ whose generator folder is in the release layout.
 from __future__ import annotations
 
 import math
-import os
-import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,16 +23,17 @@ from torch import nn
 from vividhead.models.flashhead import GEOMETRY, FlashHeadDiT, Geometry
 from vividhead.models.release import MODEL_FOLDERS, load_release, model_folder
 from vividhead.models.vae import SpaceToDepthCodec, VideoCodec, load_codec
-from vividhead.training.checkpoint import Checkpointable, latest_checkpoint, load_checkpoint, save_checkpoint
+from vividhead.training.checkpoint import Checkpointable
 from vividhead.training.config import TrainConfig, expand_shards
 from vividhead.training.dataset import AUDIO_LEFT_CONTEXT, BucketBatcher, ShardDataset, sample_stream
 from vividhead.training.distributed import (
-    DistContext, barrier, init_distributed, mean_across_ranks, shutdown, use_fsdp, wrap_model,
+    DistContext, init_distributed, mean_across_ranks, shutdown, use_fsdp, wrap_model,
 )
 from vividhead.training.dmd import ChunkBatch, Distiller, MotionFn, Velocity
 from vividhead.training.dmd_config import DistillConfig
 from vividhead.training.flow_matching import audio_windows
-from vividhead.training.stage1 import LossLog, check_audio, freeze_unused, loss_curve, publish, read_losses
+from vividhead.training.run import TrainingRun, report, warmup_schedule
+from vividhead.training.stage1 import check_audio, freeze_unused
 
 FAKE_FOLDER = "FakeScore"          # the fake score's release-layout folder inside a checkpoint
 
@@ -43,10 +41,6 @@ FAKE_FOLDER = "FakeScore"          # the fake score's release-layout folder insi
 def _adamw(params, lr: float, cfg: DistillConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW([p for p in params if p.requires_grad], lr=lr, betas=cfg.betas,
                              weight_decay=cfg.weight_decay)
-
-
-def _warmup(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / steps) if steps else 1.0)
 
 
 class DistillTrainer:
@@ -70,8 +64,8 @@ class DistillTrainer:
                                    motion_fn, seed=seed, rank=rank)
         self.opt_generator = _adamw(generator.parameters(), config.lr_generator, config)
         self.opt_fake = _adamw(fake_score.parameters(), config.lr_fake, config)
-        self.sched_generator = _warmup(self.opt_generator, config.warmup_steps)
-        self.sched_fake = _warmup(self.opt_fake, config.warmup_steps * config.fake_updates_per_generator)
+        self.sched_generator = warmup_schedule(self.opt_generator, config.warmup_steps, 0)
+        self.sched_fake = warmup_schedule(self.opt_fake, config.warmup_steps * config.fake_updates_per_generator, 0)
         self.iteration = 0
         self.generator_steps = 0
         self.fake_steps = 0
@@ -230,16 +224,9 @@ def load_networks(config: TrainConfig, device: torch.device) -> Networks:
 # ------------------------------------------------------------------------------------------ loop
 def train(config: TrainConfig, ctx: DistContext | None = None) -> int:
     """Run (or resume) stage 2 until `config.steps` generator updates; returns the last step."""
-    ctx = ctx or init_distributed()
+    job = TrainingRun(config, ctx or init_distributed())
+    ctx = job.ctx
     distill, preset = config.distill, config.model.preset
-    out = Path(config.out)
-    if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "train_config.json").write_text(config.model_dump_json(indent=2) + "\n")
-    barrier(ctx)
-    if ctx.device.type == "cpu" and config.data.num_workers > 0:
-        # Leave the loader workers their cores: the main process computes on the rest.
-        torch.set_num_threads(max(1, min(torch.get_num_threads(), (os.cpu_count() or 1) - config.data.num_workers)))
     geometry = GEOMETRY[preset]
     nets = load_networks(config, ctx.device)
     on_gpu = ctx.device.type == "cuda"
@@ -255,12 +242,7 @@ def train(config: TrainConfig, ctx: DistContext | None = None) -> int:
                              {folder: trainer.opt_generator, FAKE_FOLDER: trainer.opt_fake},
                              {folder: trainer.sched_generator, FAKE_FOLDER: trainer.sched_fake}, fsdp=fsdp)
 
-    step, rank_state = 0, None
-    resume_from = latest_checkpoint(out)
-    if resume_from is not None:
-        step, rank_state, _ = load_checkpoint(resume_from, objects, ctx)
-        if ctx.is_main:
-            print(f"resuming from {resume_from} (generator step {step})", file=sys.stderr)
+    step, rank_state = job.resume(objects, what="generator step")
     ratio = distill.fake_updates_per_generator
     trainer.iteration, trainer.generator_steps, trainer.fake_steps = step * ratio, step, step * ratio
 
@@ -277,10 +259,6 @@ def train(config: TrainConfig, ctx: DistContext | None = None) -> int:
     stream = skip_guard(sample_stream(dataset, config.data.num_workers), 4 * len(dataset) + 8, frames)
     batches = batcher.batches(stream)
 
-    use_bf16 = config.precision == "bf16" or (config.precision == "auto" and on_gpu)
-    autocast = (lambda: torch.autocast(ctx.device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
-    log = LossLog(out, step, enabled=ctx.is_main)
-    started = time.perf_counter()
     try:
         while step < config.steps:
             tick = time.perf_counter()
@@ -290,7 +268,7 @@ def train(config: TrainConfig, ctx: DistContext | None = None) -> int:
                 samples = next(batches)
                 check_audio(samples, nets.generator.config)
                 batch = to_chunks(samples, nets.codec, geometry, distill.num_chunks, ctx.device)
-                with autocast():
+                with job.autocast():
                     logs = trainer.step(batch)
                 fake_losses.append(logs["fake_loss"])
                 record.update({k: v for k, v in logs.items() if k not in ("fake_loss", "iteration")})
@@ -300,21 +278,17 @@ def train(config: TrainConfig, ctx: DistContext | None = None) -> int:
             record.update(step=step, loss=record["g_loss"], lr=trainer.sched_generator.get_last_lr()[0],
                           fake_loss=float(mean_across_ranks(torch.tensor(sum(fake_losses) / ratio, device=ctx.device), ctx)),
                           step_s=round(time.perf_counter() - tick, 3))
-            log.write(record)
+            job.log(record)
             if ctx.is_main and (step % config.log_every == 0 or step == config.steps):
                 print(f"step {step:5d}/{config.steps}  dmd {record['dmd']:.4f}  reg {record['reg']:.4f}  "
                       f"fake {record['fake_loss']:.4f}  k={record['chunk']} t'={record['exit_step']}  "
                       f"{record['step_s']:.2f} s/step", flush=True)
-            if step % config.save_every == 0 or step == config.steps:
-                save_checkpoint(out, step, objects, ctx, {"data": batcher.state()},
-                                extra={"config": config.model_dump(mode="json"),
-                                       "teacher": str(nets.teacher_dir)}, keep=config.keep_checkpoints)
+            job.save(step, objects, {"data": batcher.state()}, teacher=str(nets.teacher_dir))
     finally:
-        log.close()
-    publish(out, objects, ctx, folder)
+        job.losses.close()
+    student = job.finish(objects, folder)
     if ctx.is_main:
-        print(f"stage 2: generator steps -> {step} in {time.perf_counter() - started:.1f} s; "
-              f"student: {out / folder}", flush=True)
+        print(f"stage 2: generator steps -> {step} in {job.seconds:.1f} s; student: {student}", flush=True)
     return step
 
 
@@ -326,8 +300,5 @@ def run(config: TrainConfig) -> int:
     finally:
         shutdown(ctx)
     if ctx.is_main:
-        losses = [loss for _, loss in read_losses(config.out)]
-        if losses and min(losses) > 0:
-            print("generator loss (DMD + lambda * regression):")
-            print(loss_curve(losses))
+        report(config, "generator loss (DMD + lambda * regression):")
     return 0
