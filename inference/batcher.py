@@ -9,8 +9,12 @@ batches (a call given its own `torch.Generator`, such as an LTX posterior sample
 another session's).
 
 The executor gathers: after the first call of a round it waits until every session that is inside a chunk
-(`Batcher.generating`) has queued a call, or `gather_s` has passed, so sessions that start a chunk together
-share every DiT step and VAE call of it. A session alone pays nothing (it is the only one generating).
+(`Batcher.generating`) has queued a call, or a window has passed: `gather_s`, or half the mean duration of
+recent batched calls when that is longer (a straggler still encoding its audio is worth waiting for when
+its own call would cost a whole model call). Of the calls gathered, those of the earliest stage of a chunk
+(DiT, then VAE decode, then the motion re-encode) run; later-stage calls wait for the next round, so sessions
+that drifted apart fall back into step and share every DiT step and VAE call. A session alone pays nothing
+(it is the only one generating).
 Noise is drawn by each session from its own generator before the call, so a session's frames do not depend
 on who else is connected (only on float rounding of the batched matmuls; see tests/test_stream_server.py).
 """
@@ -73,6 +77,7 @@ class Batcher:
         self.active = 0                              # sessions inside a chunk (may queue a call soon)
         self.cond = threading.Condition()
         self.stats = BatchStats()
+        self.call_s = 0.0                            # running mean of a batched call's duration
         self.closed = False
         self.thread = threading.Thread(target=self._loop, daemon=True, name="vividhead-batcher")
         self.thread.start()
@@ -115,13 +120,16 @@ class Batcher:
 
     # ------------------------------------------------------------------------------ executor
     def _loop(self) -> None:
-        while True:
-            batch = self._gather()
-            if batch is None:
-                return
+        while (batch := self._gather()) is not None:
+            earliest = min(_stage(call.name) for call in batch)
+            later = [call for call in batch if _stage(call.name) > earliest]
+            if later:                             # they wait for the sessions still at an earlier stage
+                with self.cond:
+                    self.queue[:0] = later
             groups: dict[tuple, list[_Call]] = {}
             for call in batch:
-                groups.setdefault(call.key(), []).append(call)
+                if _stage(call.name) == earliest:
+                    groups.setdefault(call.key(), []).append(call)
             for calls in groups.values():
                 for start in range(0, len(calls), self.max_rows):
                     self._run(calls[start: start + self.max_rows])
@@ -134,7 +142,7 @@ class Batcher:
                 for call in self.queue:
                     call.future.set_exception(RuntimeError("the batcher is closed"))
                 return None
-            deadline = time.monotonic() + self.gather_s
+            deadline = time.monotonic() + max(self.gather_s, 0.5 * self.call_s)
             while len(self.queue) < self.active and (left := deadline - time.monotonic()) > 0:
                 self.cond.wait(left)
             batch, self.queue = self.queue, []
@@ -142,6 +150,7 @@ class Batcher:
 
     def _run(self, calls: list[_Call]) -> None:
         first = calls[0]
+        started = time.monotonic()
         try:
             with torch.inference_mode():
                 if len(calls) == 1:
@@ -155,10 +164,18 @@ class Batcher:
                 call.future.set_exception(err)
             return
         self.stats.record(first.name, sum(c.rows for c in calls))
+        self.call_s = 0.8 * self.call_s + 0.2 * (time.monotonic() - started)
         start = 0
         for call in calls:
             call.future.set_result(out[start: start + call.rows])
             start += call.rows
+
+
+STAGES = ("dit", "vae_decode", "vae_encode")       # the order of a chunk's batched calls
+
+
+def _stage(name: str) -> int:
+    return STAGES.index(name) if name in STAGES else len(STAGES)
 
 
 def _cat(values: list[Any]) -> Any:
