@@ -17,6 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from vividhead.weights_verify import verify_file, verify_weights
+
 
 @dataclass(frozen=True)
 class GenderAgeResult:
@@ -34,6 +36,7 @@ class GenderAge:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"genderage weights {path} do not exist (expected insightface genderage.onnx)")
+        verify_file("genderage", path)   # against its lock record (the graph is checked below)
         try:
             graph = onnx.load(str(path)).graph
             providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
@@ -80,6 +83,7 @@ class LanguageId:
         path = Path(path)
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"language-ID weights {path}: not a transformers Whisper folder (config.json missing)")
+        verify_weights("language_id", path)   # lock record; config.json model_type
         try:
             self.model = WhisperForConditionalGeneration.from_pretrained(str(path)).eval()
             generation = GenerationConfig.from_pretrained(str(path))

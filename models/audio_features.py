@@ -33,6 +33,7 @@ from typing import BinaryIO, Protocol
 import numpy as np
 
 from vividhead.media import MediaError, decode_audio
+from vividhead.weights_verify import verify_weights
 
 SAMPLE_RATE = 16000
 FPS = 25
@@ -105,6 +106,7 @@ class Wav2Vec2Encoder:
         path = Path(path)
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"{path}: not a transformers wav2vec2 folder (config.json missing)")
+        verify_weights("wav2vec2", path)   # lock record; config.json model_type
         self.model = Wav2Vec2Model.from_pretrained(str(path)).to(device).eval()
         if (path / "preprocessor_config.json").is_file():
             self.processor = Wav2Vec2FeatureExtractor.from_pretrained(str(path))

@@ -14,6 +14,8 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from vividhead.weights_verify import verify_weights
+
 
 @dataclass(frozen=True)
 class Face:
@@ -117,10 +119,8 @@ class ScrfdFaceDetector:
         import onnxruntime
 
         self.session = onnxruntime.InferenceSession(str(path), providers=_providers(onnxruntime))
+        verify_weights("scrfd", Path(path), session=self.session)   # lock record or pin; input name, outputs
         self.input_name = self.session.get_inputs()[0].name
-        outputs = len(self.session.get_outputs())
-        if outputs not in (6, 9):
-            raise ValueError(f"{path}: expected an SCRFD ONNX with 6 or 9 outputs, found {outputs}")
         self.min_confidence, self.input_size, self.nms = min_confidence, input_size, nms
 
     def __call__(self, rgb: np.ndarray) -> list[Face]:

@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from vividhead.weights_verify import verify_weights
+
 CLIP_FRAMES = 16
 INPUT_SIZE = 224
 WEIGHTS_FILE = "i3d_torchscript.pt"
@@ -60,6 +62,7 @@ def load_i3d(path: Path, device: torch.device | str = "cpu") -> I3DFeatures:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"I3D weights not found: {path} (expected the TorchScript {WEIGHTS_FILE})")
+    verify_weights("i3d", path)   # lock record; a TorchScript archive
     try:
         module = torch.jit.load(str(path), map_location="cpu")
     except (RuntimeError, ValueError) as error:

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vividhead.weights_verify import verify_file
+
 FEATURE_DIM = 2048
 INPUT_SIZE = 299
 WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
@@ -191,6 +193,7 @@ def load_fid_inception(path: Path, device: torch.device | str = "cpu") -> FIDInc
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"FID Inception weights not found: {path} (expected {WEIGHTS_FILE})")
+    verify_file("inception", path)   # against its lock record (the keys are checked below)
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a state dict (the {WEIGHTS_FILE} format), got {type(state).__name__}")

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vividhead.weights_verify import verify_weights
+
 HAND_KEYPOINTS = slice(91, 133)   # COCO-WholeBody: left hand 91-111, right hand 112-132
 WHOLEBODY_KEYPOINTS = 133
 
@@ -59,6 +61,8 @@ class DWposeHands:
         for label, path in (("dwpose_det (YOLOX)", det_path), ("dwpose_pose (DWpose)", pose_path)):
             if not Path(path).is_file():
                 raise FileNotFoundError(f"{label} weights {path} do not exist")
+        verify_weights("dwpose_det", Path(det_path))
+        verify_weights("dwpose_pose", Path(pose_path))
         # dynamic inputs fall back to DWpose's published sizes: YOLOX-L 640x640, dw-ll_ucoco_384 384x288
         det_hw, pose_hw = _onnx_hw(Path(det_path), (640, 640)), _onnx_hw(Path(pose_path), (384, 288))
         device = onnx_device()

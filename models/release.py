@@ -22,6 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from vividhead.models.flashhead import FlashHeadDiT
+from vividhead.weights_verify import verify_file
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
@@ -156,6 +157,7 @@ def check_state_dict(expected: dict[str, torch.Tensor], found: dict[str, torch.T
 def load_release(folder: Path, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> FlashHeadDiT:
     """Load a model folder (config.json + safetensors) strictly; the preset is recorded in the config."""
     folder = Path(folder)
+    verify_file("flashhead", folder)   # against the release's lock record, when `weights fetch` wrote one
     config = read_config(folder)
     try:
         with torch.device("meta"):

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from vividhead.weights_verify import verify_file
+
 SAMPLE_RATE = 16000
 FPS = 25
 CROP_SIZE = 224
@@ -94,6 +96,7 @@ def load_syncnet(path: Path, device: torch.device | None = None) -> SyncNet:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"SyncNet weights {path} do not exist (expected the original syncnet_v2.model)")
+    verify_file("syncnet", path)   # against its lock record (the keys are checked below)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is the same user error

@@ -14,7 +14,7 @@ import sys
 from vividhead import __version__
 from vividhead.envfail import environment_message
 
-COMMANDS = ("build", "inspect", "train", "stream", "eval")
+COMMANDS = ("build", "inspect", "train", "stream", "eval", "weights")
 
 
 def _command_module(name: str):
@@ -37,10 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # Weights are always local: never let a hub library stall on a network retry.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     args = build_parser().parse_args(argv)
+    if args.command != "weights":  # only `weights fetch` downloads, when asked; it honours these if the user sets them
+        # Weights are always local: never let a hub library stall on a network retry.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     try:
         return int(args.run(args) or 0)
     except Exception as err:

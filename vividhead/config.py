@@ -214,7 +214,7 @@ class BuildConfig(_Strict):
         from vividhead.pipelines.decisions import filter_threshold_fields
 
         thresholds = filter_threshold_fields()
-        files = {name: _file_stamp(path) for name, path in weights if name != "scrfd"}
+        files = {name: _file_stamp(path) for name, path in weights if name not in ("scrfd", "flashhead")}
         sections = {k: {field: value for field, value in getattr(self, k).model_dump(mode="json").items()
                         if field not in thresholds.get(k, ())}
                     for k in ("occlusion", "speech", "sync", "annotate")}

@@ -51,6 +51,10 @@ def run(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         print(f"error: --workers must be >= 1, got {args.workers}", file=sys.stderr)
         return 2
+    errors = _weight_errors(config, resolve_weights(config))   # before any worker starts
+    if errors:
+        print("\n".join(f"error: {e}" for e in errors), file=sys.stderr)
+        return 2
     check_out_dir(args.out)
     check_ray_address(args.address)
     try:
@@ -97,11 +101,25 @@ def _check_weights(config, resolve_weights) -> int:
         section = getattr(config, name, None)
         mode = stage_mode(cls, section, weights)
         print(f"{name:<11} {mode:<8} {_stage_reason(cls, section, weights)}".rstrip())
+    errors = _weight_errors(config, weights)
     for name in weights.model_fields:
         path = getattr(weights, name)
         state = "present" if weights.available(name) else "missing" if path else "not configured"
         print(f"  weights.{name:<12} {state:<15} {path or ''}")
-    return 0
+    for error in errors:
+        print(f"error: {error}")
+    return 1 if errors else 0
+
+
+def _weight_errors(config, weights) -> list[str]:
+    """One line per weight the build's stages will load that is not what its stage expects (lock record,
+    published checksum, shape): checked here, before any worker starts."""
+    from vividhead.pipelines.build import model_stages
+    from vividhead.weights import MODELS
+    from vividhead.weights_verify import verify_present
+
+    stages = {name for name, _ in model_stages(config)} | ({"face"} if config.face.detector != "mediapipe" else set())
+    return verify_present(weights, [m.name for m in MODELS.values() if m.build_stage in stages])
 
 
 def _stage_reason(cls, section, weights) -> str:
