@@ -4,12 +4,11 @@ they load, and a wrong file under a weights name stops `vividhead build` with on
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from conftest import run_vividhead
-from tiny_models import write_tiny_genderage, write_tiny_scrfd, write_tiny_whisper
+from tiny_models import write_tiny_dwpose, write_tiny_genderage, write_tiny_scrfd, write_tiny_whisper
 from vividhead.weights import MODELS
 from vividhead.weights_verify import (LOCK_NAME, WeightsError, lock_record, verify_file, verify_weights,
                                       write_lock_record)
@@ -41,11 +40,17 @@ def test_lock_record_of_a_release_covers_its_model_folders(tmp_path):
     assert verify_file("flashhead", release / "VAE_LTX").state == "lock"   # only the folder asked about
 
 
-def test_published_checksum_is_checked_without_a_lock_record(tmp_path):
-    path = tmp_path / "yolox_l.onnx"
-    path.write_bytes(b"not the published file")
-    with pytest.raises(WeightsError, match=f"expected {MODELS['dwpose_det'].source.size} \\(the published size"):
-        verify_file("dwpose_det", path)
+def test_published_checksum_without_a_lock_record_flags_another_file(tmp_path):
+    """Without a lock record the published SHA-256 is compared, not enforced: other exports are allowed at
+    load; `weights fetch` refuses to record a file that is not the published one."""
+    path = write_tiny_dwpose(tmp_path / "weights" / "dw-ll_ucoco_384.onnx")
+    integrity = verify_file("dwpose_pose", path)
+    assert integrity.state == "other" and f"not the published {MODELS['dwpose_pose'].source.sha256}" in integrity.detail
+    (tmp_path / "weights.yaml").write_text("dwpose_pose: weights/dw-ll_ucoco_384.onnx\n")
+    (tmp_path / "build.yaml").write_text("weights_manifest: weights.yaml\n")
+    fetch = run_vividhead("weights", "fetch", "dwpose_pose", "--config", tmp_path / "build.yaml", check=False)
+    assert fetch.returncode == 1 and "not recording it" in fetch.stderr and fetch.stderr.count("\n") == 1
+    assert not (path.parent / LOCK_NAME).exists()
 
 
 def test_shape_checks_name_expected_and_found(tmp_path):
@@ -94,4 +99,4 @@ def test_weights_list_without_weights(tmp_path):
     assert all(r["source"] and r["licence"] and r["without"] for r in rows.values())
     assert rows["dwpose_pose"]["sha256"] == MODELS["dwpose_pose"].source.sha256
     table = run_vividhead("weights", "--config", tmp_path / "build.yaml").stdout
-    assert table.splitlines()[1].split()[:2] == ["scrfd", "missing"]
+    assert next(line for line in table.splitlines() if line.startswith("scrfd ")).split()[:2] == ["scrfd", "missing"]

@@ -155,7 +155,8 @@ MODELS: dict[str, Model] = {m.name: m for m in (
         # (huggingface.co/facebook/wav2vec2-base-960h/tree/22aad52d435eb6dbaf354bdad9b0da84ce7d6156)
         Source(repo="facebook/wav2vec2-base-960h", revision="22aad52d435eb6dbaf354bdad9b0da84ce7d6156",
                files=("config.json", "preprocessor_config.json", "model.safetensors")),
-        "Apache-2.0 (facebook/wav2vec2-base-960h model card)", "log-mel audio features (embedded)"),
+        "Apache-2.0 (facebook/wav2vec2-base-960h model card)",
+        "log-mel audio features (embedded; build and tiny); stream lite/pro need it"),
     Model(
         "genderage", "insightface gender/age (ONNX)", "build: annotate", "annotate",
         Shape("onnx", outputs=(1,)),

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from vividhead import __version__
 from vividhead.weights import MODELS, Model
-from vividhead.weights_verify import (WeightsError, check_shape, find_record, lock_record, sha256_of,
+from vividhead.weights_verify import (WeightsError, check_shape, lock_record, sha256_of,
                                       verify_weights, write_lock_record)
 
 CHUNK = 1 << 20
@@ -45,6 +45,8 @@ def fetch(name: str, dest: Path, url: str = "", progress: bool = True) -> str:
     dest = Path(dest).absolute()
     if dest.exists():
         return _adopt(model, dest)
+    if url and model.shape.is_folder:
+        raise FetchError(f"{name} is a folder of files; --url fetches single files (use HF_ENDPOINT for a Hub mirror)")
     dest.parent.mkdir(parents=True, exist_ok=True)
     if model.source.repo and not url:
         source, revision = _fetch_hub(model, dest, progress)
@@ -66,10 +68,11 @@ def remove_finished_archives(folder: Path) -> None:
 
 def _adopt(model: Model, dest: Path) -> str:
     """A file already in place: check it against its record, or check it and record it (trust on first use)."""
-    if find_record(dest) is not None:
-        verify_weights(model.name, dest, full=True)
-        return f"{model.name}: already present at {dest}, matches its lock record"
     integrity = verify_weights(model.name, dest, full=True)
+    if integrity.state == "lock":
+        return f"{model.name}: already present at {dest}, matches its lock record"
+    if integrity.state == "other":
+        raise FetchError(f"{dest}: {integrity.detail}; not recording it (delete it to download the published file)")
     source = f"present before `weights fetch` (catalogue source: {model.source.describe()})"
     write_lock_record(dest, lock_record(dest, model.name, source, ""))
     return f"{model.name}: already present at {dest} ({integrity.detail}); recorded it in the lock file"
@@ -185,8 +188,17 @@ def _fetch_hub(model: Model, dest: Path, progress: bool) -> tuple[str, str]:
             finally:  # complete, or refused: nothing to resume either way
                 shutil.rmtree(staging, ignore_errors=True)
     except HfHubHTTPError as err:
-        raise FetchError(f"{source.repo}: {str(err).splitlines()[0]}") from None
+        raise FetchError(f"{source.repo}: {_first_line(err)}") from None
     except (OSError, LocalEntryNotFoundError) as err:
-        raise FetchError(f"{source.repo}: download interrupted ({type(err).__name__}: {str(err).splitlines()[0]}); "
+        raise FetchError(f"{source.repo}: download interrupted ({type(err).__name__}: {_first_line(err)}); "
+                         f"run the same command again to resume") from None
+    except FetchError:
+        raise
+    except Exception as err:  # noqa: BLE001 - network errors of the Hub client's HTTP library: one line
+        raise FetchError(f"{source.repo}: the Hub download failed ({type(err).__name__}: {_first_line(err)}); "
                          f"run the same command again to resume") from None
     return f"{constants.ENDPOINT}/{source.repo}", commit
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).splitlines()[0] if str(err) else type(err).__name__

@@ -6,7 +6,8 @@ every file (one file, or each file of a folder). Later runs check the files agai
 changed file is caught (trust on first use where no checksum is published). A file whose size and
 modification time are those recorded is not hashed again; `vividhead weights verify` hashes everything.
 
-Each loader calls `verify_file` (against the lock record, else the published SHA-256) or `verify_weights`
+Each loader calls `verify_file` (against the lock record; else it compares with the published SHA-256, which
+does not fail: other exports of a model are allowed, `vividhead weights` flags them) or `verify_weights`
 (that, plus the shape of what it loads: ONNX input names and output count, state-dict keys, a transformers
 folder's `model_type`, a TorchScript archive, a release's model folders). A mismatch raises `WeightsError`,
 one line naming the file, what was expected and what was found. `vividhead build` runs the same checks on
@@ -37,7 +38,7 @@ class WeightsError(ValueError):
 class Integrity:
     """How a file on disk was checked: against its lock record, the published SHA-256, or not at all."""
 
-    state: Literal["lock", "pin", "unverified"]
+    state: Literal["lock", "pin", "other", "unverified"]   # "other": not the published file (another export?)
     detail: str
 
 
@@ -126,13 +127,12 @@ def verify_file(name: str, path: Path, full: bool = False) -> Integrity:
         return _check_record(found[0], found[1], path, full)
     source = MODELS[name].source if name in MODELS else None
     if source is not None and source.sha256 and path.is_file():
-        size = path.stat().st_size
-        if source.size and size != source.size:
-            raise WeightsError(f"{path}: {size} bytes, expected {source.size} (the published size of {name})")
         digest = sha256_of(path)
-        if digest != source.sha256:
-            raise WeightsError(f"{path}: SHA-256 {digest}, expected {source.sha256} (the published checksum of {name})")
-        return Integrity("pin", "matches the published SHA-256")
+        if digest == source.sha256:
+            return Integrity("pin", "matches the published SHA-256")
+        # Not an error at load: other exports of the same model (RTMW for DWpose) are supported.
+        return Integrity("other", f"SHA-256 {digest}, not the published {source.sha256} (another export?); "
+                                  f"no lock record")
     return Integrity("unverified", "no lock record, no published checksum")
 
 

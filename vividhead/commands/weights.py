@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def _common_arguments(parser: argparse.ArgumentParser, default=None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vividhead.config import ConfigError, load_build_config, resolve_weights
+    from vividhead.config import ConfigError, default_weights_manifest, load_build_config, resolve_weights
     from vividhead.weights import MODELS
 
     try:
@@ -55,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.action == "fetch":
         return _fetch(args, weights, names)
-    rows = [_row(name, weights, set(config.weights), full=args.action == "verify") for name in names]
+    manifest = config.weights_manifest or default_weights_manifest()
+    rows = [_row(name, weights, manifest, set(config.weights), full=args.action == "verify") for name in names]
     if args.action == "verify":
         rows = [r for r in rows if r["status"] == "present"]
         if not rows:
@@ -65,13 +67,13 @@ def run(args: argparse.Namespace) -> int:
     elif args.json:
         print(json.dumps(rows, indent=2))
     else:
+        print(f"weights manifest: {manifest}\n")
         _print_table(rows)
     return 1 if any(r["check"] == "MISMATCH" for r in rows) else 0
 
 
-def _row(name: str, weights, overridden: set[str], full: bool) -> dict:
+def _row(name: str, weights, manifest: Path, overridden: set[str], full: bool) -> dict:
     """Everything `vividhead weights` says about one model."""
-    from vividhead.config import default_weights_manifest
     from vividhead.weights import MODELS
     from vividhead.weights_verify import WeightsError, files_of, verify_weights
 
@@ -82,13 +84,14 @@ def _row(name: str, weights, overridden: set[str], full: bool) -> dict:
         size = sum(p.stat().st_size for p in files_of(path).values())
         try:
             integrity = verify_weights(name, path, full=full)
-            check, detail = {"lock": "lock ok", "pin": "sha256 ok", "unverified": "unverified"}[integrity.state], \
+            check, detail = {"lock": "lock ok", "pin": "sha256 ok", "other": "other file",
+                              "unverified": "unverified"}[integrity.state], \
                 integrity.detail
         except WeightsError as err:
             check, detail = "MISMATCH", str(err)
     return {"name": name, "title": model.title, "used_by": model.used_by, "status": status,
-            "path": str(path) if path else None,
-            "from": "config override" if name in overridden else f"manifest {default_weights_manifest().name}",
+            "path": os.path.normpath(path) if path else None,
+            "from": "config override" if name in overridden else f"manifest {manifest.name}",
             "size": size, "check": check, "detail": detail,
             "source": model.source.describe(), "sha256": model.source.sha256 or None,
             "published_size": model.source.size or None, "licence": model.licence, "without": model.without}
@@ -111,10 +114,9 @@ def _print_table(rows: list[dict]) -> None:
     print(f"\n{'model':<12} without it")
     for r in rows:
         print(f"{r['name']:<12} {r['without']}")
-    for r in rows:
-        if r["detail"] and r["check"] in ("MISMATCH", "unverified"):
-            print(f"\n{r['name']}: {r['detail']}", end="")
-    print("\n\nfetch one with `vividhead weights fetch NAME`; check files on disk with `vividhead weights verify`")
+    problems = [f"{r['name']}: {r['detail']}" for r in rows if r["check"] in ("MISMATCH", "other file", "unverified")]
+    print("\n" + "\n".join(problems) if problems else "", end="")
+    print("\nfetch one with `vividhead weights fetch NAME`; re-hash what is on disk with `vividhead weights verify`")
 
 
 def _human(size: int) -> str:
