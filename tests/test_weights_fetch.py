@@ -227,3 +227,27 @@ def test_fetch_of_a_present_file_records_it_once_checked(tmp_path):
     record = json.loads((path.parent / LOCK_NAME).read_text())["entries"]["syncnet_v2.model"]
     assert record["files"]["."]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert "present before" in record["source"]
+
+
+def test_member_of_an_archive_is_extracted_under_the_manifest_name(tmp_path, server):
+    """SCRFD comes as det_10g.onnx inside insightface's buffalo_l.zip; it lands as scrfd_10g_bnkps.onnx."""
+    import io
+    import zipfile
+
+    from tiny_models import write_tiny_scrfd
+
+    onnx = write_tiny_scrfd(tmp_path / "served" / "det_10g.onnx").read_bytes()
+    pack = io.BytesIO()
+    with zipfile.ZipFile(pack, "w") as archive:
+        archive.writestr("buffalo_l/det_10g.onnx", onnx)
+        archive.writestr("buffalo_l/genderage.onnx", b"another member")
+    srv = server(files={"/v0.7/buffalo_l.zip": pack.getvalue()})
+    config = write_config(tmp_path, {"scrfd": "scrfd_10g_bnkps.onnx"})
+    result = vividhead("weights", "fetch", "scrfd", "--config", config, "--url", f"{srv.url}/v0.7/buffalo_l.zip",
+                       "--no-progress")
+    assert result.returncode == 0, result.stderr
+    weights = tmp_path / "weights"
+    assert (weights / "scrfd_10g_bnkps.onnx").read_bytes() == onnx
+    assert {p.name for p in weights.iterdir()} == {LOCK_NAME, "scrfd_10g_bnkps.onnx"}   # archive removed
+    record = json.loads((weights / LOCK_NAME).read_text())["entries"]["scrfd_10g_bnkps.onnx"]
+    assert record["source"] == f"{srv.url}/v0.7/buffalo_l.zip (member det_10g.onnx)"
