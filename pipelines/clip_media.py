@@ -22,24 +22,25 @@ class ClipMediaError(ValueError):
     """A staged clip file is missing or not in the expected format."""
 
 
-def clip_video(clip: Clip) -> Path:
-    """The clip's staged mp4; a clear error when it is not set or missing."""
-    if not clip.video_path:
-        raise ClipMediaError(f"clip {clip.key}: video_path is not set (expected the staged 512x512 mp4)")
-    path = Path(clip.video_path)
+def _staged(clip: Clip, field: str, expected: str) -> Path:
+    """A staged file of the clip; a clear error when it is not set or missing."""
+    value = getattr(clip, field)
+    if not value:
+        raise ClipMediaError(f"clip {clip.key}: {field} is not set (expected the staged {expected})")
+    path = Path(value)
     if not path.is_file():
-        raise ClipMediaError(f"clip {clip.key}: video file {path} does not exist")
+        raise ClipMediaError(f"clip {clip.key}: the staged {expected} {path} does not exist")
     return path
+
+
+def clip_video(clip: Clip) -> Path:
+    """The clip's staged mp4."""
+    return _staged(clip, "video_path", "512x512 mp4")
 
 
 def read_audio(clip: Clip) -> np.ndarray:
     """The clip's 16 kHz mono audio as float32 in [-1, 1]."""
-    if not clip.wav_path:
-        raise ClipMediaError(f"clip {clip.key}: wav_path is not set (expected the staged 16 kHz mono wav)")
-    path = Path(clip.wav_path)
-    if not path.is_file():
-        raise ClipMediaError(f"audio file {path} does not exist")
-    return read_wav(path, SAMPLE_RATE)
+    return read_wav(_staged(clip, "wav_path", "16 kHz mono wav"), SAMPLE_RATE)
 
 
 def iter_frames(path: Path, step: int = 1) -> Iterator[tuple[int, np.ndarray]]:
