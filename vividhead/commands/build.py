@@ -113,7 +113,7 @@ def _check_weights(config, resolve_weights) -> int:
 
 def _weight_errors(config, weights) -> list[str]:
     """One line per weight the build's stages will load that is not what its stage expects (lock record,
-    published checksum, shape): checked here, before any worker starts."""
+    shape): checked here, before any worker starts."""
     from vividhead.pipelines.build import model_stages
     from vividhead.weights import MODELS
     from vividhead.weights_verify import verify_present
