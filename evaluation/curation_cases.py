@@ -9,7 +9,8 @@ they are never written into the project:
 - `shifted`: the audio delayed (ms > 0) or advanced (ms < 0), the video stream copied unchanged;
 - `dubbed`: the video of one clip with the audio of another (one speaker's voice on another's face,
   or a voice-over on a face that does not speak);
-- `moving`: a static stretch, then the picture slides sideways so the face leaves the frame at a known speed.
+- `moving`: a static stretch, then the picture slides sideways so the face leaves the frame at a known speed;
+- `side_by_side`: a split screen of two speakers, as in a remote interview.
 """
 
 from __future__ import annotations
@@ -84,4 +85,14 @@ def moving(source: Path, still_seconds: float, speed: float, out: Path, seconds:
               f"min(iw/2,(t-{still_seconds})*{speed}*iw/2))':y=0")
     _ffmpeg("-i", str(source), "-t", str(seconds), "-map", "0:v:0", "-map", "0:a:0", "-vf", window,
             "-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-c:a", "aac", "-b:a", "128k", str(out))
+    return out
+
+
+def side_by_side(left: Path, right: Path, out: Path, seconds: float) -> Path:
+    """A split screen: `left` and `right` scaled to the same height and stacked side by side, with the
+    left clip's audio; `seconds` long."""
+    _ffmpeg("-i", str(left), "-i", str(right), "-t", str(seconds), "-filter_complex",
+            "[0:v]fps=25,scale=-2:512[l];[1:v]fps=25,scale=-2:512[r];[l][r]hstack=inputs=2[v]",
+            "-map", "[v]", "-map", "0:a:0", "-c:v", "libx264", "-preset", "veryfast", "-crf", "18",
+            "-c:a", "aac", "-b:a", "128k", str(out))
     return out

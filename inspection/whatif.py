@@ -38,9 +38,9 @@ from vividhead.inspection.summary import declared_stages, stage_order
 LOCAL_RULES: dict[tuple[str, str], tuple[str, str]] = {
     ("segment", "min_seconds"): ("duration", "value"),
     ("face", "max_upscale"): ("face.upscale", "value"),
-    ("face", "max_center_shift"): ("face.max_center_shift", "value"),
     ("flow", "max_residual"): ("flow.max_residual", "value"),
     ("visibility", "max_missing_ratio"): ("visibility.face_ratio", "one_minus"),
+    ("visibility", "max_second_face_ratio"): ("visibility.second_face_ratio", "value"),
 }
 
 
@@ -219,8 +219,8 @@ def _validate_with_schema(config: dict[str, Any], overrides: dict[str, Any]) -> 
 
 
 CORE_STAGES = ("face", "flow", "visibility")
-CORE_METRICS = ("face.upscale", "face.max_center_shift", "flow.max_residual", "flow.max_residual_at",
-                "visibility.face_ratio")
+CORE_METRICS = ("face.upscale", "flow.max_residual", "flow.max_residual_at", "visibility.face_ratio",
+                "visibility.second_face_ratio")
 
 
 def core_decider(config: dict[str, Any], overrides: dict[str, Any]):

@@ -6,7 +6,11 @@ Each 25 fps frame of the unit is looked at once, in order:
   with a face, found on the full frame (stage 5), and fixes the 512 crop centred on that face;
 - every frame of an open clip is cropped, resized and fed to its x264 encoder as it goes (stage 4);
 - faces are detected inside the crop a few times per second and interpolated in between (the face
-  track, in crop pixels); the 1 fps samples among them measure visibility (stage 7).
+  track, in crop pixels); the track follows the speaker and measures how far the face has moved from
+  where the clip opened: past `face.max_drift` the clip ends there (`face_moved`) and a new piece
+  re-centres (pipelines/framing.py);
+- the 1 fps samples among them measure visibility (stage 7), and the full frame is searched for a
+  second face of comparable size (one visible speaker).
 When the piece ends, the clip is decided. A rejected clip's file is deleted; a kept one gets its
 audio, a 16 kHz wav and the first frame's face mask. Every piece becomes one `Clip` record.
 """
@@ -23,6 +27,7 @@ import numpy as np
 from vividhead.config import BuildConfig
 from vividhead.media import ClipEncoder, UnitDecoder, png_bytes, write_wav
 from vividhead.models.face_detect import Face, FaceDetector, crop_box, main_face
+from vividhead.pipelines.framing import comparable_faces, drift, follow
 from vividhead.pipelines.motion import MotionScorer
 from vividhead.pipelines.records import Attribute, Clip
 from vividhead.pipelines.scenes import SceneScorer
@@ -35,10 +40,11 @@ EXTRACT_METRICS: dict[str, str] = {
     "probe.audio_rate": "int", "probe.audio_channels": "int",
     "segment.starts_at_cut": "bool", "segment.end_reason": "str", "segment.piece_start": "float",
     "face.detector": "str", "face.score": "float", "face.side": "float", "face.count": "int",
-    "face.upscale": "float", "face.max_center_shift": "float", "face.track_ratio": "float", "face.mask_source": "str",
+    "face.upscale": "float", "face.max_drift": "float", "face.moved_at": "float", "face.track_ratio": "float", "face.mask_source": "str",
     "flow.max_residual": "float", "flow.max_residual_at": "float", "flow.mean_motion": "float",
     "flow.max_motion": "float",
     "visibility.face_ratio": "float", "visibility.samples": "int", "visibility.max_faces": "int",
+    "visibility.second_face_ratio": "float",
     "extract.node": "str",          # the Ray node that decoded the unit (cluster provenance)
 }
 
@@ -63,6 +69,11 @@ class _Piece:
     first_crop: np.ndarray | None = None
     boxes: dict[int, Face | None] = field(default_factory=dict)   # clip frame -> face in crop pixels
     visible: list[int] = field(default_factory=list)               # faces found at each 1 fps sample
+    second: list[bool] = field(default_factory=list)               # a comparable second face in the frame, per sample
+    start_face: Face | None = None                                 # the speaker at the clip's first detection
+    last_face: Face | None = None                                  # ... at the latest detection that found it
+    max_drift: float = 0.0
+    moved_at: int | None = None                                    # clip frame where the drift passed face.max_drift
     residuals: list[float] = field(default_factory=list)
     motions: list[float] = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
@@ -112,8 +123,8 @@ class UnitExtractor:
             analysis_seconds = time.perf_counter() - tick
             if piece is None:
                 piece = _Piece(index, starts_at_cut=False)
-            elif cut or (piece.state == "open" and piece.n >= self.max_frames):
-                clips.append(self._finish(piece, index, "cut" if cut else "max_length"))
+            elif ended := self._ends(piece, cut):
+                clips.append(self._finish(piece, index, ended))
                 piece = _Piece(index, starts_at_cut=cut)
             elif piece.state == "rejected" and piece.reject[1] == "no_face" and (index - piece.start) % self.visible_every == 0:
                 if self._faces(rgb, piece):      # a face appeared without a cut: it starts a new piece
@@ -126,6 +137,16 @@ class UnitExtractor:
         if piece is not None:
             clips.append(self._finish(piece, end, "end"))
         return clips
+
+    def _ends(self, piece: _Piece, cut: bool) -> str | None:
+        """Why the piece ends before this frame: a scene cut, the length limit, or its face leaving the crop."""
+        if cut:
+            return "cut"
+        if piece.state != "open":
+            return None
+        if piece.n >= self.max_frames:
+            return "max_length"
+        return "face_moved" if piece.moved_at is not None else None
 
     def _faces(self, rgb: np.ndarray, piece: _Piece) -> list[Face]:
         tick = time.perf_counter()
@@ -158,10 +179,24 @@ class UnitExtractor:
             piece.motions.append(moved)
         if k % self.detect_every == 0 or k % self.visible_every == 0:
             faces = self._faces(crop, piece)
-            piece.boxes[k] = _nearest(faces, face_cfg.size)
+            piece.boxes[k] = self._follow(piece, k, faces)
             if k % self.visible_every == 0:
                 piece.visible.append(len(faces))
+                others = comparable_faces(self._faces(rgb, piece), piece.crop, self.config.visibility.second_face_min_share)
+                piece.second.append(others > 0)
         piece.n += 1
+
+    def _follow(self, piece: _Piece, k: int, faces: list[Face]) -> Face | None:
+        """The speaker among the crop's faces; measures its drift from the clip's first detection."""
+        face = follow(faces, piece.last_face, self.config.face.size)
+        if face is not None and piece.moved_at is None:
+            piece.start_face, piece.last_face = piece.start_face or face, face
+            moved = drift(face, piece.start_face, self.config.face.size)
+            if moved > self.config.face.max_drift:
+                piece.moved_at = k
+            else:
+                piece.max_drift = max(piece.max_drift, moved)
+        return face
 
     def _open(self, piece: _Piece, index: int, rgb: np.ndarray, faces: list[Face]) -> None:
         cfg = self.config
@@ -240,14 +275,12 @@ class UnitExtractor:
         return track
 
     def _clip_metrics(self, piece: _Piece, track: np.ndarray) -> dict:
-        size = self.config.face.size
-        found = [f for f in piece.boxes.values() if f is not None]
-        shifts = [np.hypot(f.center[0] - size / 2, f.center[1] - size / 2) / size for f in found]
         residuals = np.asarray(piece.residuals) if piece.residuals else np.zeros(1)
         motions = np.asarray(piece.motions) if piece.motions else np.zeros(1)
         samples = np.asarray(piece.visible) if piece.visible else np.zeros(0, int)
         return {
-            "face.max_center_shift": float(max(shifts)) if shifts else None,
+            "face.max_drift": piece.max_drift if piece.start_face is not None else None,
+            "face.moved_at": piece.moved_at / self.fps if piece.moved_at is not None else None,
             "face.track_ratio": float(np.isfinite(track[:, 0]).mean()) if len(track) else 0.0,
             "flow.max_residual": float(residuals.max()),
             "flow.max_residual_at": float((int(residuals.argmax()) + 1) / self.fps),
@@ -256,6 +289,7 @@ class UnitExtractor:
             "visibility.face_ratio": float((samples > 0).mean()) if samples.size else 0.0,
             "visibility.samples": int(samples.size),
             "visibility.max_faces": int(samples.max()) if samples.size else 0,
+            "visibility.second_face_ratio": float(np.mean(piece.second)) if piece.second else None,
         }
 
     def _probe_metrics(self) -> dict:
@@ -282,7 +316,7 @@ class UnitExtractor:
         clip.timings["encode"] = clip.timings.get("encode", 0.0) + time.perf_counter() - tick
 
 
-CORE_DECISIONS = {"resolution_too_low", "face_left_center", "abrupt_transition", "face_missing"}
+CORE_DECISIONS = {"resolution_too_low", "abrupt_transition", "face_missing", "second_face"}
 
 
 def decide_core(metrics: dict, config: BuildConfig) -> tuple[str, str, str] | None:
@@ -294,11 +328,6 @@ def decide_core(metrics: dict, config: BuildConfig) -> tuple[str, str, str] | No
     if upscale is not None and upscale > config.face.max_upscale:
         return ("face", "resolution_too_low",
                 f"{config.face.size} px needs an upscale of {upscale:.2f} > face.max_upscale {config.face.max_upscale}")
-    shift = metrics.get("face.max_center_shift")
-    if shift is not None and shift > config.face.max_center_shift:
-        return ("face", "face_left_center",
-                f"the face centre moved {shift:.2f} of the crop side from the centre (> face.max_center_shift "
-                f"{config.face.max_center_shift})")
     residual = metrics.get("flow.max_residual")
     if config.flow.enabled and residual is not None and residual > config.flow.max_residual:
         return ("flow", "abrupt_transition",
@@ -309,6 +338,12 @@ def decide_core(metrics: dict, config: BuildConfig) -> tuple[str, str, str] | No
         return ("visibility", "face_missing",
                 f"{1.0 - ratio:.0%} of the 1 fps samples have no face (> visibility.max_missing_ratio "
                 f"{config.visibility.max_missing_ratio})")
+    second = metrics.get("visibility.second_face_ratio")
+    if config.visibility.enabled and second is not None and second > config.visibility.max_second_face_ratio:
+        return ("visibility", "second_face",
+                f"a second face at least {config.visibility.second_face_min_share:.0%} of the speaker's size is on "
+                f"screen in {second:.0%} of the 1 fps samples (> visibility.max_second_face_ratio "
+                f"{config.visibility.max_second_face_ratio})")
     return None
 
 
@@ -317,13 +352,6 @@ def _resize_width(rgb: np.ndarray, width: int) -> np.ndarray:
     if w <= width:
         return rgb
     return cv2.resize(rgb, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_LINEAR)
-
-
-def _nearest(faces: list[Face], size: int) -> Face | None:
-    """The face nearest the crop centre (the tracked speaker), or None."""
-    if not faces:
-        return None
-    return min(faces, key=lambda f: np.hypot(f.center[0] - size / 2, f.center[1] - size / 2))
 
 
 def _face_mask(rgb: np.ndarray, box: Face | None) -> tuple[np.ndarray, str]:

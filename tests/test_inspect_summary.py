@@ -130,3 +130,6 @@ def test_media_build_summary_matches_its_manifest(request: pytest.FixtureRequest
     summary = assert_summary_agrees(out)
     rejected = {reason for step in summary["funnel"]["stages"] for reason in step["reasons"]}
     assert rejected, "../shared/media/video holds clips a curator rejects (no audio, too small, music)"
+    rows = pq.read_table(out / "manifest.parquet", columns=["status", "sync.verified"]).to_pylist()
+    unverified = sum(1 for row in rows if row["status"] == "kept" and row["sync.verified"] is False)
+    assert summary["funnel"]["kept_sync_unverified"]["clips"] == unverified    # the funnel counts them
