@@ -12,10 +12,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
 import numpy as np
 
-from vividhead.media import MediaError, frames, open_media, probe, read_wav
+from vividhead.media import decode_audio, frames, probe, read_wav
 from vividhead.shards import index_shard, read_member, shard_files
 
 SAMPLE_RATE = 16000
@@ -60,17 +59,8 @@ def decode_audio_averaged(source: Path | bytes, origin: str) -> np.ndarray | Non
     """The first audio stream at 16 kHz, its channels averaged: what `ffmpeg -ac 1` (the reference Sync
     tool's extraction) gives, and how shard WAVs are read. `vividhead.media.decode_audio` downmixes
     with libswresample's matrix instead, which is sqrt(2) louder for stereo. None without audio."""
-    with open_media(source, origin) as container:
-        if not container.streams.audio:
-            return None
-        resampler = av.AudioResampler(format="fltp", rate=SAMPLE_RATE)   # keeps the channel layout
-        try:
-            chunks = [out.to_ndarray().mean(axis=0) for frame in container.decode(container.streams.audio[0])
-                      for out in resampler.resample(frame)]
-            chunks += [out.to_ndarray().mean(axis=0) for out in resampler.resample(None)]
-        except av.FFmpegError as err:
-            raise MediaError("undecodable", f"{origin}: the audio stream does not decode ({err})") from None
-    return np.concatenate(chunks).astype(np.float32) if chunks else None
+    audio = decode_audio(source, SAMPLE_RATE, origin, average_channels=True)
+    return audio if audio is not None and audio.size else None
 
 
 def _shard_items(shard: Path) -> Iterator[VideoItem]:

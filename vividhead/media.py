@@ -226,9 +226,11 @@ def frames_at(source: MediaSource, times: list[float], pixel_format: str = "rgb2
 
 
 def decode_audio(source: MediaSource, sample_rate: int = 16000, origin: str | None = None,
-                 max_seconds: float | None = None) -> np.ndarray | None:
+                 max_seconds: float | None = None, average_channels: bool = False) -> np.ndarray | None:
     """The first audio stream as mono float32 at `sample_rate`; None when the file has no audio.
 
+    Mono is libswresample's downmix matrix, or with `average_channels` the mean of the channels
+    (what `ffmpeg -ac 1` gives; for stereo it is sqrt(2) quieter than the matrix).
     With `max_seconds`, a longer declared duration, or decoded output passing the cap, raises
     MediaError("too_long") as soon as it is seen, so memory stays bounded by the cap.
     """
@@ -241,18 +243,23 @@ def decode_audio(source: MediaSource, sample_rate: int = 16000, origin: str | No
         if max_seconds is not None and declared is not None and declared > max_seconds:
             raise MediaError("too_long", f"{name}: {declared:.0f} s of audio; the cap is {max_seconds:g} s")
         limit = None if max_seconds is None else int(max_seconds * sample_rate)
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        if average_channels:      # planar, channel layout kept: [channels, samples] per frame
+            resampler = av.AudioResampler(format="fltp", rate=sample_rate)
+            mono: Callable[[av.AudioFrame], np.ndarray] = lambda out: out.to_ndarray().mean(axis=0)  # noqa: E731
+        else:
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+            mono = lambda out: out.to_ndarray().reshape(-1)  # noqa: E731
         chunks: list[np.ndarray] = []
         total = 0
         try:
             for frame in container.decode(stream):
                 for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray().reshape(-1))
+                    chunks.append(mono(out))
                     total += chunks[-1].size
                 if limit is not None and total > limit:
                     raise MediaError("too_long", f"{name}: more than {max_seconds:g} s of audio (the cap); "
                                                  "decoding stopped there")
-            chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))
+            chunks.extend(mono(out) for out in resampler.resample(None))
         except av.FFmpegError as err:
             raise MediaError("undecodable", f"{name}: the audio stream does not decode ({err})") from None
     return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
