@@ -297,7 +297,7 @@ def user_mode(args: argparse.Namespace, work: Path) -> int:
         print(f"floor:      {floor:.1f} s (decode {decode_wall:.1f} s + x264 {BuildConfig().encode.preset} encode of "
               f"the kept output {encode_wall:.1f} s)")
         print(f"build, embedded defaults, --workers 2: {two.wall:.1f} s = {two.wall / floor:.2f} x the floor; peak "
-              f"tree memory {two.peak_mb:.0f} MB; first clip committed after {_seconds(two.first_clip)}")
+              f"tree memory {two.peak_mb:.0f} MB; first clip committed {_when(two.first_clip)}")
         print(f"throughput: {source_seconds / 3600 / (two.wall * 2 / 3600):.3f} source-hours per CPU-core-hour "
               "(2 workers)")
         print(f"--workers 1: {one.wall:.1f} s; speed-up 1 -> 2 workers {one.wall / two.wall:.2f}x")
@@ -305,13 +305,13 @@ def user_mode(args: argparse.Namespace, work: Path) -> int:
     if "minute" in parts:
         minute = watched_build(sources_yaml(work / "minute.yaml", [looped(paths[0], 60, work / "user_1min.mp4")]),
                                work / "out-1min", config=args.config)
-        print(f"1-minute source: {minute.wall:.1f} s, first clip committed after {_seconds(minute.first_clip)}, "
+        print(f"1-minute source: {minute.wall:.1f} s, first clip committed {_when(minute.first_clip)}, "
               f"peak tree memory {minute.peak_mb:.0f} MB")
     if "hours" in parts:
         hours = watched_build(sources_yaml(work / "hours.yaml", [looped(paths[0], 7200, work / "user_2h.mp4")]),
                               work / "out-2h", window=args.window, config=args.config)
         state = "finished" if hours.finished else f"stopped after {args.window:g} s"
-        print(f"2-hour source ({state}): first clip committed after {_seconds(hours.first_clip)}, peak tree memory "
+        print(f"2-hour source ({state}): first clip committed {_when(hours.first_clip)}, peak tree memory "
               f"{hours.peak_mb:.0f} MB")
     if "profile" in parts:
         raw = work / "profile.txt"
@@ -322,8 +322,8 @@ def user_mode(args: argparse.Namespace, work: Path) -> int:
     return 0
 
 
-def _seconds(value: float | None) -> str:
-    return f"{value:.0f} s" if value is not None else "never (no clip committed)"
+def _when(value: float | None) -> str:
+    return f"after {value:.0f} s" if value is not None else "none yet"
 
 
 def main() -> int:
