@@ -116,6 +116,8 @@ def test_environment_message_sees_through_ray_task_errors() -> None:
     except RuntimeError as wrapped:
         assert environment_message(wrapped) == "/data/out/.staging/u/clip.mp4: no space left on the device"
     assert environment_message(ValueError("bad clip")) is None
+    slow = Exception("The current node timed out during startup. This could happen because ...")
+    assert environment_message(slow).startswith("the local Ray did not start in time")
 
 
 def test_full_disk_then_resume(tmp_path: Path, tmpfs: Path | None, takes: tuple[Path, Path]) -> None:

@@ -55,6 +55,8 @@ def environment_message(err: BaseException) -> str | None:
                 isinstance(current, ConnectionError) and "ray" in f"{type(current).__module__} {current}".lower()):
             first = (str(current).strip().splitlines() or [type(current).__name__])[0]
             return f"the Ray cluster cannot be reached or went away ({first[:200]})"
+        if "node timed out during startup" in str(current):           # Ray's own words, a plain Exception
+            return "the local Ray did not start in time (an overloaded machine or a full /tmp?)"
     return None
 
 
