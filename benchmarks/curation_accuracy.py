@@ -263,7 +263,7 @@ def judge_sync(cases, faces, dev: Path, work: Path, config, weights) -> tuple[di
             if face not in gaps_of:
                 gaps_of[face] = sync.lip_gaps(clip, config.sync.proxy_max_resolution)[0]
             gaps = gaps_of[face]
-            samples = read_wav(wav)
+            samples = read_wav(wav, 16000)
             result = sync.proxy_result(gaps, samples, config.sync)
             corrected = sync.proxy_result(gaps, samples, correcting)
             verdict = ("rejected" if result.reject else "verified" if result.metrics["verified"] else "unsure")

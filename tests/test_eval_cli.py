@@ -39,7 +39,15 @@ def test_checkpoint_generate_then_score_on_held_back_demo_shards(demo_build: Pat
     assert table in result.stdout
     rows = {r["metric"]: r for r in json.loads((out / "eval.json").read_text())["rows"]}
     assert list(rows) == ["FID", "FVD", "Sync-C", "Sync-D", "AV offset", "FPS"]
-    assert all(r["status"] == "ok" and r["value"] is not None for r in rows.values()), rows
+    assert all(rows[m]["status"] == "ok" and rows[m]["value"] is not None for m in ("FID", "FVD", "FPS")), rows
+    # A 3-step tiny model, sampled as the authors' stream samples (fresh noise at the last step too),
+    # gives noise frames with no face, so the sync rows must say so rather than score; sync scoring of
+    # real faces is covered by test_eval_sync and test_eval_runner.
+    for metric in ("Sync-C", "Sync-D", "AV offset"):
+        row = rows[metric]
+        assert (row["status"] == "ok" and row["value"] is not None) or (
+            row["status"] == "unavailable" and "no face detected" in row["reason"]), row
+        assert row["protocol"] == "exact"
     fps = rows["FPS"]
     assert fps["value"] > 0 and fps["detail"]["device"].startswith("CPU (") and fps["detail"]["variant"] == "tiny"
     assert f"device={fps['detail']['device']}" in table and "| FPS ↑ |" in table
