@@ -56,9 +56,8 @@ def decode_video(source: Path | bytes, origin: str) -> Decoded:
 
 
 def decode_audio_averaged(source: Path | bytes, origin: str) -> np.ndarray | None:
-    """The first audio stream at 16 kHz, its channels averaged: what `ffmpeg -ac 1` (the reference Sync
-    tool's extraction) gives, and how shard WAVs are read. `vividhead.media.decode_audio` downmixes
-    with libswresample's matrix instead, which is sqrt(2) louder for stereo. None without audio."""
+    """The first audio stream at 16 kHz, its channels averaged as `ffmpeg -ac 1` (the reference Sync
+    tool's extraction) does; None when the file has no audio or it is empty."""
     audio = decode_audio(source, SAMPLE_RATE, origin, average_channels=True)
     return audio if audio is not None and audio.size else None
 
