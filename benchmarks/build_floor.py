@@ -41,10 +41,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from vividhead.config import BuildConfig, SourcesFile
-from vividhead.configfile import load_yaml_model
 from vividhead import media
+from vividhead.configfile import load_yaml_model
 from vividhead.media import ClipEncoder
+from vividhead.pipelines.config import BuildConfig, SourcesFile
 from vividhead.pipelines.sources import expand_sources
 from vividhead.shards import iter_samples
 

@@ -93,7 +93,9 @@ def random_wav2vec2_base(folder: Path) -> Path:
 
 
 def model_stage_rows(clip, weights, tmp: Path) -> list[tuple[str, str, float, str]]:
-    from vividhead.pipelines.clip_stages import CLIP_STAGES
+    from vividhead.pipelines.stages import STAGES
+
+    CLIP_STAGES = {stage.name: stage.model for stage in STAGES if stage.model}
     from vividhead.pipelines.filter_config import AnnotateConfig, OcclusionConfig, SpeechConfig, SyncConfig
     from vividhead.weights import Weights
 

@@ -33,7 +33,7 @@ def load_rgb(path: Path) -> np.ndarray:
 
 def face_crop_box(rgb: np.ndarray, crop_scale: float | None = None) -> tuple[int, int, int] | None:
     """(x, y, side) of the build's face crop, or None when no face is found."""
-    from vividhead.config import FaceConfig
+    from vividhead.pipelines.filter_config import FaceConfig
     from vividhead.models.face_detect import MediapipeFaceDetector, crop_box, main_face
 
     face_cfg = FaceConfig()

@@ -103,7 +103,7 @@ def _thresholds(dataset: Dataset, columns: set[str]) -> dict[str, list[tuple[flo
         return {}
     lines: dict[str, list[tuple[float, str]]] = defaultdict(list)
     for rule in rules:
-        if not rule.enabled:
+        if not rule.enabled or isinstance(rule.threshold, bool):     # a switch draws no line
             continue
         if rule.measure == "one_minus":
             lines[rule.metric].append((1.0 - rule.threshold, rule.name))

@@ -19,10 +19,8 @@ import pyarrow.compute as pc
 
 from vividhead.inspection.reader import BATCH_ROWS, Dataset, manifest_batches, manifest_schema, shard_rows
 from vividhead.inspection.stats import Distribution
+from vividhead.pipelines.stages import stage_names
 
-# Pipeline order of DESIGN.md section 4.1; stages a build names otherwise follow in schema order.
-STAGE_ORDER = ("sources", "probe", "extract", "segment", "normalise", "normalize", "face", "flow", "flow_cuts",
-               "visibility", "occlusion", "speech", "sync", "annotate")
 ATTRIBUTES = ("language", "gender", "age", "ethnicity")
 PROVENANCES = ("given", "model", "unknown")
 BASE_NUMERIC = ("duration", "crop_side")   # distributions besides the `<stage>.<metric>` columns
@@ -75,8 +73,9 @@ def numeric_columns(schema: pa.Schema) -> list[str]:
 
 def stage_order(stages: Iterable[str], schema_names: Iterable[str] = (),
                 declared: Iterable[str] = ()) -> list[str]:
-    """Order stage names as the pipeline runs them: declared by the build, else DESIGN.md's order."""
-    reference = list(declared) or list(STAGE_ORDER)
+    """Order stage names as the pipeline runs them: as the build's build.json lists them, else as the stage
+    table does; stages neither names (such as `extract` for a failed decode) follow in schema order."""
+    reference = list(declared) or stage_names()
     for name in schema_names:
         stage = name.split(".", 1)[0] if is_metric_column(name) else None
         if stage and stage not in reference:
@@ -86,14 +85,11 @@ def stage_order(stages: Iterable[str], schema_names: Iterable[str] = (),
 
 
 def declared_stages(build_infos: list[dict[str, Any]]) -> list[str]:
-    """A stage list from build.json, when the build records one (top level or in its config)."""
+    """The stage order a build wrote to its build.json (`stages`, the stage table's names), if any."""
     for info in build_infos:
-        for holder in (info, info.get("config") or {}):
-            stages = holder.get("stages") if isinstance(holder, dict) else None
-            if isinstance(stages, list) and all(isinstance(stage, str) for stage in stages):
-                return stages
-            if isinstance(stages, dict):
-                return list(stages)
+        stages = info.get("stages")
+        if isinstance(stages, list) and all(isinstance(stage, str) for stage in stages):
+            return stages
     return []
 
 

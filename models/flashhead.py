@@ -11,7 +11,8 @@ Compatible with the released SoulX-FlashHead checkpoints (parameter names and sh
 velocity v with x_t = t * noise + (1 - t) * x0, so x0 = x_t - t * v. `model.audio_context(windows)` can be
 computed once per chunk and passed as `context=` to every denoising step.
 
-All streaming geometry (33 frames, motion frames, new frames per chunk, shift, steps) lives in `GEOMETRY`.
+All streaming geometry (33 frames, motion frames, new frames per chunk, shift, steps) lives in `GEOMETRY`
+(`models/geometry.py`, free of torch so that curation can read it).
 """
 
 from __future__ import annotations
@@ -30,49 +31,7 @@ from diffusers.configuration_utils import ConfigMixin, FrozenDict, register_to_c
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-
-# ------------------------------------------------------------------------------------------ geometry
-@dataclass(frozen=True)
-class Geometry:
-    """Streaming geometry of one variant. Everything else derives from the VAE's temporal stride."""
-
-    temporal_stride: int            # s: video frames per latent frame after the first
-    frames: int = 33                # video frames per chunk
-    motion_latents: int = 2         # latent frames of motion context
-    fps: int = 25
-    sample_rate: int = 16000
-    size: int = 512                 # output frames are size x size
-    window_seconds: float = 8.0     # Temporal Audio Context Cache
-    audio_radius: int = 2           # each video frame sees features [i-2, i+2]
-    shift: float = 5.0              # timestep shift of the distilled sampler
-    steps: int = 4                  # distilled sampler steps
-
-    @property
-    def motion_frames(self) -> int:     # 9 (Lite), 5 (Pro)
-        return (self.motion_latents - 1) * self.temporal_stride + 1
-
-    @property
-    def new_frames(self) -> int:        # 24 (Lite), 28 (Pro)
-        return self.frames - self.motion_frames
-
-    @property
-    def latent_frames(self) -> int:     # 5 (Lite), 9 (Pro)
-        return (self.frames - 1) // self.temporal_stride + 1
-
-    @property
-    def window_frames(self) -> int:     # 200
-        return int(self.window_seconds * self.fps)
-
-    @property
-    def chunk_seconds(self) -> float:   # real-time budget per chunk after the first: 0.96 s Lite, 1.12 s Pro
-        return self.new_frames / self.fps
-
-
-GEOMETRY: dict[str, Geometry] = {
-    "lite": Geometry(temporal_stride=8),   # LTX VAE: 128 channels, stride 8x32x32
-    "pro": Geometry(temporal_stride=4),    # Wan VAE: 16 channels, stride 4x8x8
-    "tiny": Geometry(temporal_stride=4),   # space-to-depth codec, Pro's chunk geometry
-}
+from vividhead.models.geometry import GEOMETRY, Geometry  # noqa: F401 - the DiT's callers import both from here
 
 
 def shift_timestep(t: torch.Tensor | float, shift: float = 5.0) -> torch.Tensor | float:

@@ -18,6 +18,10 @@ from typing import ClassVar, Literal
 import numpy as np
 
 from vividhead.media import npy_bytes, png_bytes
+from vividhead.models.attributes import GenderAge, LanguageId
+from vividhead.models.audio_features import frames_for_samples, load_audio_encoder, streaming_features
+from vividhead.models.face_mesh import FaceMesh
+from vividhead.models.geometry import GEOMETRY
 from vividhead.pipelines.clip_media import SAMPLE_RATE, clip_video, iter_frames, read_audio
 from vividhead.pipelines.filter_config import AnnotateConfig
 from vividhead.pipelines.records import Attribute, Clip, ClipStage, StageResult
@@ -37,7 +41,6 @@ class AnnotateStage(ClipStage):
     """Mask, audio features and attributes of a kept clip."""
 
     name: ClassVar[str] = "annotate"
-    num_gpus: ClassVar[float] = 0.25
     metric_types: ClassVar[dict[str, str]] = {
         "mask_ratio": "float",         # share of the first frame covered by the face mask
         "audio_encoder": "str",        # "wav2vec2" or "logmel"
@@ -73,20 +76,14 @@ class AnnotateStage(ClipStage):
     def setup(self) -> None:
         if not self.config.enabled:
             return
-        import torch
-
-        from vividhead.models.audio_features import load_audio_encoder
+        import torch  # Ray worker boundary: torch loads in the stage's actor, not with the stage table
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         if self.config.audio_features:
             self.encoder = load_audio_encoder(self.weights.available("wav2vec2"), device=device)
         if self.weights.available("genderage"):
-            from vividhead.models.attributes import GenderAge
-
             self.genderage = GenderAge(self.weights.genderage)
         if self.weights.available("language_id"):
-            from vividhead.models.attributes import LanguageId
-
             self.language = LanguageId(self.weights.language_id, device=device)
 
     def teardown(self) -> None:
@@ -113,9 +110,6 @@ class AnnotateStage(ClipStage):
 
     # ----------------------------------------------------------------------------------- parts
     def _audio_features(self, clip: Clip, audio: np.ndarray, result: StageResult) -> None:
-        from vividhead.models.audio_features import frames_for_samples, streaming_features
-        from vividhead.models.flashhead import GEOMETRY
-
         stride = GEOMETRY[self.config.audio_variant].new_frames
         n_frames = clip.n_frames or frames_for_samples(len(audio))
         feats = streaming_features(self.encoder, audio, n_frames, stride=stride).astype(np.float16)
@@ -129,8 +123,6 @@ class AnnotateStage(ClipStage):
         want_face = self.genderage is not None and not {"gender", "age"} <= set(given)
         if not (want_mask or want_face):
             return
-        from vividhead.models.face_mesh import FaceMesh
-
         n = clip.n_frames or 1
         picks = set(np.linspace(0, max(n - 1, 0), self.config.attribute_frames).round().astype(int)) if want_face else set()
         last = max(picks | {0})

@@ -1,29 +1,28 @@
-"""The output directory: what a previous run committed, and committing one finished unit.
+"""Committing the build's output, unit by unit: shard first, then the manifest part (the commit marker).
 
-A unit is committed when `manifest/<unit>.parquet` exists; its shard `shards/<unit>.tar` (when it
-kept clips) is renamed into place first. On resume, a shard without its manifest part is an orphan
-of a killed run and is deleted; temporary files and staging folders are cleared; a unit whose part
-was written under another content hash, or holds failed rows, is redone. When only thresholds of
-stages 5-10 changed, its clips are re-decided from their stored metrics without decoding.
+`Committer` runs on the driver: it gathers each unit's rows as they arrive from the Ray pipeline,
+commits a unit as soon as its last clip is in (`commit_unit`), commits source-level rejections,
+records units whose worker died as failed, and draws the progress bar. `OutputDir` names the
+paths of an output directory. Resume (what a previous run committed) is `pipelines/resume.py`.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
+from tqdm import tqdm
 
-from vividhead.config import BuildConfig
-from vividhead.manifest import clip_row, manifest_schema, rows_table, write_atomic
-from vividhead.pipelines.decisions import STAGE_ORDER, THRESHOLD_REASONS, decide_clip
-from vividhead.pipelines.records import Clip
-from vividhead.shards import iter_samples, write_shard
+from vividhead.envfail import ENVIRONMENT_REASON, EnvironmentFailure
+from vividhead.manifest import ATTRIBUTES, manifest_schema, rows_table, safe_text, write_atomic
+from vividhead.pipelines.records import Clip, Source
+from vividhead.pipelines.units import SourceRejection, WorkUnit, probe_metrics
+from vividhead.shards import write_shard
 
-STAGES_KEY = b"vividhead.stages_hash"              # Parquet metadata: the hash of stages 8-11's config
+STAGES_KEY = b"vividhead.stages_hash"              # Parquet metadata: the hash of the model stages' config
 
 
 @dataclass
@@ -48,6 +47,10 @@ class OutputDir:
     def downloads(self) -> Path:
         return self.root / ".downloads"
 
+    @property
+    def md5_cache(self) -> Path:
+        return self.root / ".cache" / "md5.json"
+
     def shard(self, unit: str) -> Path:
         return self.shards / f"{unit}.tar"
 
@@ -55,127 +58,50 @@ class OutputDir:
         return self.parts / f"{unit}.parquet"
 
 
-@dataclass
-class ResumeState:
-    """Units already committed, and what the start-up clean-up did."""
-
-    done: set[str] = field(default_factory=set)
-    redo: dict[str, str] = field(default_factory=dict)       # unit -> why it is redone
-    redecided: set[str] = field(default_factory=set)        # re-decided from stored metrics, no decode
-    orphans_removed: int = 0
-    config_changed: bool = False
+# -------------------------------------------------------------------------------------------- rows
 
 
-def prepare(out: OutputDir, config: BuildConfig, hashes: dict[str, str], metric_types: dict[str, str]) -> ResumeState:
-    """Inspect and clean the output directory before a (re)run; re-decide what a threshold change allows."""
-    state = ResumeState()
-    for folder in (out.shards, out.parts):
-        folder.mkdir(parents=True, exist_ok=True)
-        for tmp in folder.glob(".*.tmp"):
-            tmp.unlink()
-    if out.staging.exists():
-        shutil.rmtree(out.staging)
-    for part in sorted(out.parts.glob("*.parquet")):
-        unit = part.stem
-        table = pq.read_table(part, columns=["status", "content_hash", "config_hash"])
-        statuses = set(table.column("status").to_pylist())
-        contents = set(table.column("content_hash").to_pylist()) - {None}
-        configs = set(table.column("config_hash").to_pylist())
-        stored = (pq.read_schema(part).metadata or {}).get(STAGES_KEY, b"").decode()
-        if configs - {hashes["config_hash"]}:
-            state.config_changed = True
-        reason = None
-        if "failed" in statuses:
-            reason = "failed before"
-        elif contents - {hashes["content_hash"]}:
-            reason = "the clip-defining config changed"
-        elif configs - {hashes["config_hash"]}:
-            if stored != hashes["stages_hash"]:
-                reason = "a model stage's config or weights changed"
-            else:
-                reason = redecide(out, unit, config, hashes, metric_types)
-                if reason is None:
-                    state.redecided.add(unit)
-        if reason:
-            state.redo[unit] = reason
-            part.unlink()
-            out.shard(unit).unlink(missing_ok=True)
-        else:
-            state.done.add(unit)
-    for shard in sorted(out.shards.glob("*.tar")):
-        if shard.stem not in state.done:
-            shard.unlink()
-            state.orphans_removed += 1
-    return state
+def _source_columns(source: Source) -> dict[str, Any]:
+    given = dict(source.attributes)
+    row: dict[str, Any] = {"source_id": safe_text(source.source_id), "dataset": source.dataset,
+                           "uri": safe_text(source.uri), "md5": source.md5}
+    for name in ATTRIBUTES:
+        row[name] = given.get(name, "unknown")
+        row[f"{name}_provenance"] = "given" if name in given else "unknown"
+    return row
 
 
-def redecide(out: OutputDir, unit: str, config: BuildConfig, hashes: dict[str, str],
-             metric_types: dict[str, str]) -> str | None:
-    """Re-decide a unit's clips from their stored metrics under new stage 5-10 thresholds.
-
-    Clips that now fail leave the shard; the part is rewritten. Returns why the unit must be
-    decoded again instead (a clip rejected before would now pass, or a source-level row), else None.
-    """
-    rows = pq.read_table(out.part(unit)).to_pylist()
-    removed: set[str] = set()
-    for row in rows:
-        if row["key"] is None:
-            return "a source-level decision may change"
-        stage = row["reject_stage"] if row["status"] == "rejected" else None
-        if row["status"] != "kept" and stage not in STAGE_ORDER:
-            continue                                     # decided before any threshold (or failed)
-        new = decide_clip(row, config)
-        if stage is not None and row["reject_reason"] in THRESHOLD_REASONS and (
-                new is None or STAGE_ORDER.index(new[0]) > STAGE_ORDER.index(stage)):
-            return "a clip rejected before now passes its thresholds"
-        if new is None or (stage is not None and STAGE_ORDER.index(new[0]) > STAGE_ORDER.index(stage)):
-            continue                                     # its decision stands
-        if row["status"] == "kept":
-            removed.add(row["key"])
-        row.update(status="rejected", reject_stage=new[0], reject_reason=new[1], reject_detail=new[2], shard=None)
-    for row in rows:
-        row.update(config_hash=hashes["config_hash"], stages_hash=hashes["stages_hash"])
-    by_key = {row["key"]: row for row in rows}
-    shard = out.shard(unit)
-    if shard.exists():
-        samples = [(s.key, {**s.files, "json": json.dumps(_jsonable(by_key[s.key]), sort_keys=True).encode()})
-                   for s in iter_samples(shard) if s.key not in removed]
-        if samples:
-            write_shard(shard, samples)
-        else:
-            shard.unlink()
-    _write_part(out, unit, rows, metric_types, hashes)
-    return None
+def clip_row(clip: Clip, unit: str, shard: str | None, hashes: dict[str, str]) -> dict[str, Any]:
+    """The manifest row of one clip (kept, rejected, skipped or failed)."""
+    row = _source_columns(clip.source)
+    x, y, side = clip.crop_box if clip.crop_box else (None, None, None)
+    row.update({
+        "key": clip.key, "unit": unit, "status": clip.status, "reject_stage": clip.reject_stage,
+        "reject_reason": clip.reject_reason, "reject_detail": safe_text(clip.reject_detail),
+        "start": clip.start, "end": clip.end, "duration": clip.end - clip.start, "n_frames": clip.n_frames,
+        "crop_x": x, "crop_y": y, "crop_side": side, "shard": shard if clip.status == "kept" else None,
+        "timings": json.dumps({k: round(v, 4) for k, v in clip.timings.items()}, sort_keys=True), **hashes,
+    })
+    for name, attribute in clip.attributes.items():
+        if name in ATTRIBUTES:
+            row[name], row[f"{name}_provenance"] = attribute.value, attribute.provenance
+    row.update(clip.metrics)
+    return row
 
 
-def _write_part(out: OutputDir, unit: str, rows: list[dict[str, Any]], metric_types: dict[str, str],
-                hashes: dict[str, str]) -> None:
-    table = rows_table(rows, manifest_schema(metric_types))
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), STAGES_KEY: hashes.get("stages_hash", "")})
-    write_atomic(table, out.part(unit))
+def source_row(rejection: SourceRejection, hashes: dict[str, str]) -> dict[str, Any]:
+    """The manifest row of a source rejected, skipped or failed before segmentation."""
+    row = _source_columns(rejection.source)
+    metrics = probe_metrics(rejection.info) if rejection.info is not None else {}
+    row.update({"key": None, "unit": rejection.unit_id, "status": rejection.status, "reject_stage": rejection.stage,
+                "reject_reason": rejection.reason, "reject_detail": safe_text(rejection.detail), "timings": "{}",
+                **hashes, **metrics})
+    return row
 
 
-def commit_unit(out: OutputDir, unit: str, rows: list[dict[str, Any]], clips: list[Clip],
-                metric_types: dict[str, str], hashes: dict[str, str]) -> None:
-    """Write the unit's shard (kept clips), then its manifest part (the commit marker)."""
-    kept = [clip for clip in clips if clip.status == "kept"]
-    shard_name = out.shard(unit).name
-    all_rows = list(rows)
-    samples = []
-    for clip in clips:
-        row = clip_row(clip, unit, shard_name, hashes)
-        all_rows.append(row)
-        if clip.status == "kept":
-            files = {"mp4": Path(clip.video_path).read_bytes(), "wav": Path(clip.wav_path).read_bytes(),
-                     **clip.outputs, "json": json.dumps(_jsonable(row), sort_keys=True).encode()}
-            samples.append((clip.key, files))
-    if kept:
-        write_shard(out.shard(unit), samples)
-    _write_part(out, unit, all_rows, metric_types, hashes)
-    shutil.rmtree(out.staging / unit, ignore_errors=True)
 
-
-def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+def jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    """A manifest row as the shard's `json` member holds it (NaN -> null, timings as an object)."""
     out = {}
     for key, value in row.items():
         if isinstance(value, float) and value != value:
@@ -186,3 +112,111 @@ def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
     if isinstance(out.get("timings"), str):
         out["timings"] = json.loads(out["timings"])
     return out
+
+
+def write_part(out: OutputDir, unit: str, rows: list[dict[str, Any]], metric_types: dict[str, str],
+               hashes: dict[str, str]) -> None:
+    """Write a unit's manifest part atomically, with the model stages' hash in its metadata."""
+    table = rows_table(rows, manifest_schema(metric_types))
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), STAGES_KEY: hashes.get("stages_hash", "")})
+    write_atomic(table, out.part(unit))
+
+
+def commit_unit(out: OutputDir, unit: str, rows: list[dict[str, Any]], clips: list[Clip],
+                metric_types: dict[str, str], hashes: dict[str, str]) -> None:
+    """Write the unit's shard (kept clips), then its manifest part (the commit marker)."""
+    shard_name = out.shard(unit).name
+    all_rows = list(rows)
+    samples = []
+    for clip in clips:
+        row = clip_row(clip, unit, shard_name, hashes)
+        all_rows.append(row)
+        if clip.status == "kept":
+            files = {"mp4": Path(clip.video_path).read_bytes(), "wav": Path(clip.wav_path).read_bytes(),
+                     **clip.outputs, "json": json.dumps(jsonable(row), sort_keys=True).encode()}
+            samples.append((clip.key, files))
+    if samples:
+        write_shard(out.shard(unit), samples)
+    write_part(out, unit, all_rows, metric_types, hashes)
+    shutil.rmtree(out.staging / unit, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------- committer
+
+
+@dataclass
+class Tally:
+    """Rows committed by this run, for the progress bar."""
+
+    kept: int = 0
+    other: int = 0
+    kept_hours: float = 0.0
+
+
+class Committer:
+    """Collects rows per unit on the driver and commits each complete unit; drives the progress bar."""
+
+    def __init__(self, out: OutputDir, metric_types: dict[str, str], hashes: dict[str, str], done: set[str],
+                 progress: bool) -> None:
+        self.out, self.metric_types, self.hashes, self.done = out, metric_types, hashes, done
+        self.pending: dict[str, list[Clip]] = {}
+        self.progress = progress
+        self.tally = Tally()
+        self.bar: tqdm | None = None
+
+    def reject(self, rejection: SourceRejection) -> None:
+        """Commit a source rejected, skipped or failed before segmentation (one row)."""
+        if rejection.unit_id in self.done:
+            return
+        if rejection.reason == ENVIRONMENT_REASON:
+            raise EnvironmentFailure(rejection.detail)
+        commit_unit(self.out, rejection.unit_id, [source_row(rejection, self.hashes)], [], self.metric_types,
+                    self.hashes)
+        self.done.add(rejection.unit_id)
+        self._count(rejection.status == "kept", 0.0)
+
+    def start(self, units: list[WorkUnit], sources: int) -> None:
+        if self.progress:
+            self.bar = tqdm(total=len(units), initial=sum(u.unit_id in self.done for u in units), unit="unit",
+                            desc=f"build: {sources} sources", dynamic_ncols=True)
+
+    def add(self, unit: str, rows: int, clip: Clip) -> None:
+        """One clip of `unit` (which has `rows` in all) arrived; commit the unit when it is complete."""
+        if clip.reject_reason == ENVIRONMENT_REASON:
+            raise EnvironmentFailure(clip.reject_detail)
+        clips = self.pending.setdefault(unit, [])
+        clips.append(clip)
+        if len(clips) == rows:
+            self._commit(unit, self.pending.pop(unit))
+
+    def finish_missing(self, units: list[WorkUnit], detail: str) -> None:
+        """Units that never reported back (their worker died): failed rows, redone on resume."""
+        for unit in units:
+            if unit.unit_id in self.done:
+                continue
+            failed = Clip(key=f"{unit.unit_id}_failed", source=unit.source, start=unit.start, end=unit.end,
+                          status="failed", reject_stage="extract", reject_reason="worker_died", reject_detail=detail)
+            self._commit(unit.unit_id, [*self.pending.pop(unit.unit_id, []), failed])
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def _commit(self, unit: str, clips: list[Clip]) -> None:
+        clips.sort(key=lambda c: c.start)
+        commit_unit(self.out, unit, [], clips, self.metric_types, self.hashes)
+        self.done.add(unit)
+        for clip in clips:
+            self._count(clip.status == "kept", (clip.end - clip.start) / 3600)
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def _count(self, kept: bool, hours: float) -> None:
+        if kept:
+            self.tally.kept += 1
+            self.tally.kept_hours += hours
+        else:
+            self.tally.other += 1
+        if self.bar is not None:
+            self.bar.set_postfix(kept=self.tally.kept, rejected=self.tally.other,
+                                 hours=f"{self.tally.kept_hours:.3f}", refresh=False)

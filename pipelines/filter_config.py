@@ -1,20 +1,83 @@
-"""Thresholds and settings of the model stages 8-11 (occlusion, speech, sync, annotate).
+"""Settings and thresholds of the curation stages 3-11, one pydantic model per stage.
 
-The build config includes these as its fields `occlusion`, `speech`, `sync` and `annotate`.
-Every threshold has its default here, with where it comes from. Filter thresholds are not part of
-the clip key: changing one re-decides clips from their recorded raw metrics.
+The stage table (`pipelines/stages.py`) names each stage's model; the build config has one section
+per stage with it (`segment`, `normalize`, `face`, ... `annotate`). Every threshold has its default
+here, with where it comes from. Thresholds that only decide (the table's threshold-to-metric map)
+are not part of the clip key: changing one re-decides clips from their recorded raw metrics.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, model_validator
+
+from vividhead.configfile import StrictModel
 
 
-class _StageConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+# ----------------------------------------------------------------------- stages 3-7: the decode pass
 
+
+class SegmentConfig(StrictModel):
+    """Stage 3: pieces from given timestamps, or from scene cuts scored on small frames."""
+
+    min_seconds: float = Field(5.0, gt=0)            # paper: clips of 5-50 s
+    max_seconds: float = Field(50.0, gt=0)           # longer pieces are split
+    scene_threshold: float = Field(27.0, gt=0)       # PySceneDetect ContentDetector default (HSV mean delta)
+    scene_min_seconds: float = Field(0.6, ge=0)      # no second cut within this time (15 frames at 25 fps)
+    analysis_width: int = Field(256, ge=32)          # width of the small frames used for scene scoring
+    unit_seconds: float = Field(600.0, gt=0)         # long sources are split into work units of this length
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "SegmentConfig":
+        if self.max_seconds < self.min_seconds:
+            raise ValueError(f"max_seconds ({self.max_seconds}) must be >= min_seconds ({self.min_seconds})")
+        return self
+
+
+class NormalizeConfig(StrictModel):
+    """Stage 4: constant frame rate and audio format of every clip."""
+
+    fps: int = Field(25, gt=0)                       # paper: 25 fps
+    sample_rate: int = Field(16000, gt=0)            # 16 kHz mono
+
+
+class FaceConfig(StrictModel):
+    """Stage 5: face detection on the first frame, the 512 crop, and tracking at a few fps."""
+
+    detector: Literal["auto", "mediapipe", "scrfd"] = "auto"   # auto: SCRFD when its weights exist
+    model_selection: Literal[0, 1] = 1               # mediapipe: 0 = short range (<2 m), 1 = full range
+    min_confidence: float = Field(0.5, ge=0, le=1)   # detections below this score are ignored
+    detect_fps: float = Field(5.0, gt=0)             # detections per second inside a clip; linear in between
+    search_seconds: float = Field(1.0, ge=0)         # a piece may start this late to find its first face
+    crop_scale: float = Field(2.0, gt=1)             # crop side = this x the larger side of the face box
+    size: int = Field(512, gt=0)                     # output side in pixels
+    max_upscale: float = Field(1.5, gt=0)            # reject when the crop must be enlarged more than this
+    max_center_shift: float = Field(0.25, gt=0)      # reject when the face centre leaves the crop centre by
+    #                                                  more than this fraction of the crop side
+
+
+class FlowConfig(StrictModel):
+    """Stage 6: abrupt transitions that scene scoring missed, found with DIS optical flow."""
+
+    enabled: bool = True
+    width: int = Field(160, ge=32)                   # flow is computed on frames this wide
+    max_residual: float = Field(0.12, gt=0)          # reject when the flow-warped previous frame differs
+    #                                                  from the next by more than this (mean |diff| / 255)
+
+
+class VisibilityConfig(StrictModel):
+    """Stage 7: faces sampled at 1 fps inside the crop."""
+
+    enabled: bool = True
+    sample_fps: float = Field(1.0, gt=0)             # paper: one frame per second
+    max_missing_ratio: float = Field(0.2, ge=0, le=1)  # reject when more sampled frames than this lack a face
+
+
+# ------------------------------------------------------------------- stages 8-11: the model stages
+
+
+class _StageConfig(StrictModel):
     enabled: bool = True   # False records the stage as "skipped" and lets every clip through
 
 

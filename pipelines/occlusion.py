@@ -4,27 +4,26 @@ Frames are sampled at `sample_fps`. A sampled frame is occluded when at least `m
 confident hand keypoints lie inside the face box (the clip's face track, grown by `face_margin`).
 With weights the hand keypoints come from DWpose wholebody (keypoints 91-132), without them from
 mediapipe hands. Records `occlusion.occluded_ratio`; rejects above `max_occluded_ratio`.
-The rejection rule is the pure function `decide`, which `inspect --what-if` reuses on stored metrics.
+The rejection rule is the pure function `decide`; its row in `pipelines/stages.py` names the
+threshold-to-metric map that resume and `inspect --what-if` re-decide with.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from types import MappingProxyType
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from vividhead.models.pose import Hands
+from vividhead.models.face_mesh import FaceMesh
+from vividhead.models.pose import DWposeHands, Hands, MediapipeHands
 from vividhead.pipelines.clip_media import FPS, clip_video, iter_frames
 from vividhead.pipelines.filter_config import OcclusionConfig
 from vividhead.pipelines.records import Clip, ClipStage, StageResult
 from vividhead.weights import Weights
 
 
-# Config field -> the metric (unprefixed) it is compared with.
-THRESHOLD_METRICS: Mapping[str, str] = MappingProxyType({"max_occluded_ratio": "occluded_ratio"})
 
 
 def decide(metrics: Mapping[str, Any], config: OcclusionConfig) -> tuple[str, str] | None:
@@ -61,7 +60,6 @@ class OcclusionStage(ClipStage):
     """Share of sampled frames with a hand over the face."""
 
     name: ClassVar[str] = "occlusion"
-    num_gpus: ClassVar[float] = 0.25
     metric_types: ClassVar[dict[str, str]] = {
         "method": "str",               # "dwpose" or "mediapipe_hands"
         "occluded_ratio": "float",     # share of sampled frames (with a face) that are occluded
@@ -100,12 +98,8 @@ class OcclusionStage(ClipStage):
         if not self.config.enabled:
             return
         if self.mode() == "weights":
-            from vividhead.models.pose import DWposeHands
-
             self.detector = DWposeHands(self.weights.dwpose_det, self.weights.dwpose_pose)
         else:
-            from vividhead.models.pose import MediapipeHands
-
             self.detector = MediapipeHands(self.config.hand_confidence)
 
     def teardown(self) -> None:
@@ -150,7 +144,5 @@ class OcclusionStage(ClipStage):
             track = np.asarray(clip.face_track, dtype=np.float64)
             return track[index] if index < len(track) else np.full(4, np.nan)
         if self.mesh is None:
-            from vividhead.models.face_mesh import FaceMesh
-
             self.mesh = FaceMesh(video=False)
         return _mesh_box(self.mesh, rgb)

@@ -7,10 +7,13 @@ of a source, 25 fps and 16 kHz, cropped to 512x512 around the face. Every stage 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 import numpy as np
+
+from vividhead.models.face_detect import Face
 
 Status = Literal["kept", "rejected", "skipped", "failed"]
 MetricValue = float | int | str | bool | None
@@ -46,6 +49,39 @@ class StageResult:
     outputs: dict[str, bytes] = field(default_factory=dict)          # sample files to add, e.g. "audio.npy"
     attributes: dict[str, Attribute] = field(default_factory=dict)   # annotated attributes
     seconds: float = 0.0                                             # wall time spent
+
+
+@dataclass
+class Frame:
+    """One 25 fps frame of the decode pass (stages 3-7), in the forms its observers read.
+
+    `crop` and `clip_index` are set while a clip is open; `faces()` detects the faces inside the
+    crop at most once per frame, however many observers ask.
+    """
+
+    index: int                                        # frame number in the work unit
+    rgb: np.ndarray                                   # the full frame
+    small: np.ndarray                                 # a copy `segment.analysis_width` wide
+    crop: np.ndarray | None = None                    # the open clip's square crop (face.size)
+    clip_index: int = -1                              # frame number in the open clip
+    detect: Callable[[np.ndarray], list[Face]] | None = None
+    _faces: list[Face] | None = None
+
+    def faces(self) -> list[Face]:
+        """Faces inside the crop (detected once, then remembered)."""
+        if self._faces is None:
+            self._faces = self.detect(self.crop) if self.detect is not None and self.crop is not None else []
+        return self._faces
+
+
+class Observer:
+    """A decode-pass stage over one clip: sees each of its frames once, then gives its result."""
+
+    def update(self, frame: Frame) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> StageResult:
+        raise NotImplementedError
 
 
 @dataclass
@@ -86,11 +122,11 @@ class ClipStage:
 
     Subclasses set `name`, declare `metric_types` (metric name -> "float" | "int" | "str" | "bool")
     so the manifest schema is fixed, and report how they run in `mode()` and why in `reason()`.
+    Their row in `pipelines/stages.py` gives their config, thresholds, decision and resources.
     """
 
     name: ClassVar[str]
     metric_types: ClassVar[dict[str, str]] = {}
-    num_gpus: ClassVar[float] = 0.0   # share of a GPU per actor when a GPU is present
 
     def mode(self) -> Literal["weights", "default", "skipped"]:
         """Whether this stage runs with real weights, its embedded default, or is skipped."""

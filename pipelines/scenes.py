@@ -1,39 +1,50 @@
-"""Stage 3 scene cuts, scored on small frames as PySceneDetect's ContentDetector scores them.
+"""Stage 3, segment: scene cuts with PySceneDetect on the decode pass's small frames, and clip length.
 
-The score of a frame is the mean absolute change of hue, saturation and value against the previous
-frame (OpenCV HSV, equal weights, no edges): ContentDetector's default. A cut is reported on the
-frame where the score reaches the threshold, at least `min_frames` after the previous cut. Scoring
-the already-decoded, downscaled frames keeps this at a fraction of the cost of a second decode.
+`SceneCuts` feeds PySceneDetect's `ContentDetector` (mean change of hue, saturation and value,
+its default threshold 27) the downscaled frames the decode pass already makes, so cutting costs no
+second decode. Its flash filter runs in `SUPPRESS` mode: a cut is reported on the frame where it
+happens (no look-ahead, as the streaming pass needs) and no second cut follows within
+`segment.scene_min_seconds`. The rejection rule is the pure `decide` over the clip's length.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import cv2
-import numpy as np
+from scenedetect import FrameTimecode
+from scenedetect.detector import FlashFilter
+from scenedetect.detectors import ContentDetector
+
+from vividhead.pipelines.filter_config import SegmentConfig
+from vividhead.pipelines.records import Frame
+
+METRICS: dict[str, str] = {
+    "starts_at_cut": "bool",       # the piece begins at a scene cut (else at the unit start or a given range)
+    "end_reason": "str",           # cut, max_length, face_appeared or end
+    "piece_start": "float",        # seconds: where the piece began (the clip may start later, at its first face)
+    "seconds": "float",            # length of the clip in seconds
+}
 
 
-class SceneScorer:
-    """Feed small RGB frames in order; `update` says whether a cut falls on this frame."""
+def decide(metrics: Mapping[str, Any], config: SegmentConfig) -> tuple[str, str] | None:
+    """(reason, detail) when the clip is too short, else None; a missing length decides nothing."""
+    seconds = metrics.get("seconds")
+    if seconds is None or not seconds < config.min_seconds - 1e-9:
+        return None
+    return "too_short", f"{seconds:.2f} s is shorter than segment.min_seconds {config.min_seconds} s"
 
-    def __init__(self, threshold: float = 27.0, min_frames: int = 15) -> None:
-        self.threshold, self.min_frames = threshold, min_frames
-        self._previous: np.ndarray | None = None
-        self._since_cut = 0
-        self.last_score = 0.0
 
-    def update(self, small_rgb: np.ndarray) -> bool:
-        hsv = cv2.cvtColor(small_rgb, cv2.COLOR_RGB2HSV)
-        previous, self._previous = self._previous, hsv
-        self._since_cut += 1
-        if previous is None or previous.shape != hsv.shape:
-            self.last_score = 0.0
-            return False
-        self.last_score = float(np.mean(cv2.mean(cv2.absdiff(hsv, previous))[:3]))
-        if self.last_score >= self.threshold and self._since_cut >= self.min_frames:
-            self._since_cut = 0
-            return True
-        return False
+class SceneCuts:
+    """Sees every frame of a work unit in order (not only a clip's); `update` says whether a scene cuts there."""
 
-    def reset(self) -> None:
-        """Start a new piece: the next frame cannot be a cut."""
-        self._since_cut = 0
+    def __init__(self, config: SegmentConfig, fps: float) -> None:
+        self.fps = fps
+        self.detector = ContentDetector(threshold=config.scene_threshold,
+                                        min_scene_len=max(1, round(config.scene_min_seconds * fps)),
+                                        filter_mode=FlashFilter.Mode.SUPPRESS)
+
+    def update(self, frame: Frame) -> bool:
+        bgr = cv2.cvtColor(frame.small, cv2.COLOR_RGB2BGR)      # PySceneDetect reads OpenCV's BGR order
+        return bool(self.detector.process_frame(FrameTimecode(frame.index, float(self.fps)), bgr))

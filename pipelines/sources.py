@@ -15,9 +15,9 @@ import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
-from vividhead.config import RunConfig, SourceEntry, SourcesFile
 from vividhead.media import MediaError
 from vividhead.paths import expand, is_glob, resolve_path
+from vividhead.pipelines.config import RunConfig, SourceEntry, SourcesFile
 from vividhead.pipelines.records import Source
 
 

@@ -1,22 +1,21 @@
 """Stage 9, speech: voice activity on the clip's audio (silero-vad); reject clips that are mostly not speech.
 
-The rejection rule is the pure function `decide`, which `inspect --what-if` reuses on stored metrics.
+The rejection rule is the pure function `decide`; its row in `pipelines/stages.py` names the
+threshold-to-metric map that resume and `inspect --what-if` re-decide with.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from types import MappingProxyType
 from typing import Any, ClassVar, Literal
 
+from vividhead.models.vad import SileroVad
 from vividhead.pipelines.clip_media import read_audio
 from vividhead.pipelines.filter_config import SpeechConfig
 from vividhead.pipelines.records import Clip, ClipStage, StageResult
 from vividhead.weights import Weights
 
-# Config field -> the metric (unprefixed) it is compared with.
-THRESHOLD_METRICS: Mapping[str, str] = MappingProxyType({"min_speech_ratio": "speech_ratio"})
 
 
 def decide(metrics: Mapping[str, Any], config: SpeechConfig) -> tuple[str, str] | None:
@@ -53,8 +52,6 @@ class SpeechStage(ClipStage):
 
     def setup(self) -> None:
         if self.config.enabled:
-            from vividhead.models.vad import SileroVad
-
             c = self.config
             self.vad = SileroVad(c.vad_threshold, c.min_speech_ms, c.min_silence_ms)
 

@@ -1,4 +1,4 @@
-"""Ray actor wrapper of one `ClipStage` (stages 8-11): weights load once per actor, then clip by clip.
+"""Ray actor of one model stage (a `clips` row of the stage table): weights load once, then clip by clip.
 
 Rows carry a pickled `Clip`. Clips that an earlier stage rejected pass through untouched; an error
 inside a stage marks that clip `failed` with the error, and the build goes on.
@@ -12,16 +12,15 @@ import traceback
 from typing import Any
 
 from vividhead.pipelines.records import Clip, StageResult
+from vividhead.pipelines.stages import Stage
 
 
 class ClipStageActor:
     """Callable class for `Dataset.map`: constructs and sets up the stage once."""
 
-    def __init__(self, name: str, stage_config: Any, weights: Any) -> None:
-        from vividhead.pipelines.clip_stages import CLIP_STAGES
-
-        self.name = name
-        self.stage = CLIP_STAGES[name](stage_config, weights)
+    def __init__(self, stage: Stage, stage_config: Any, weights: Any) -> None:
+        self.name = stage.name
+        self.stage = stage.model(stage_config, weights)
         self.stage.setup()
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:

@@ -11,20 +11,20 @@ the face mesh against the speech envelope, with an offset search and a confidenc
 `out_of_sync` (rejected as `av_offset`) or `unsure` (kept, with `sync.verified` false and
 `sync.unsure_reason`, unless `keep_unsure` is false). Both paths record `sync.verdict` and `sync.verified`.
 
-The rejection rules over stored metrics are the pure function `decide`, which resume and
-`inspect --what-if` reuse.
+The rejection rules over stored metrics are the pure function `decide`; its row in
+`pipelines/stages.py` names the threshold-to-metric map that resume and `inspect --what-if` re-decide with.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from types import MappingProxyType
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 
 from vividhead.media import wav_bytes
+from vividhead.models.face_mesh import lip_track
 from vividhead.pipelines import lipsync
 from vividhead.pipelines.clip_media import SAMPLE_RATE, clip_video, iter_frames, read_audio
 from vividhead.pipelines.filter_config import SyncConfig
@@ -32,12 +32,6 @@ from vividhead.pipelines.records import Clip, ClipStage, StageResult
 from vividhead.weights import Weights
 
 SAMPLES_PER_FRAME = SAMPLE_RATE // 25
-
-# Config field -> the metric (unprefixed) it is compared with. The proxy's own thresholds (proxy_min_z,
-# proxy_reject_z, the lead window) shape its recorded verdict, so changing them recomputes the stage.
-THRESHOLD_METRICS: Mapping[str, str] = MappingProxyType({
-    "min_confidence": "lse_c", "max_abs_offset": "offset", "keep_unsure": "verdict",
-})
 
 
 def decide(metrics: Mapping[str, Any], config: SyncConfig) -> tuple[str, str] | None:
@@ -70,8 +64,6 @@ def decide(metrics: Mapping[str, Any], config: SyncConfig) -> tuple[str, str] | 
 # ------------------------------------------------------------------------------- embedded default
 def lip_gaps(clip: Clip, max_side: int) -> tuple[np.ndarray, np.ndarray]:
     """Per frame: inner and outer lip gaps [n, 2] and the face-mesh box in clip pixels [n, 4] (NaN = no face)."""
-    from vividhead.models.face_mesh import lip_track
-
     return lip_track((rgb for _, rgb in iter_frames(clip_video(clip))), max_side)
 
 
@@ -91,7 +83,6 @@ class SyncStage(ClipStage):
     """SyncNet LSE-C / LSE-D / offset with weights; the weight-free lip-sync check without."""
 
     name: ClassVar[str] = "sync"
-    num_gpus: ClassVar[float] = 0.25
     metric_types: ClassVar[dict[str, str]] = {
         "method": "str",               # "syncnet" or "proxy"
         "lse_d": "float",              # SyncNet: min mean distance (lower is better)
@@ -130,6 +121,7 @@ class SyncStage(ClipStage):
 
     def setup(self) -> None:
         if self.mode() == "weights":
+            # Ray worker boundary: SyncNet (torch) loads in the sync actor, and only when its weights are configured.
             from vividhead.models.syncnet import load_syncnet
 
             self.model = load_syncnet(self.weights.syncnet)   # raises a clear error when unreadable
@@ -146,7 +138,7 @@ class SyncStage(ClipStage):
         return result
 
     def _syncnet(self, clip: Clip) -> StageResult:
-        from vividhead.models.syncnet import score_sync
+        from vividhead.models.syncnet import score_sync  # Ray worker boundary, as in setup()
 
         c = self.config
         audio = read_audio(clip)

@@ -12,9 +12,24 @@ import hashlib
 import math
 from dataclasses import dataclass
 
-from vividhead.config import BuildConfig
+from typing import TYPE_CHECKING, Any
+
 from vividhead.media import MediaError, Probe, probe
 from vividhead.pipelines.records import Source
+
+if TYPE_CHECKING:                      # the build config is made from the stage table, which names this module
+    from vividhead.pipelines.config import BuildConfig
+
+# Stage 2's raw metrics: what the probe found, recorded on every row of the source.
+METRICS: dict[str, str] = {
+    "duration": "float", "width": "int", "height": "int", "fps": "float", "vfr": "bool", "rotation": "int",
+    "video_codec": "str", "pix_fmt": "str", "audio_rate": "int", "audio_channels": "int",
+}
+
+
+def probe_metrics(info: Probe) -> dict[str, Any]:
+    """The `probe.*` metrics of a row, from the probe of its source."""
+    return {f"probe.{name}": getattr(info, name) for name in METRICS}
 
 
 @dataclass(frozen=True)

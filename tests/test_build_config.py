@@ -6,11 +6,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from conftest import run_vividhead
-from vividhead.config import BuildConfig, SourcesFile, load_build_config
 from vividhead.configfile import ConfigError, load_yaml_model
+from vividhead.pipelines.config import BuildConfig, SourcesFile, load_build_config
+from vividhead.pipelines.ray_setup import on_cluster
 from vividhead.pipelines.sources import dedupe_by_md5, expand_sources, with_md5
+from vividhead.pipelines.stages import Resources
 from vividhead.weights import Weights, load_weights_manifest
 
 
@@ -118,13 +121,21 @@ def test_cli_help_and_check_weights(tmp_path: Path) -> None:
     assert missing.returncode == 2 and "--sources" in missing.stderr
 
 
-def test_actor_pools_follow_the_reported_resources() -> None:
-    from vividhead.pipelines.build import actor_pool
-
-    laptop = actor_pool(4, {"CPU": 2.0})
-    assert laptop["num_gpus"] == 0 and laptop["num_cpus"] < 0.1 and laptop["concurrency"] == (1, 1)
-    one_gpu = actor_pool(4, {"CPU": 16.0, "GPU": 1.0})
-    assert one_gpu["num_gpus"] == 0.25 and one_gpu["concurrency"] == (1, 4)        # fractional GPUs
-    node = actor_pool(4, {"CPU": 64.0, "GPU": 8.0})
-    assert node["num_gpus"] == 1.0 and node["concurrency"] == (1, 8)               # every GPU can be used
-    assert actor_pool(4, {"CPU": 64.0, "GPU": 8.0}, declared_gpus=0.5)["concurrency"] == (1, 16)
+def test_ray_resources_come_from_the_stage_table_and_the_resources_section() -> None:
+    gpu_node, laptop = {"CPU": 16.0, "GPU": 1.0}, {"CPU": 2.0}
+    config = BuildConfig()
+    vad = on_cluster(config.ray_resources("speech"), gpu_node, pool=True)
+    assert vad.num_gpus == 0 and vad.num_cpus == 0 and vad.concurrency == (1, 8)   # 0 means 0: no GPU share
+    sync = on_cluster(config.ray_resources("sync"), gpu_node, pool=True)
+    assert sync.num_gpus == 0.25 and sync.concurrency == (1, 4)                   # fractional GPUs fill the GPU
+    assert on_cluster(config.ray_resources("sync"), {"CPU": 64.0, "GPU": 8.0}, pool=True).concurrency == (1, 32)
+    on_laptop = on_cluster(config.ray_resources("sync"), laptop, pool=True)
+    assert on_laptop.num_gpus == 0 and on_laptop.concurrency == (1, 1)             # no GPU: runs on the CPU
+    decode = on_cluster(config.ray_resources("decode"), gpu_node, pool=False)
+    assert (decode.num_cpus, decode.num_gpus, decode.concurrency) == (1, 0, None)
+    tuned = BuildConfig.model_validate({"resources": {"sync": {"num_gpus": 0.5, "concurrency": 3},
+                                                      "decode": {"num_cpus": 2}}})
+    assert on_cluster(tuned.ray_resources("sync"), gpu_node, pool=True) == Resources(0, 0.5, (1, 3))
+    assert tuned.ray_resources("decode").num_cpus == 2 and tuned.ray_resources("speech") == config.ray_resources("speech")
+    with pytest.raises(ValidationError, match="unknown Ray calls"):
+        BuildConfig.model_validate({"resources": {"syncc": {"num_gpus": 1}}})

@@ -23,7 +23,7 @@ def test_main_face_is_the_largest_by_side_times_score() -> None:
 
 
 def test_reference_crop_is_the_build_crop(monkeypatch: pytest.MonkeyPatch) -> None:
-    from vividhead.config import FaceConfig
+    from vividhead.pipelines.filter_config import FaceConfig
     from vividhead.inference import reference
     from vividhead.models import face_detect
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tiny_models import write_tiny_scrfd
-from vividhead.config import BuildConfig
+from vividhead.pipelines.config import BuildConfig
 from vividhead.demo import Take, astronaut, write_take
 from vividhead.models.face_detect import MediapipeFaceDetector, ScrfdFaceDetector, make_face_detector
 from vividhead.pipelines.extract import UnitExtractor

@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from vividhead.pipelines.clip_stages import CLIP_STAGES
 from vividhead.pipelines.filter_config import OcclusionConfig, SpeechConfig, SyncConfig
 from vividhead.pipelines.records import Clip, Source
+from vividhead.pipelines.stages import STAGES
 from vividhead.weights import Weights
+
+CLIP_STAGES = {stage.name: stage.model for stage in STAGES if stage.model}   # the model stages, in table order
 
 SHARED = Path(os.environ.get("VIVIDHEAD_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 VIDEO = SHARED / "media" / "video"

@@ -10,11 +10,13 @@ from pydantic import ValidationError
 from tiny_models import write_tiny_syncnet
 from vividhead.models import syncnet as sn
 from vividhead.models.pose import Hands
-from vividhead.pipelines.clip_stages import CLIP_STAGES
 from vividhead.pipelines.filter_config import AnnotateConfig, OcclusionConfig, SpeechConfig, SyncConfig
 from vividhead.pipelines.occlusion import points_in_box
+from vividhead.pipelines.stages import STAGES
 from vividhead.pipelines.sync import shift_audio
 from vividhead.weights import Weights
+
+CLIP_STAGES = {stage.name: stage.model for stage in STAGES if stage.model}   # the model stages, in table order
 
 CONFIGS = {"occlusion": OcclusionConfig, "speech": SpeechConfig, "sync": SyncConfig, "annotate": AnnotateConfig}
 

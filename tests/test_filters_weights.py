@@ -15,10 +15,12 @@ import soundfile as sf
 
 from tiny_models import (WHISPER_LANGUAGES, write_tiny_dwpose, write_tiny_genderage, write_tiny_syncnet,
                          write_tiny_wav2vec2, write_tiny_whisper, write_tiny_yolox)
-from vividhead.pipelines.clip_stages import CLIP_STAGES
 from vividhead.pipelines.filter_config import AnnotateConfig, OcclusionConfig, SyncConfig
 from vividhead.pipelines.records import Clip, Source
+from vividhead.pipelines.stages import STAGES
 from vividhead.weights import Weights
+
+CLIP_STAGES = {stage.name: stage.model for stage in STAGES if stage.model}   # the model stages, in table order
 
 N_FRAMES = 30
 CENTER_BOX = [156.0, 156.0, 356.0, 356.0]   # the tiny DWpose puts every hand point at (256, 256)

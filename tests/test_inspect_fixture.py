@@ -25,7 +25,7 @@ import soundfile
 import webdataset
 
 FPS = 25
-# The thresholds as vividhead.config.BuildConfig names them (the synthetic clips are only 1.2-1.6 s long).
+# The thresholds as the build config (vividhead.pipelines.config) names them (the synthetic clips are only 1.2-1.6 s long).
 CONFIG = {
     "segment": {"min_seconds": 1.0, "max_seconds": 50.0},
     "visibility": {"enabled": True, "max_missing_ratio": 0.2},
@@ -95,7 +95,8 @@ def base_row(unit: str, source: Path, dataset: str, md5: str) -> dict:
         "age": "34", "age_provenance": "model", "ethnicity": "unknown", "ethnicity_provenance": "unknown",
         "config_hash": "c0ffee00", "content_hash": "abcdef01", "pipeline_version": "0.1.0",
         "timings": json.dumps({"face": 0.1}),
-        "visibility.face_ratio": None, "speech.speech_ratio": None, "sync.lse_c": None, "sync.lse_d": None,
+        "segment.seconds": None, "visibility.face_ratio": None, "speech.speech_ratio": None, "sync.lse_c": None,
+        "sync.lse_d": None,
         "sync.offset": None,
     }
 
@@ -110,7 +111,8 @@ SCHEMA = pa.schema([
     ("gender_provenance", pa.string()), ("age", pa.string()), ("age_provenance", pa.string()),
     ("ethnicity", pa.string()), ("ethnicity_provenance", pa.string()), ("config_hash", pa.string()),
     ("content_hash", pa.string()), ("pipeline_version", pa.string()), ("timings", pa.string()),
-    ("visibility.face_ratio", pa.float64()), ("speech.speech_ratio", pa.float64()), ("sync.lse_c", pa.float64()),
+    ("segment.seconds", pa.float64()), ("visibility.face_ratio", pa.float64()), ("speech.speech_ratio", pa.float64()),
+    ("sync.lse_c", pa.float64()),
     ("sync.lse_d", pa.float64()), ("sync.offset", pa.int64()),
 ])
 
@@ -153,7 +155,7 @@ def write_synthetic_build(root: Path) -> Expected:
                 row.update(key=key, status=status, reject_stage=stage, reject_reason=reason,
                            reject_detail=f"{reason} in test" if reason else None, start=start, end=end,
                            duration=end - start, n_frames=n_frames, crop_x=crop[0], crop_y=crop[1],
-                           crop_side=crop[2], **metrics)
+                           crop_side=crop[2], **{"segment.seconds": end - start}, **metrics)
                 if status == "kept":
                     row["shard"] = f"{unit}.tar"
                     clip = staging / f"{key}.mp4"

@@ -88,9 +88,11 @@ def test_rules_reproduce_a_real_build_and_re_decide_it(request: pytest.FixtureRe
 
 def test_what_if_decides_with_the_stage_modules_own_function(synthetic_build: Expected,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    """Speech is re-decided by pipelines/speech.py `decide`, the function its process() applies: swap it
-    and the re-decision follows, fed the stage's unprefixed metrics and the old and the new config."""
-    from vividhead.pipelines import speech
+    """Speech is re-decided by its stage table row's `decide` (speech.decide, the function its process()
+    applies): swap it and the re-decision follows, fed the stage's unprefixed metrics and the old and the new config."""
+    from dataclasses import replace
+
+    from vividhead.pipelines import stages
 
     seen: list[dict] = []
 
@@ -99,7 +101,8 @@ def test_what_if_decides_with_the_stage_modules_own_function(synthetic_build: Ex
         return ("no_speech", "test") if config.min_speech_ratio == 0.31 else None
 
     assert run(synthetic_build.root, "speech.min_speech_ratio=0.31")["moves"] == {}   # the real rule: no change
-    monkeypatch.setattr(speech, "decide", reject_under_the_new_config)
+    monkeypatch.setattr(stages, "STAGES", tuple(replace(stage, decide=reject_under_the_new_config)
+                                                if stage.name == "speech" else stage for stage in stages.STAGES))
     result = run(synthetic_build.root, "speech.min_speech_ratio=0.31")
     assert result["after"]["kept"]["clips"] == 0
     assert result["moves"]["kept -> speech"]["clips"] == 3 and result["moves"]["sync -> speech"]["clips"] == 1

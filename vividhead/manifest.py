@@ -1,21 +1,18 @@
 """The Parquet manifest: one row per candidate clip, and per source rejected before segmentation.
 
 Every part (`manifest/<unit>.parquet`) has the same schema: the fixed columns of docs/FORMATS.md
-plus one typed column per declared stage metric. A part is written to a temporary name and renamed
+plus one typed column per declared stage metric (the build passes the stage table's metrics). A part is written to a temporary name and renamed
 into place after its shard, so a part's existence is the commit marker of its unit.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-from vividhead.pipelines.records import Clip, Source
 
 ARROW_TYPES = {"float": pa.float64(), "int": pa.int64(), "str": pa.string(), "bool": pa.bool_()}
 ATTRIBUTES = ("language", "gender", "age", "ethnicity")
@@ -48,43 +45,6 @@ def safe_text(text: str | None) -> str | None:
     if text is None:
         return None
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-def _source_columns(source: Source) -> dict[str, Any]:
-    given = dict(source.attributes)
-    row: dict[str, Any] = {"source_id": safe_text(source.source_id), "dataset": source.dataset,
-                           "uri": safe_text(source.uri), "md5": source.md5}
-    for name in ATTRIBUTES:
-        row[name] = given.get(name, "unknown")
-        row[f"{name}_provenance"] = "given" if name in given else "unknown"
-    return row
-
-
-def clip_row(clip: Clip, unit: str, shard: str | None, hashes: dict[str, str]) -> dict[str, Any]:
-    """The manifest row of one clip (kept, rejected, skipped or failed)."""
-    row = _source_columns(clip.source)
-    x, y, side = clip.crop_box if clip.crop_box else (None, None, None)
-    row.update({
-        "key": clip.key, "unit": unit, "status": clip.status, "reject_stage": clip.reject_stage,
-        "reject_reason": clip.reject_reason, "reject_detail": safe_text(clip.reject_detail),
-        "start": clip.start, "end": clip.end, "duration": clip.end - clip.start, "n_frames": clip.n_frames,
-        "crop_x": x, "crop_y": y, "crop_side": side, "shard": shard if clip.status == "kept" else None,
-        "timings": json.dumps({k: round(v, 4) for k, v in clip.timings.items()}, sort_keys=True), **hashes,
-    })
-    for name, attribute in clip.attributes.items():
-        if name in ATTRIBUTES:
-            row[name], row[f"{name}_provenance"] = attribute.value, attribute.provenance
-    row.update(clip.metrics)
-    return row
-
-
-def source_row(source: Source, unit: str, status: str, stage: str, reason: str, detail: str,
-               metrics: dict[str, Any], hashes: dict[str, str]) -> dict[str, Any]:
-    """The manifest row of a source rejected, skipped or failed before segmentation."""
-    row = _source_columns(source)
-    row.update({"key": None, "unit": unit, "status": status, "reject_stage": stage, "reject_reason": reason,
-                "reject_detail": safe_text(detail), "timings": "{}", **hashes, **metrics})
-    return row
 
 
 def rows_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:

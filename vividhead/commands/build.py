@@ -5,9 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from vividhead.buildlock import BuildLock, LockHeld
+from vividhead.configfile import ConfigError, load_yaml_model
 from vividhead.envfail import check_out_dir, check_ray_address
+from vividhead.weights import MODELS
+from vividhead.weights_verify import verify_present
 
 LOCKED_EXIT = 75                                       # EX_TEMPFAIL: another build holds --out; try later
 HELP = "curate talking-head videos into 512x512 25 fps WebDataset shards with a Parquet manifest (on Ray)"
@@ -30,10 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import yaml
-
-    from vividhead.config import load_build_config, resolve_weights
-    from vividhead.configfile import ConfigError
+    # CLI boundary: the pipeline (Ray, the stage models) loads only when `build` runs, so `vividhead --help`
+    # and the other commands start fast.
+    from vividhead.pipelines.config import load_build_config, resolve_weights
 
     try:
         config = load_build_config(args.config)
@@ -44,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         print(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), end="")
         return 0
     if args.check_weights:
-        return _check_weights(config, resolve_weights)
+        return _check_weights(config)
     if args.out is None or (args.sources is None and not args.demo):
         print("error: give --out DIR and either --sources sources.yaml or --demo", file=sys.stderr)
         return 2
@@ -65,15 +70,14 @@ def run(args: argparse.Namespace) -> int:
         return LOCKED_EXIT
 
 
-def _build(args: argparse.Namespace, config) -> int:
+def _build(args: argparse.Namespace, config: Any) -> int:
     """The build itself, run while holding the lock of --out."""
-    from vividhead.config import SourcesFile
-    from vividhead.configfile import ConfigError, load_yaml_model
+    from vividhead.demo import make_demo_corpus  # CLI boundary, as in `run`
+    from vividhead.pipelines.build import run_build
+    from vividhead.pipelines.config import SourcesFile
 
     sources_path = args.sources
     if args.demo:
-        from vividhead.demo import make_demo_corpus
-
         print(f"generating the demo corpus in {args.out / 'demo-sources'} ...", file=sys.stderr)
         sources_path = make_demo_corpus(args.out / "demo-sources")
     try:
@@ -81,26 +85,23 @@ def _build(args: argparse.Namespace, config) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-
-    from vividhead.pipelines.build import run_build
-
     summary = run_build(sources, Path(sources_path).resolve().parent, args.out, config, args.address, args.workers,
                         progress=not args.no_progress)
     _report(args.out, summary)
     return 0
 
 
-def _check_weights(config, resolve_weights) -> int:
-    from vividhead.pipelines.build import model_stages, stage_mode
+def _check_weights(config: Any) -> int:
+    from vividhead.pipelines import stages  # CLI boundary, as in `run`
+    from vividhead.pipelines.config import resolve_weights
 
     weights = resolve_weights(config)
     scrfd = weights.available("scrfd")
     face = "weights (SCRFD " + str(scrfd) + ")" if scrfd and config.face.detector != "mediapipe" else "default (mediapipe)"
     print(f"face        {face}")
-    for name, cls in model_stages(config):
-        section = getattr(config, name, None)
-        mode = stage_mode(cls, section, weights)
-        print(f"{name:<11} {mode:<8} {_stage_reason(cls, section, weights)}".rstrip())
+    for stage in stages.clip_stages(config):
+        mode = stages.mode(stage, config, weights)
+        print(f"{stage.name:<11} {mode:<8} {_stage_reason(stage, config, weights)}".rstrip())
     errors = _weight_errors(config, weights)
     for name in weights.model_fields:
         path = getattr(weights, name)
@@ -111,47 +112,35 @@ def _check_weights(config, resolve_weights) -> int:
     return 1 if errors else 0
 
 
-def _weight_errors(config, weights) -> list[str]:
+def _weight_errors(config: Any, weights: Any) -> list[str]:
     """One line per weight the build's stages will load that is not what its stage expects (lock record,
     shape): checked here, before any worker starts."""
-    from vividhead.pipelines.build import model_stages
-    from vividhead.weights import MODELS
-    from vividhead.weights_verify import verify_present
+    from vividhead.pipelines import stages  # CLI boundary, as in `run`
 
-    stages = {name for name, _ in model_stages(config)} | ({"face"} if config.face.detector != "mediapipe" else set())
-    return verify_present(weights, [m.name for m in MODELS.values() if m.build_stage in stages])
+    used = {stage.name for stage in stages.clip_stages(config)} | (
+        {"face"} if config.face.detector != "mediapipe" else set())
+    return verify_present(weights, [m.name for m in MODELS.values() if m.build_stage in used])
 
 
-def _stage_reason(cls, section, weights) -> str:
+def _stage_reason(stage: Any, config: Any, weights: Any) -> str:
     """The stage's one-line `reason()` without loading any model (empty when the stage cannot be built:
-    `stage_mode` already prints that error)."""
+    its mode already says that error)."""
     try:
-        return cls(section, weights).reason()
+        return stage.model(config.stage_config(stage), weights).reason()
     except Exception:  # noqa: BLE001 - the mode column carries the error
         return ""
 
 
-def _report(out: Path, summary) -> None:
-    from vividhead.manifest import read_manifest
-
-    table = read_manifest(out)
-    statuses = table.column("status").to_pylist()
-    durations = [d or 0.0 for d in table.column("duration").to_pylist()]
-    shards = sorted((out / "shards").glob("*.tar"))
-    kept = statuses.count("kept")
-    kept_h = sum(d for s, d in zip(statuses, durations) if s == "kept") / 3600
-    rejected_h = sum(d for s, d in zip(statuses, durations) if s != "kept") / 3600
-    reasons: dict[str, int] = {}
-    for status, reason in zip(statuses, table.column("reject_reason").to_pylist()):
-        if status != "kept":
-            reasons[reason or status] = reasons.get(reason or status, 0) + 1
-    print(f"shards:   {out / 'shards'} ({len(shards)} tar files)")
-    print(f"manifest: {out / 'manifest.parquet'} ({len(statuses)} rows)")
-    print(f"kept:     {kept} clips, {kept_h:.4f} h")
-    print(f"rejected: {len(statuses) - kept} rows ({statuses.count('rejected')} rejected, "
-          f"{statuses.count('skipped')} skipped, {statuses.count('failed')} failed), {rejected_h:.4f} h")
-    if reasons:
-        print("reasons:  " + ", ".join(f"{r} {n}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1])))
+def _report(out: Path, summary: Any) -> None:
+    """Print the `BuildSummary` the build computed."""
+    clips = summary.clips
+    print(f"shards:   {out / 'shards'} ({summary.shards} tar files)")
+    print(f"manifest: {out / 'manifest.parquet'} ({summary.rows} rows)")
+    print(f"kept:     {clips['kept']} clips, {summary.hours['kept']:.4f} h")
+    print(f"rejected: {summary.rows - clips['kept']} rows ({clips['rejected']} rejected, "
+          f"{clips['skipped']} skipped, {clips['failed']} failed), {summary.hours['rejected']:.4f} h")
+    if summary.reasons:
+        print("reasons:  " + ", ".join(f"{r} {n}" for r, n in summary.reasons.items()))
     resumed = f", {summary.units_resumed} units already done" if summary.units_resumed else ""
     redone = f", {len(summary.units_redone)} redone" if summary.units_redone else ""
     redone += f", {summary.units_redecided} re-decided from stored metrics" if summary.units_redecided else ""

@@ -40,7 +40,8 @@ def _common_arguments(parser: argparse.ArgumentParser, default=None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vividhead.config import default_weights_manifest, load_build_config, resolve_weights
+    # CLI boundary: the build config is the curation application's (pipelines/config.py).
+    from vividhead.pipelines.config import default_weights_manifest, load_build_config, resolve_weights
     from vividhead.configfile import ConfigError
     from vividhead.weights import MODELS
 

@@ -1,0 +1,249 @@
+"""Configuration of `vividhead build`: the sources file and the build config, validated with pydantic.
+
+`SourcesFile` is what a user lists in sources.yaml. `BuildConfig` holds every setting of the build
+with its default (`vividhead build --print-config` prints it): one section per stage of the stage
+table (`pipelines/stages.py`), in its order, then the encoder, the run, the Ray resources and the
+weights. Both load with `vividhead.configfile.load_yaml_model`, whose errors name the file and field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, create_model, field_validator, model_validator
+
+from vividhead.configfile import StrictModel, load_yaml_model
+from vividhead.pipelines import stages as table
+from vividhead.pipelines.stages import DECODE, FETCH, Resources, Stage
+from vividhead.weights import Weights, load_weights_manifest
+
+
+# ----------------------------------------------------------------------------------------- sources
+
+
+class TimeRange(StrictModel):
+    """A given [start, end) range in seconds, for datasets that ship timestamps."""
+
+    start: float = Field(ge=0)
+    end: float = Field(gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_pair(cls, value: Any) -> Any:
+        if isinstance(value, (list, tuple)) and len(value) == 2:
+            return {"start": value[0], "end": value[1]}
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "TimeRange":
+        if self.end <= self.start:
+            raise ValueError(f"end ({self.end}) must be greater than start ({self.start})")
+        return self
+
+
+class GivenAttributes(StrictModel):
+    """Attributes known for a source; they are recorded with provenance `given`."""
+
+    language: str | None = None
+    gender: str | None = None
+    age: str | None = None
+    ethnicity: str | None = None
+
+    @field_validator("age", mode="before")
+    @classmethod
+    def _age_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, (int, float)) else value
+
+
+class SourceEntry(StrictModel):
+    """One entry of sources.yaml: a file, glob, directory (`path`) or an http(s) URL (`url`)."""
+
+    path: str | None = None
+    url: str | None = None
+    dataset: str = "default"
+    ranges: list[TimeRange] = Field(default_factory=list)
+    attributes: GivenAttributes = Field(default_factory=GivenAttributes)
+    recursive: bool = True                          # directories: include sub-directories
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            key = "url" if value.startswith(("http://", "https://")) else "path"
+            return {key: value}
+        return value
+
+    @model_validator(mode="after")
+    def _one_location(self) -> "SourceEntry":
+        if (self.path is None) == (self.url is None):
+            raise ValueError("give exactly one of `path` (file, glob or directory) or `url` (http/https)")
+        if self.url is not None and not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"url must start with http:// or https://, got {self.url!r}")
+        return self
+
+
+class SourcesFile(StrictModel):
+    """sources.yaml: a list of sources, plus defaults applied to entries that do not set them."""
+
+    sources: list[SourceEntry] = Field(min_length=1)
+    extensions: list[str] = Field(
+        default_factory=lambda: [".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".flv", ".ts", ".mpg", ".mpeg"]
+    )  # file name endings a directory or glob expands to
+
+
+# ------------------------------------------------------------------------------------------- build
+
+
+class EncodeConfig(StrictModel):
+    """How each kept clip is encoded (once, as it is cut)."""
+
+    codec: str = "libx264"
+    preset: str = "veryfast"                         # the biggest single lever on build time
+    crf: int = Field(18, ge=0, le=51)
+    audio_bitrate: int = Field(64000, gt=0)          # AAC, bits per second
+    threads: int = Field(0, ge=0)                    # 0 = encoder default
+
+
+class RunConfig(StrictModel):
+    """How the build runs: downloads, retries and faults."""
+
+    download_timeout: float = Field(30.0, gt=0)      # seconds without data before a URL download fails
+    max_download_bytes: int = Field(20 * 1024**3, gt=0)  # larger downloads are rejected
+    max_retries: int = Field(2, ge=0)                # Ray retries of a task whose worker died
+
+
+class ResourcesConfig(StrictModel):
+    """Overrides of one Ray call's resources (unset fields keep the stage table's defaults)."""
+
+    num_cpus: float | None = Field(None, ge=0)
+    num_gpus: float | None = Field(None, ge=0)        # 0 means no GPU, also on a GPU cluster
+    concurrency: int | None = Field(None, ge=1)       # most tasks or actors at once
+
+    def over(self, default: Resources) -> Resources:
+        return Resources(default.num_cpus if self.num_cpus is None else self.num_cpus,
+                         default.num_gpus if self.num_gpus is None else self.num_gpus,
+                         default.concurrency if self.concurrency is None else self.concurrency)
+
+
+def ray_calls(stages: tuple[Stage, ...] | None = None) -> dict[str, Resources]:
+    """The Ray calls of the build and their default resources: fetch, decode, then each model stage."""
+    rows = table.STAGES if stages is None else stages
+    return {"fetch": FETCH, "decode": DECODE, **{s.name: s.resources for s in rows if s.runs == "clips"}}
+
+
+class BuildSettings(StrictModel):
+    """What every build config has besides its stage sections: hashes, resources, weights checks."""
+
+    @field_validator("weights", check_fields=False)
+    @classmethod
+    def _known_weights(cls, value: dict[str, Path | None]) -> dict[str, Path | None]:
+        unknown = sorted(set(value) - set(Weights.model_fields))
+        if unknown:
+            raise ValueError(f"unknown weights {unknown}; expected some of {sorted(Weights.model_fields)}")
+        return value
+
+    @field_validator("resources", check_fields=False)
+    @classmethod
+    def _known_calls(cls, value: dict[str, ResourcesConfig]) -> dict[str, ResourcesConfig]:
+        unknown = sorted(set(value) - set(ray_calls()))
+        if unknown:
+            raise ValueError(f"unknown Ray calls {unknown}; expected some of {list(ray_calls())}")
+        return value
+
+    def ray_resources(self, call: str) -> Resources:
+        """The resources of one Ray call (`fetch`, `decode` or a model stage): the table's, with overrides."""
+        default = ray_calls()[call]
+        override = getattr(self, "resources").get(call)
+        return override.over(default) if override is not None else default
+
+    def stage_config(self, stage: Stage) -> Any:
+        """This config's section of one stage (None for stages without settings)."""
+        return getattr(self, stage.name, None)
+
+    def content_hash(self) -> str:
+        """Hash of the fields that change a clip's bytes or the raw metrics of stages 3-7.
+
+        The decode-pass sections and the encoder, without the thresholds that only decide (the stage
+        table's threshold fields); not the model stages 8-11 (`stages_hash`).
+        """
+        decision = table.decision_fields()
+        data = {}
+        for stage in table.STAGES:
+            if stage.runs == "decode":
+                values = getattr(self, stage.name).model_dump(mode="json")
+                data[stage.name] = {k: v for k, v in values.items() if k not in decision.get(stage.name, ())}
+        data["encode"] = getattr(self, "encode").model_dump(mode="json")
+        return _hash(data)
+
+    def stages_hash(self, weights: Weights) -> str:
+        """Hash of what the model stages compute: their sections without pure thresholds, and their weights."""
+        decision = table.decision_fields()
+        files = {name: _file_stamp(path) for name, path in weights if name not in ("scrfd", "flashhead")}
+        sections = {stage.name: {k: v for k, v in getattr(self, stage.name).model_dump(mode="json").items()
+                                 if k not in decision.get(stage.name, ())}
+                    for stage in table.STAGES if stage.runs == "clips"}
+        return _hash({"sections": sections, "weights": files})
+
+    def config_hash(self) -> str:
+        """Hash of the whole config, weights included."""
+        return _hash(self.model_dump(mode="json"))
+
+
+def build_config_model(stages: tuple[Stage, ...] | None = None) -> type[BuildSettings]:
+    """The build config's model: a section per stage of the table (in its order), then the rest."""
+    rows = table.STAGES if stages is None else stages
+    sections: dict[str, Any] = {s.name: (s.config, Field(default_factory=s.config)) for s in rows if s.config}
+    return create_model(
+        "BuildConfig", __base__=BuildSettings, __module__=__name__, **sections,
+        encode=(EncodeConfig, Field(default_factory=EncodeConfig)),
+        run=(RunConfig, Field(default_factory=RunConfig)),
+        resources=(dict[str, ResourcesConfig], Field(default_factory=dict)),   # per Ray call: fetch, decode, a stage
+        weights_manifest=(Path | None, None),     # default: manifests/weights.yaml of the project, if present
+        weights=(dict[str, Path | None], Field(default_factory=dict)),   # overrides of single weights entries
+    )
+
+
+BuildConfig = build_config_model()
+
+
+def _file_stamp(path: Path | None) -> Any:
+    """A weights path with its size and modification time, or None when it is absent."""
+    if path is None or not Path(path).exists():
+        return None
+    stat = Path(path).stat()
+    return [str(path), stat.st_size, stat.st_mtime_ns]
+
+
+def _hash(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+# -------------------------------------------------------------------------------------------- load
+
+
+def load_build_config(path: Path | None, model: type[BuildSettings] | None = None) -> BuildSettings:
+    """The build config from `path`, or the defaults when no path is given."""
+    model = model or BuildConfig
+    if path is None:
+        return model()
+    config = load_yaml_model(model, path)
+    base = Path(path).resolve().parent
+    if config.weights_manifest is not None and not config.weights_manifest.is_absolute():
+        config = config.model_copy(update={"weights_manifest": base / config.weights_manifest})
+    weights = {k: (base / v if v is not None and not v.is_absolute() else v) for k, v in config.weights.items()}
+    return config.model_copy(update={"weights": weights})
+
+
+def default_weights_manifest() -> Path:
+    """manifests/weights.yaml of the project (present in a source checkout)."""
+    return Path(__file__).resolve().parents[1] / "manifests" / "weights.yaml"
+
+
+def resolve_weights(config: BuildSettings) -> Weights:
+    """The weights manifest with the config's overrides applied."""
+    manifest = config.weights_manifest or default_weights_manifest()
+    weights = load_weights_manifest(manifest) if manifest.exists() else Weights()
+    return weights.model_copy(update=config.weights)

@@ -1,0 +1,94 @@
+"""Stages 1-2 around their Ray call: the rows it reads, the work each task does, and the plan it yields.
+
+`source_rows` lists the sources with their cached MD5s; `fetch_and_probe` (one Ray task per
+source) downloads a URL, hashes the bytes and probes the file into work units or a rejection;
+`plan` (on the driver) deduplicates by MD5, remembers the MD5s, and returns the work units and
+the source-level rows to commit. MD5s are cached in OUT/.cache/md5.json by (path, size, mtime).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vividhead.envfail import ENVIRONMENT_REASON, environment_message
+from vividhead.media import MediaError
+from vividhead.pipelines.config import BuildSettings
+from vividhead.pipelines.records import Source
+from vividhead.pipelines.sources import dedupe_by_md5, fetch, md5_of
+from vividhead.pipelines.units import SourceRejection, WorkUnit, plan_source, source_unit_id
+
+
+@dataclass
+class Plan:
+    """What stages 1-2 decided: the work units to decode, and the sources rejected or skipped whole."""
+
+    units: list[WorkUnit] = field(default_factory=list)
+    rejections: list[SourceRejection] = field(default_factory=list)
+
+
+def source_rows(sources: list[Source], cache_path: Path) -> list[dict[str, Any]]:
+    """One row per source for the fetch tasks, with its MD5 when the cache knows the file."""
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    return [{"source": pickle.dumps(s), "md5": cache.get(_stamp(s.uri))} for s in sources]
+
+
+def fetch_and_probe(row: dict[str, Any], config: BuildSettings, downloads: str) -> dict[str, Any]:
+    """Stages 1-2 for one source (a Ray task): (source with md5, its work units or its rejection)."""
+    source: Source = pickle.loads(row["source"])
+    try:
+        path = fetch(source, Path(downloads), config.run)
+        if not path.is_file():
+            raise MediaError("missing_file", f"{path}: no such file")
+        md5 = row.get("md5") or md5_of(path)
+        source = Source(source.source_id, source.uri, source.dataset, source.ranges, source.attributes, md5)
+        result: Any = plan_source(source, str(path), config)
+    except MediaError as err:
+        result = SourceRejection(source_unit_id(source, "source"), source, "sources", err.reason, err.detail)
+    except Exception as err:  # noqa: BLE001 - one bad source must not stop the build ...
+        env = environment_message(err)                   # ... unless the disk or the cluster failed: the driver stops
+        result = SourceRejection(source_unit_id(source, "source"), source, "sources",
+                                 ENVIRONMENT_REASON if env else "error", env or f"{type(err).__name__}: {err}",
+                                 status="failed")
+    return {"planned": pickle.dumps((source, result))}
+
+
+def plan(rows: list[dict[str, Any]], cache_path: Path) -> Plan:
+    """Dedupe the fetched sources by MD5 (first listing wins), cache the MD5s, return the plan."""
+    planned: list[tuple[Source, Any]] = [pickle.loads(row["planned"]) for row in rows]
+    _remember(cache_path, {_stamp(source.uri): source.md5 for source, _ in planned if source.md5})
+    _, duplicates = dedupe_by_md5([source for source, _ in planned if source.md5])
+    originals = {dup.source_id: original for dup, original in duplicates}
+    result = Plan()
+    for source, found in planned:
+        if source.source_id in originals:
+            result.rejections.append(SourceRejection(
+                source_unit_id(Source(source.source_id, source.uri), "duplicate"), source, "sources", "duplicate_md5",
+                f"same bytes (MD5 {source.md5}) as {originals[source.source_id].uri}", status="skipped"))
+        elif isinstance(found, SourceRejection):
+            result.rejections.append(found)
+        else:
+            result.units.extend(found)
+    return result
+
+
+def _remember(cache_path: Path, found: dict[str | None, str]) -> None:
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    cache.update({stamp: md5 for stamp, md5 in found.items() if stamp})
+    cache_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache_path.with_name(".md5.json.tmp")
+    tmp.write_text(json.dumps(cache))
+    os.replace(tmp, cache_path)
+
+
+def _stamp(uri: str) -> str | None:
+    """Cache key of a local file: real path, size and modification time (None for URLs or missing files)."""
+    try:
+        stat = os.stat(uri)
+    except (OSError, ValueError):
+        return None
+    return f"{os.path.realpath(uri)}|{stat.st_size}|{stat.st_mtime_ns}"

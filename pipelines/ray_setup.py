@@ -1,0 +1,51 @@
+"""Ray for `vividhead build`: start or join it quietly, and turn the stage table's resources into call arguments.
+
+`start_ray` joins `--address`, or starts a local Ray limited to this machine's CPUs (or `--workers`).
+`on_cluster` fills in what a Ray call leaves open, from what the cluster reports: a GPU share on a
+cluster without GPUs becomes 0 (the stage runs on the CPU), and an actor pool without a declared
+size may grow until its GPU shares fill the GPUs, or to one actor per two CPUs without GPUs (so a
+2-core laptop is not oversubscribed). A declared 0 stays 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from typing import Any
+
+import ray
+
+from vividhead.pipelines.stages import Resources
+
+
+def start_ray(address: str | None, workers: int | None) -> bool:
+    """Join `address`, or start a quiet local Ray; True when this call started it (and must shut it down)."""
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    # Ray Data calls `max_retries` a deprecated remote argument but offers no named one for it yet.
+    warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
+    options: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.ERROR, "log_to_driver": False}
+    if address:
+        ray.init(address=address, **options)
+    else:
+        ray.init(num_cpus=workers or os.cpu_count() or 1, **options)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.max_errored_blocks = -1            # a unit whose worker died is recorded as failed, not fatal
+    if hasattr(context, "print_on_execution_start"):
+        context.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    return True
+
+
+def on_cluster(resources: Resources, cluster: dict[str, float], pool: bool) -> Resources:
+    """The resources of one Ray call on this cluster; `pool` for an actor pool (whose size must be bounded)."""
+    cpus, gpus = cluster.get("CPU", 1.0), cluster.get("GPU", 0.0)
+    num_gpus = resources.num_gpus if gpus > 0 else 0.0
+    concurrency: Any = resources.concurrency
+    if pool:
+        most = concurrency or (int(gpus / num_gpus) if num_gpus else int(cpus // 2))
+        concurrency = (1, max(1, most))
+    return Resources(resources.num_cpus, num_gpus, concurrency)
