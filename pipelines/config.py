@@ -128,10 +128,9 @@ class ResourcesConfig(StrictModel):
                          default.concurrency if self.concurrency is None else self.concurrency)
 
 
-def ray_calls(stages: tuple[Stage, ...] | None = None) -> dict[str, Resources]:
+def ray_calls() -> dict[str, Resources]:
     """The Ray calls of the build and their default resources: fetch, decode, then each model stage."""
-    rows = table.STAGES if stages is None else stages
-    return {"fetch": FETCH, "decode": DECODE, **{s.name: s.resources for s in rows if s.runs == "clips"}}
+    return {"fetch": FETCH, "decode": DECODE, **{s.name: s.resources for s in table.STAGES if s.runs == "clips"}}
 
 
 class BuildSettings(StrictModel):
@@ -192,10 +191,9 @@ class BuildSettings(StrictModel):
         return _hash(self.model_dump(mode="json"))
 
 
-def build_config_model(stages: tuple[Stage, ...] | None = None) -> type[BuildSettings]:
+def build_config_model() -> type[BuildSettings]:
     """The build config's model: a section per stage of the table (in its order), then the rest."""
-    rows = table.STAGES if stages is None else stages
-    sections: dict[str, Any] = {s.name: (s.config, Field(default_factory=s.config)) for s in rows if s.config}
+    sections: dict[str, Any] = {s.name: (s.config, Field(default_factory=s.config)) for s in table.STAGES if s.config}
     return create_model(
         "BuildConfig", __base__=BuildSettings, __module__=__name__, **sections,
         encode=(EncodeConfig, Field(default_factory=EncodeConfig)),
