@@ -24,8 +24,8 @@ from pathlib import Path
 MEASURE = r'''
 import resource, sys, time
 from pathlib import Path
-from vividhead.pipelines.config import BuildConfig
 from vividhead.models.face_detect import make_face_detector
+from vividhead.pipelines.config import BuildConfig
 from vividhead.pipelines.extract import UnitExtractor
 from vividhead.pipelines.records import Source
 from vividhead.pipelines.sources import md5_of

@@ -55,7 +55,8 @@ def run_build(sources_file: SourcesFile, base: Path, out_dir: Path, config: Buil
         fetched = []
         if sources:
             r = on_cluster(config.ray_resources("fetch"), cluster, pool=False)
-            ds = ray.data.from_items(fetch.source_rows(sources, out.md5_cache), override_num_blocks=min(len(sources), 64))
+            rows = fetch.source_rows(sources, out.md5_cache)
+            ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), 64))
             ds = ds.map(fetch.fetch_and_probe, fn_args=(config, str(out.downloads)),
                         num_cpus=r.num_cpus, num_gpus=r.num_gpus, concurrency=r.concurrency,
                         max_retries=config.run.max_retries)

@@ -211,7 +211,8 @@ class UnitExtractor:
             results.update({stage: observer.finish() for stage, observer in piece.observers.items()})
             clip.face_track = piece.observers["face"].track()
         else:
-            results["face"] = StageResult(piece.opened, *(piece.reject or ("face", "no_face", "no face found in the piece"))[1:])
+            _, reason, detail = piece.reject or ("face", "no_face", "no face found in the piece")
+            results["face"] = StageResult(piece.opened, reason, detail)
         for stage, result in results.items():          # table order: segment, face, flow, visibility
             result.seconds = piece.timings.get(stage, 0.0)
             clip.apply(stage, result)

@@ -48,7 +48,8 @@ def test_decide_clip_takes_the_first_rejecting_stage_in_table_order() -> None:
     assert stages.decide_clip(row, config)[:2] == ("flow", "abrupt_transition")
     assert stages.decide_clip({**row, "segment.seconds": 2.0}, config)[:2] == ("segment", "too_short")
     assert stages.decide_clip({**row, "flow.max_residual": 0.01}, config)[:2] == ("sync", "out_of_sync")
-    assert stages.decide_clip({"sync.lse_c": 1.0}, config.model_copy(update={"sync": SyncConfig(enabled=False)})) is None
+    sync_off = config.model_copy(update={"sync": SyncConfig(enabled=False)})
+    assert stages.decide_clip({"sync.lse_c": 1.0}, sync_off) is None
     sync_row = next(s for s in stages.STAGES if s.name == "sync")
     assert sync_row.decide is sync_decide                                  # the stage module's own rule
 
@@ -73,7 +74,7 @@ def two_takes(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_a_toy_stage_added_by_one_row_runs_in_the_build_manifest_funnel_and_what_if(
         two_takes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     monkeypatch.setattr(stages, "STAGES", (*stages.STAGES, toy_stage.ROW))          # the one row
-    tests = str(Path(__file__).parent)                                                # Ray workers import the toy module
+    tests = str(Path(__file__).parent)                                     # Ray workers import the toy module
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")])))
     config_model = build_config_model()
     assert "toy" in config_model.model_fields
@@ -92,8 +93,7 @@ def test_a_toy_stage_added_by_one_row_runs_in_the_build_manifest_funnel_and_what
 
     dataset = resolve([out])
     result = what_if(dataset, parse_overrides([f"toy.max_brightness={middle}"], dataset))
-    assert result["moves"] == {"kept -> toy": {"clips": 1, "hours": pytest.approx(result["moves"]["kept -> toy"]["hours"]),
-                                               "examples": result["moves"]["kept -> toy"]["examples"]}}
+    assert list(result["moves"]) == ["kept -> toy"] and result["moves"]["kept -> toy"]["clips"] == 1
     assert result["redecided_stages"][-1] == "toy" and result["thresholds"]["toy.max_brightness"]["build"] == 255.0
 
     stricter = config_model.model_validate({**off, "toy": {"max_brightness": middle}})

@@ -26,8 +26,8 @@ def imports(path: Path) -> list[tuple[int, str, bool]]:
     """(line, imported module, at module level) for every absolute import in a file."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     top = {id(node) for node in tree.body}
-    type_only = {id(child) for node in tree.body if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-                 for child in ast.walk(node)}
+    type_only = {id(child) for node in tree.body
+                 if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test) for child in ast.walk(node)}
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
