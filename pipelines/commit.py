@@ -99,7 +99,6 @@ def source_row(rejection: SourceRejection, hashes: dict[str, str]) -> dict[str, 
     return row
 
 
-
 def jsonable(row: dict[str, Any]) -> dict[str, Any]:
     """A manifest row as the shard's `json` member holds it (NaN -> null, timings as an object)."""
     out = {}

@@ -4,8 +4,8 @@ Frames are sampled at `sample_fps`. A sampled frame is occluded when at least `m
 confident hand keypoints lie inside the face box (the clip's face track, grown by `face_margin`).
 With weights the hand keypoints come from DWpose wholebody (keypoints 91-132), without them from
 mediapipe hands. Records `occlusion.occluded_ratio`; rejects above `max_occluded_ratio`.
-The rejection rule is the pure function `decide`; its row in `pipelines/stages.py` names the
-threshold-to-metric map that resume and `inspect --what-if` re-decide with.
+The rejection rule is the pure function `decide`; the stage's row in `pipelines/stages.py` maps
+`max_occluded_ratio` to the metric `occluded_ratio`.
 """
 
 from __future__ import annotations
@@ -22,8 +22,6 @@ from vividhead.pipelines.clip_media import FPS, clip_video, iter_frames
 from vividhead.pipelines.filter_config import OcclusionConfig
 from vividhead.pipelines.records import Clip, ClipStage, StageResult
 from vividhead.weights import Weights
-
-
 
 
 def decide(metrics: Mapping[str, Any], config: OcclusionConfig) -> tuple[str, str] | None:

@@ -1,7 +1,7 @@
 """Stage 9, speech: voice activity on the clip's audio (silero-vad); reject clips that are mostly not speech.
 
-The rejection rule is the pure function `decide`; its row in `pipelines/stages.py` names the
-threshold-to-metric map that resume and `inspect --what-if` re-decide with.
+The rejection rule is the pure function `decide`; the stage's row in `pipelines/stages.py` maps
+`min_speech_ratio` to the metric `speech_ratio`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from vividhead.pipelines.clip_media import read_audio
 from vividhead.pipelines.filter_config import SpeechConfig
 from vividhead.pipelines.records import Clip, ClipStage, StageResult
 from vividhead.weights import Weights
-
 
 
 def decide(metrics: Mapping[str, Any], config: SpeechConfig) -> tuple[str, str] | None:
