@@ -3,14 +3,9 @@
     python benchmarks/curation_accuracy.py                      # embedded defaults, no weights
     python benchmarks/curation_accuracy.py --weights manifests/weights.yaml   # SyncNet and the other weights
 
-1. Builds every clip of ../shared/media/dev once with `vividhead build` (no weights, or the given
-   weights manifest), with the thresholds of stages 5-9 opened so that every clip is measured by
-   every stage. Each clip is then decided with the embedded defaults by the build's own
-   `decide_clip`, in pipeline order, as resume and `inspect --what-if` do; what only the media can
-   decide (no face, no audio, a piece too short) stays as the build recorded it. It prints a
-   confusion table against DEV.md's expected decisions: each clip's outcome, the in-sync positives
-   kept, the negatives rejected by kind, and the kept hours; then, per threshold, its value, the
-   metric over DEV.md's positives and negatives, and the seconds it removes of each.
+1. Builds every clip of ../shared/media/dev with `vividhead build` (the config's defaults, or the
+   given weights manifest) and prints a confusion table against DEV.md's expected decisions: each
+   clip's outcome, the in-sync positives kept, the negatives rejected by kind, and the kept hours.
 2. Checks sync on every speaker DEV.md lists (in sync, even when the build rejects it for resolution)
    and on derived copies made with ffmpeg: audio shifted by +-200, 300, 500 and 1000 ms, one speaker's
    voice over another's face (dubbed), and speech over a face that does not speak (voice-over). The
@@ -38,21 +33,20 @@ import numpy as np
 import pyarrow.parquet as pq
 import yaml
 
-from vividhead.config import load_build_config, resolve_weights
-from vividhead.pipelines.decisions import THRESHOLD_REASONS, decide_clip
+from vividhead.pipelines.config import load_build_config, resolve_weights
 from vividhead.evaluation.curation_cases import DevClip, dev_clips
 from vividhead.models.face_detect import MediapipeFaceDetector, crop_box, main_face
 from vividhead.pipelines import sync
 from vividhead.pipelines.clip_media import read_wav
 from vividhead.pipelines.records import Clip, Source
-from vividhead.shards import read_members
+from vividhead.shards import read_shard
 from vividhead.weights import Weights
 
 REPO = Path(__file__).resolve().parents[1]
 SILENT_FACE = "eknim__video-retalking__lee.mp4"     # DEV.md: mouth mostly closed, no speech
 
 
-# Thresholds of stages 5-9 measured on the dev clips: (config field, metric column, rejects "above" or "below").
+# Thresholds of stages 5-10 checked by --calibrate: (config field, metric column, rejects "above" or "below").
 THRESHOLDS = (
     ("face.max_upscale", "face.upscale", "above"),
     ("face.max_drift", "face.max_drift", "above"),
@@ -70,7 +64,7 @@ OPEN = {"face": {"max_upscale": 100.0}, "flow": {"max_residual": 100.0},
 
 def run_build(clips: list[DevClip], dev: Path, work: Path, weights: Path | None, workers: int,
               name: str = "build", overrides: dict | None = None) -> list[dict]:
-    """`vividhead build` over the dev clips with `overrides` of the build config; the manifest rows."""
+    """`vividhead build` over the dev clips; the manifest rows."""
     sources, config, out = work / "sources.yaml", work / f"{name}.yaml", work / name
     sources.write_text(yaml.safe_dump({"sources": [{"path": str(dev / c.file), "dataset": "dev"} for c in clips]}))
     if weights is None:                               # embedded defaults: an empty weights manifest
@@ -79,24 +73,8 @@ def run_build(clips: list[DevClip], dev: Path, work: Path, weights: Path | None,
     config.write_text(yaml.safe_dump({"weights_manifest": str(weights.resolve()), **(overrides or {})}))
     command = [sys.executable, "-m", "vividhead.cli", "build", "--sources", str(sources), "--out", str(out),
                "--config", str(config), "--workers", str(workers), "--no-progress"]
-    for attempt in range(3):                          # a loaded machine can time Ray's start-up out; the build resumes
-        if subprocess.run(command, cwd=REPO).returncode == 0:
-            break
-    else:
-        raise SystemExit(f"vividhead build failed three times: {' '.join(command)}")
+    subprocess.run(command, check=True, cwd=REPO)
     return [row for part in sorted((out / "manifest").glob("*.parquet")) for row in pq.read_table(part).to_pylist()]
-
-
-def with_defaults(rows: list[dict], config) -> list[dict]:
-    """The rows of the opened build, decided as the embedded defaults decide them (threshold rules only)."""
-    decided = []
-    for row in rows:
-        if row["status"] == "kept" or (row["status"] == "rejected" and row["reject_reason"] in THRESHOLD_REASONS):
-            verdict = decide_clip(row, config)
-            status, (stage, reason, detail) = ("rejected", verdict) if verdict else ("kept", (None, None, None))
-            row = {**row, "status": status, "reject_stage": stage, "reject_reason": reason, "reject_detail": detail}
-        decided.append(row)
-    return decided
 
 
 def confusion(clips: list[DevClip], rows: list[dict]) -> list[str]:
@@ -193,8 +171,8 @@ def face_videos(clips: list[DevClip], rows: list[dict], dev: Path, work: Path, c
             kept[Path(row["uri"]).name] = row
     shards = {}
     for row in kept.values():
-        found = read_members(work / "build" / "shards" / row["shard"], {row["key"]}, {"mp4"})
-        shards[row["key"]] = found[row["key"]]["mp4"]
+        for key, files in read_shard(work / "build" / "shards" / row["shard"]):
+            shards[key] = files["mp4"]
     faces = {}
     folder = work / "faces"
     folder.mkdir(exist_ok=True)
@@ -263,7 +241,7 @@ def judge_sync(cases, faces, dev: Path, work: Path, config, weights) -> tuple[di
             if face not in gaps_of:
                 gaps_of[face] = sync.lip_gaps(clip, config.sync.proxy_max_resolution)[0]
             gaps = gaps_of[face]
-            samples = read_wav(wav, 16000)
+            samples = read_wav(wav)
             result = sync.proxy_result(gaps, samples, config.sync)
             corrected = sync.proxy_result(gaps, samples, correcting)
             verdict = ("rejected" if result.reject else "verified" if result.metrics["verified"] else "unsure")
@@ -308,6 +286,8 @@ def main() -> int:
     parser.add_argument("--shifts", default="200,300,500,1000", help="audio shifts in ms, each applied +-")
     parser.add_argument("--workers", type=int, default=2, help="CPUs of the build's local Ray")
     parser.add_argument("--voices", type=int, default=3, help="dubbed copies per face (other speakers' voices)")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="also build with the thresholds of stages 5-9 opened and print each one's distributions")
     args = parser.parse_args()
     if not (args.dev / "DEV.md").is_file():
         print(f"dev footage not found: {args.dev}/DEV.md", file=sys.stderr)
@@ -321,9 +301,8 @@ def main() -> int:
         if args.weights:
             config = config.model_copy(update={"weights_manifest": args.weights.resolve()})
         weights = resolve_weights(config) if args.weights else Weights()
-        measured_rows = run_build(clips, args.dev, work, args.weights, args.workers, "build", OPEN)
-        rows = with_defaults(measured_rows, config)
-        faces = face_videos(clips, measured_rows, args.dev, work, config)
+        rows = run_build(clips, args.dev, work, args.weights, args.workers)
+        faces = face_videos(clips, rows, args.dev, work, config)
         tally, measured = judge_sync(sync_cases(clips, args.dev, shifts, args.voices), faces, args.dev, work, config, weights)
         mode = "SyncNet" if weights.available("syncnet") else "weight-free check"
         print(f"\n== build with {'weights ' + str(args.weights) if args.weights else 'embedded defaults'} "
@@ -331,8 +310,10 @@ def main() -> int:
         print("\n".join(confusion(clips, rows)))
         print(f"\n== sync ({mode}) on in-sync speakers and derived copies")
         print("\n".join(sync_table(tally)))
-        print("\n== thresholds of stages 5-9 on the dev clips (seconds each one removes at its value)")
-        print("\n".join(calibration(clips, measured_rows, config)))
+        if args.calibrate:
+            open_rows = run_build(clips, args.dev, work, args.weights, args.workers, "calibrate", OPEN)
+            print("\n== thresholds of stages 5-9 on the dev clips (a build with them opened; durations in s)")
+            print("\n".join(calibration(clips, open_rows, config)))
         if measured:
             print(f"\n== the weight-free check's confidence z (lead window {config.sync.proxy_lead_frames} +- "
                   f"{config.sync.proxy_lead_tolerance} frames; verified at z >= {config.sync.proxy_min_z}, "

@@ -7,7 +7,8 @@ One loop reads each 25 fps frame of the unit once, in order (`UnitDecoder`):
   the square crop centred on that face;
 - stage 4: every frame of an open clip is cropped, resized and fed to its x264 encoder as it goes;
 - stages 5-7: the clip's observers (`FaceTrack`, `FlowObserver`, `Visibility`) see each of its
-  frames; the crop's faces are detected once per frame, whichever observer asks.
+  frames; the crop's faces are detected once per frame, whichever observer asks. A clip also ends
+  where its face has drifted `face.max_drift` from its start (`face_moved`): a new piece re-centres.
 When the piece ends, each observer gives its `StageResult` and the stages decide in table order
 (the first rejection wins). A rejected clip's file is deleted; a kept one gets its audio, a 16 kHz
 wav and the first frame's face mask. Every piece becomes one `Clip` record.
@@ -125,8 +126,8 @@ class UnitExtractor:
             segment_seconds = time.perf_counter() - tick
             if piece is None:
                 piece = _Piece(index, starts_at_cut=False)
-            elif cut or (piece.state == "open" and piece.n >= self.max_frames):
-                clips.append(self._finish(piece, index, "cut" if cut else "max_length"))
+            elif ended := self._ends(piece, cut):
+                clips.append(self._finish(piece, index, ended))
                 piece = _Piece(index, starts_at_cut=cut)
             elif piece.state == "rejected" and piece.reject[1] == "no_face" and (index - piece.start) % self.visible_every == 0:
                 if self._faces(rgb, piece):      # a face appeared without a cut: it starts a new piece
@@ -139,6 +140,16 @@ class UnitExtractor:
         if piece is not None:
             clips.append(self._finish(piece, end, "end"))
         return clips
+
+    def _ends(self, piece: _Piece, cut: bool) -> str | None:
+        """Why the piece ends before this frame: a scene cut, the length limit, or its face leaving the crop."""
+        if cut:
+            return "cut"
+        if piece.state != "open":
+            return None
+        if piece.n >= self.max_frames:
+            return "max_length"
+        return "face_moved" if piece.observers["face"].moved else None
 
     def _faces(self, rgb: np.ndarray, piece: _Piece) -> list[Face]:
         """Faces on the full frame (a piece looking for its first face)."""
@@ -188,7 +199,7 @@ class UnitExtractor:
         piece.state, piece.clip_start = "open", frame.index
         piece.observers = {"face": FaceTrack(cfg.face, self.fps, piece.opened),
                            **({"flow": FlowObserver(cfg.flow, self.fps)} if cfg.flow.enabled else {}),
-                           "visibility": Visibility(cfg.visibility, self.fps)}
+                           "visibility": Visibility(cfg.visibility, self.fps, piece.crop)}
         enc = cfg.encode
         piece.encoder = ClipEncoder(self.staging / f"piece_{frame.index:09d}.mp4", cfg.face.size, self.fps,
                                     cfg.normalize.sample_rate, enc.codec, enc.preset, enc.crf, enc.audio_bitrate,

@@ -3,8 +3,11 @@
 A piece opens a clip on its first frame with a face (found on the full frame): the crop is
 `crop_scale` x the main face, and a clip that would need more than `max_upscale` enlargement to
 reach `size` pixels is rejected. Inside an open clip `FaceTrack` detects faces in the crop
-`detect_fps` times a second and interpolates in between (`Clip.face_track`, crop pixels, NaN
-where unknown). The rejection rules over the stored metrics are the pure `decide`.
+`detect_fps` times a second, follows the speaker from detection to detection and interpolates in
+between (`Clip.face_track`, crop pixels, NaN where unknown). It measures how far the face has moved
+from where it was when the clip opened (`pipelines/framing.py`); once that passes `max_drift`, the
+face is leaving its crop and the decode pass ends the clip there (`segment.end_reason: face_moved`),
+so a new piece re-centres on the face. The rejection rule over the stored metrics is the pure `decide`.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import numpy as np
 
 from vividhead.models.face_detect import Face
 from vividhead.pipelines.filter_config import FaceConfig
+from vividhead.pipelines.framing import drift, follow
 from vividhead.pipelines.records import Frame, Observer, StageResult
 
 METRICS: dict[str, str] = {
@@ -24,45 +28,54 @@ METRICS: dict[str, str] = {
     "side": "float",               # its box side in source pixels
     "count": "int",                # faces on the first frame
     "upscale": "float",            # size / crop side: the enlargement the crop needs
-    "max_center_shift": "float",   # largest distance of the tracked face from the crop centre / crop side
+    "max_drift": "float",          # largest distance of the face from its start position / crop side, before any cut
+    "moved_at": "float",           # seconds into the clip where the drift passed face.max_drift (the clip ends there)
     "track_ratio": "float",        # share of frames with a known face box
     "mask_source": "str",          # face_mesh or detection_box (mask.png of kept clips)
 }
 
 
 def decide(metrics: Mapping[str, Any], config: FaceConfig) -> tuple[str, str] | None:
-    """(reason, detail) when the crop needs too much upscaling or the face leaves the centre, else None."""
+    """(reason, detail) when the crop needs too much upscaling, else None. (A face that moves too far
+    is not rejected: the clip is cut where it moved, see `FaceTrack`.)"""
     upscale = metrics.get("upscale")
     if upscale is not None and upscale > config.max_upscale:
         return ("resolution_too_low",
                 f"{config.size} px needs an upscale of {upscale:.2f} > face.max_upscale {config.max_upscale}")
-    shift = metrics.get("max_center_shift")
-    if shift is not None and shift > config.max_center_shift:
-        return ("face_left_center", f"the face centre moved {shift:.2f} of the crop side from the centre "
-                                    f"(> face.max_center_shift {config.max_center_shift})")
     return None
 
 
-def nearest(faces: list[Face], size: int) -> Face | None:
-    """The face nearest the crop centre (the tracked speaker), or None."""
-    if not faces:
-        return None
-    return min(faces, key=lambda f: np.hypot(f.center[0] - size / 2, f.center[1] - size / 2))
-
-
 class FaceTrack(Observer):
-    """Face boxes in the crop at `detect_fps`, interpolated to every frame of one clip."""
+    """Face boxes in the crop at `detect_fps`, interpolated to every frame of one clip, and the face's
+    drift from where it started; `moved` once the drift passes `max_drift` (the clip ends there)."""
 
     def __init__(self, config: FaceConfig, fps: float, opened: dict[str, Any]) -> None:
         self.config = config
+        self.fps = fps
         self.every = max(1, round(fps / config.detect_fps))
         self.opened = opened                          # the metrics of the first frame's detection
         self.boxes: dict[int, Face | None] = {}       # clip frame -> face in crop pixels
         self.frames = 0
+        self.start: Face | None = None                # the face at the clip's first detection
+        self.last: Face | None = None                 # the face at the latest detection that found it
+        self.max_drift = 0.0
+        self.moved_at: int | None = None              # clip frame where the drift passed max_drift
+
+    @property
+    def moved(self) -> bool:
+        return self.moved_at is not None
 
     def update(self, frame: Frame) -> None:
         if frame.clip_index % self.every == 0:
-            self.boxes[frame.clip_index] = nearest(frame.faces(), self.config.size)
+            face = follow(frame.faces(), self.last, self.config.size)
+            self.boxes[frame.clip_index] = face
+            if face is not None and not self.moved:
+                self.start, self.last = self.start or face, face
+                moved = drift(face, self.start, self.config.size)
+                if moved > self.config.max_drift:
+                    self.moved_at = frame.clip_index
+                else:
+                    self.max_drift = max(self.max_drift, moved)
         self.frames += 1
 
     def track(self) -> np.ndarray:
@@ -87,10 +100,8 @@ class FaceTrack(Observer):
         return track
 
     def finish(self) -> StageResult:
-        size = self.config.size
-        found = [f for f in self.boxes.values() if f is not None]
-        shifts = [np.hypot(f.center[0] - size / 2, f.center[1] - size / 2) / size for f in found]
         track = self.track()
-        metrics = {**self.opened, "max_center_shift": float(max(shifts)) if shifts else None,
+        metrics = {**self.opened, "max_drift": self.max_drift if self.start is not None else None,
+                   "moved_at": self.moved_at / self.fps if self.moved else None,
                    "track_ratio": float(np.isfinite(track[:, 0]).mean()) if len(track) else 0.0}
         return StageResult(metrics, *(decide(metrics, self.config) or (None, None)))

@@ -53,8 +53,8 @@ class FaceConfig(StrictModel):
     crop_scale: float = Field(2.0, gt=1)             # crop side = this x the larger side of the face box
     size: int = Field(512, gt=0)                     # output side in pixels
     max_upscale: float = Field(1.5, gt=0)            # reject when the crop must be enlarged more than this
-    max_center_shift: float = Field(0.25, gt=0)      # reject when the face centre leaves the crop centre by
-    #                                                  more than this fraction of the crop side
+    max_drift: float = Field(0.25, gt=0)             # end the clip where the face has moved this share of the crop
+    #                                                  side from its start position (dev speakers: <= 0.18)
 
 
 class FlowConfig(StrictModel):
@@ -72,6 +72,9 @@ class VisibilityConfig(StrictModel):
     enabled: bool = True
     sample_fps: float = Field(1.0, gt=0)             # paper: one frame per second
     max_missing_ratio: float = Field(0.2, ge=0, le=1)  # reject when more sampled frames than this lack a face
+    second_face_min_share: float = Field(0.5, gt=0, le=1)  # another face this size x the speaker's counts as a second one
+    max_second_face_ratio: float = Field(0.2, ge=0, le=1)  # reject when more samples than this show a second face
+    #                                                    (dev speakers: 0.0; a split screen: 1.0; crowds in passing: 0.2)
 
 
 # ------------------------------------------------------------------- stages 8-11: the model stages

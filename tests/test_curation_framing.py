@@ -12,16 +12,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import av
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
 from conftest import run_vividhead, shared_path
-from vividhead.config import BuildConfig
+from vividhead.pipelines.config import BuildConfig
 from vividhead.evaluation.curation_cases import moving, side_by_side
 from vividhead.models.face_detect import Face, MediapipeFaceDetector, crop_box, main_face
-from vividhead.pipelines.extract import decide_core
+from vividhead.pipelines import visibility
+from vividhead.pipelines.face_track import FaceTrack
+from vividhead.pipelines.filter_config import FaceConfig, VisibilityConfig
 from vividhead.pipelines.framing import comparable_faces, drift, follow
+from vividhead.pipelines.records import Frame
 
 DEV = shared_path() / "media" / "dev"
 needs_dev = pytest.mark.skipif(not (DEV / "DEV.md").is_file(), reason=f"dev footage not found at {DEV}")
@@ -119,11 +123,21 @@ def test_comparable_faces_counts_other_faces_of_at_least_the_share():
     assert comparable_faces([_face(200, 300, 180)], crop, 0.5) == 0             # no speaker in the crop
 
 
+def test_face_track_marks_where_the_face_moved_and_stops_measuring():
+    config = FaceConfig(detect_fps=25.0)
+    track = FaceTrack(config, 25.0, {})
+    for k, cx in enumerate([256, 270, 300, 350, 390, 420]):    # drifts 0 .. 0.32 of 512
+        track.update(Frame(k, np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 3), np.uint8),
+                           crop=np.zeros((8, 8, 3), np.uint8), clip_index=k, _faces=[_face(cx, 256, 200)]))
+    result = track.finish()
+    assert track.moved and result.metrics["moved_at"] == pytest.approx(4 / 25)       # 134/512 = 0.26 > 0.25
+    assert result.metrics["max_drift"] == pytest.approx(94 / 512) and result.reject is None
+
+
 def test_visibility_rejects_a_second_face_above_the_share_of_samples():
-    config = BuildConfig()
-    assert decide_core({"visibility.face_ratio": 1.0, "visibility.second_face_ratio": 0.2}, config) is None
-    stage, reason, detail = decide_core({"visibility.face_ratio": 1.0, "visibility.second_face_ratio": 0.5}, config)
-    assert (stage, reason) == ("visibility", "second_face") and "50%" in detail and "max_second_face_ratio 0.2" in detail
-    assert decide_core({"visibility.face_ratio": 0.5, "visibility.second_face_ratio": 0.5}, config)[1] == "face_missing"
-    off = BuildConfig(visibility={"enabled": False})
-    assert decide_core({"visibility.face_ratio": 1.0, "visibility.second_face_ratio": 1.0}, off) is None
+    config = VisibilityConfig()
+    assert visibility.decide({"face_ratio": 1.0, "second_face_ratio": 0.2}, config) is None
+    reason, detail = visibility.decide({"face_ratio": 1.0, "second_face_ratio": 0.5}, config)
+    assert reason == "second_face" and "50%" in detail and "max_second_face_ratio 0.2" in detail
+    assert visibility.decide({"face_ratio": 0.5, "second_face_ratio": 0.5}, config)[0] == "face_missing"
+    assert visibility.decide({"face_ratio": 1.0, "second_face_ratio": 1.0}, VisibilityConfig(enabled=False)) is None
