@@ -3,9 +3,14 @@
     python benchmarks/curation_accuracy.py                      # embedded defaults, no weights
     python benchmarks/curation_accuracy.py --weights manifests/weights.yaml   # SyncNet and the other weights
 
-1. Builds every clip of ../shared/media/dev with `vividhead build` (the config's defaults, or the
-   given weights manifest) and prints a confusion table against DEV.md's expected decisions: each
-   clip's outcome, the in-sync positives kept, the negatives rejected by kind, and the kept hours.
+1. Builds every clip of ../shared/media/dev once with `vividhead build` (no weights, or the given
+   weights manifest), with the thresholds of stages 5-9 opened so that every clip is measured by
+   every stage. Each clip is then decided with the embedded defaults by the stage table's own
+   `decide_clip`, in pipeline order, as resume and `inspect --what-if` do; what only the media can
+   decide (no face, no audio, a piece too short) stays as the build recorded it. It prints a
+   confusion table against DEV.md's expected decisions: each clip's outcome, the in-sync positives
+   kept, the negatives rejected by kind, and the kept hours; then, per threshold, its value, the
+   metric over DEV.md's positives and negatives, and the seconds it removes of each.
 2. Checks sync on every speaker DEV.md lists (in sync, even when the build rejects it for resolution)
    and on derived copies made with ffmpeg: audio shifted by +-200, 300, 500 and 1000 ms, one speaker's
    voice over another's face (dubbed), and speech over a face that does not speak (voice-over). The
@@ -34,6 +39,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from vividhead.pipelines.config import load_build_config, resolve_weights
+from vividhead.pipelines.stages import decide_clip, threshold_reasons
 from vividhead.evaluation.curation_cases import DevClip, dev_clips
 from vividhead.models.face_detect import MediapipeFaceDetector, crop_box, main_face
 from vividhead.pipelines import sync
@@ -46,7 +52,7 @@ REPO = Path(__file__).resolve().parents[1]
 SILENT_FACE = "eknim__video-retalking__lee.mp4"     # DEV.md: mouth mostly closed, no speech
 
 
-# Thresholds of stages 5-10 checked by --calibrate: (config field, metric column, rejects "above" or "below").
+# Thresholds of stages 5-9 measured on the dev clips: (config field, metric column, rejects "above" or "below").
 THRESHOLDS = (
     ("face.max_upscale", "face.upscale", "above"),
     ("face.max_drift", "face.max_drift", "above"),
@@ -64,7 +70,7 @@ OPEN = {"face": {"max_upscale": 100.0}, "flow": {"max_residual": 100.0},
 
 def run_build(clips: list[DevClip], dev: Path, work: Path, weights: Path | None, workers: int,
               name: str = "build", overrides: dict | None = None) -> list[dict]:
-    """`vividhead build` over the dev clips; the manifest rows."""
+    """`vividhead build` over the dev clips with `overrides` of the build config; the manifest rows."""
     sources, config, out = work / "sources.yaml", work / f"{name}.yaml", work / name
     sources.write_text(yaml.safe_dump({"sources": [{"path": str(dev / c.file), "dataset": "dev"} for c in clips]}))
     if weights is None:                               # embedded defaults: an empty weights manifest
@@ -73,8 +79,25 @@ def run_build(clips: list[DevClip], dev: Path, work: Path, weights: Path | None,
     config.write_text(yaml.safe_dump({"weights_manifest": str(weights.resolve()), **(overrides or {})}))
     command = [sys.executable, "-m", "vividhead.cli", "build", "--sources", str(sources), "--out", str(out),
                "--config", str(config), "--workers", str(workers), "--no-progress"]
-    subprocess.run(command, check=True, cwd=REPO)
+    for attempt in range(3):                          # a loaded machine can time Ray's start-up out; the build resumes
+        if subprocess.run(command, cwd=REPO).returncode == 0:
+            break
+    else:
+        raise SystemExit(f"vividhead build failed three times: {' '.join(command)}")
     return [row for part in sorted((out / "manifest").glob("*.parquet")) for row in pq.read_table(part).to_pylist()]
+
+
+def with_defaults(rows: list[dict], config) -> list[dict]:
+    """The rows of the opened build, decided as the embedded defaults decide them (threshold rules only)."""
+    by_threshold = threshold_reasons()
+    decided = []
+    for row in rows:
+        if row["status"] == "kept" or (row["status"] == "rejected" and row["reject_reason"] in by_threshold):
+            verdict = decide_clip(row, config)
+            status, (stage, reason, detail) = ("rejected", verdict) if verdict else ("kept", (None, None, None))
+            row = {**row, "status": status, "reject_stage": stage, "reject_reason": reason, "reject_detail": detail}
+        decided.append(row)
+    return decided
 
 
 def confusion(clips: list[DevClip], rows: list[dict]) -> list[str]:
@@ -286,8 +309,6 @@ def main() -> int:
     parser.add_argument("--shifts", default="200,300,500,1000", help="audio shifts in ms, each applied +-")
     parser.add_argument("--workers", type=int, default=2, help="CPUs of the build's local Ray")
     parser.add_argument("--voices", type=int, default=3, help="dubbed copies per face (other speakers' voices)")
-    parser.add_argument("--calibrate", action="store_true",
-                        help="also build with the thresholds of stages 5-9 opened and print each one's distributions")
     args = parser.parse_args()
     if not (args.dev / "DEV.md").is_file():
         print(f"dev footage not found: {args.dev}/DEV.md", file=sys.stderr)
@@ -301,8 +322,9 @@ def main() -> int:
         if args.weights:
             config = config.model_copy(update={"weights_manifest": args.weights.resolve()})
         weights = resolve_weights(config) if args.weights else Weights()
-        rows = run_build(clips, args.dev, work, args.weights, args.workers)
-        faces = face_videos(clips, rows, args.dev, work, config)
+        measured_rows = run_build(clips, args.dev, work, args.weights, args.workers, "build", OPEN)
+        rows = with_defaults(measured_rows, config)
+        faces = face_videos(clips, measured_rows, args.dev, work, config)
         tally, measured = judge_sync(sync_cases(clips, args.dev, shifts, args.voices), faces, args.dev, work, config, weights)
         mode = "SyncNet" if weights.available("syncnet") else "weight-free check"
         print(f"\n== build with {'weights ' + str(args.weights) if args.weights else 'embedded defaults'} "
@@ -310,10 +332,8 @@ def main() -> int:
         print("\n".join(confusion(clips, rows)))
         print(f"\n== sync ({mode}) on in-sync speakers and derived copies")
         print("\n".join(sync_table(tally)))
-        if args.calibrate:
-            open_rows = run_build(clips, args.dev, work, args.weights, args.workers, "calibrate", OPEN)
-            print("\n== thresholds of stages 5-9 on the dev clips (a build with them opened; durations in s)")
-            print("\n".join(calibration(clips, open_rows, config)))
+        print("\n== thresholds of stages 5-9 on the dev clips (seconds each one removes at its value)")
+        print("\n".join(calibration(clips, measured_rows, config)))
         if measured:
             print(f"\n== the weight-free check's confidence z (lead window {config.sync.proxy_lead_frames} +- "
                   f"{config.sync.proxy_lead_tolerance} frames; verified at z >= {config.sync.proxy_min_z}, "

@@ -22,7 +22,7 @@ from vividhead.pipelines.records import Frame
 
 METRICS: dict[str, str] = {
     "starts_at_cut": "bool",       # the piece begins at a scene cut (else at the unit start or a given range)
-    "end_reason": "str",           # cut, max_length, face_appeared or end
+    "end_reason": "str",           # cut, max_length, face_appeared, face_moved or end
     "piece_start": "float",        # seconds: where the piece began (the clip may start later, at its first face)
     "seconds": "float",            # length of the clip in seconds
 }
