@@ -45,7 +45,7 @@ from vividhead.models.face_detect import MediapipeFaceDetector, crop_box, main_f
 from vividhead.pipelines import sync
 from vividhead.pipelines.clip_media import read_wav
 from vividhead.pipelines.records import Clip, Source
-from vividhead.shards import read_shard
+from vividhead.shards import read_members
 from vividhead.weights import Weights
 
 REPO = Path(__file__).resolve().parents[1]
@@ -194,8 +194,8 @@ def face_videos(clips: list[DevClip], rows: list[dict], dev: Path, work: Path, c
             kept[Path(row["uri"]).name] = row
     shards = {}
     for row in kept.values():
-        for key, files in read_shard(work / "build" / "shards" / row["shard"]):
-            shards[key] = files["mp4"]
+        found = read_members(work / "build" / "shards" / row["shard"], {row["key"]}, {"mp4"})
+        shards[row["key"]] = found[row["key"]]["mp4"]
     faces = {}
     folder = work / "faces"
     folder.mkdir(exist_ok=True)
@@ -264,7 +264,7 @@ def judge_sync(cases, faces, dev: Path, work: Path, config, weights) -> tuple[di
             if face not in gaps_of:
                 gaps_of[face] = sync.lip_gaps(clip, config.sync.proxy_max_resolution)[0]
             gaps = gaps_of[face]
-            samples = read_wav(wav)
+            samples = read_wav(wav, 16000)
             result = sync.proxy_result(gaps, samples, config.sync)
             corrected = sync.proxy_result(gaps, samples, correcting)
             verdict = ("rejected" if result.reject else "verified" if result.metrics["verified"] else "unsure")
