@@ -1,15 +1,19 @@
 """The `vividhead build` pipeline on Ray Data: the numbered stages of the README, one Ray call each.
 
-Read top to bottom. Stages 1-2 run as one task per source, 3-7 as one decode pass per work unit,
-and each model stage (8-11, the `clips` rows of the stage table) as an actor pool that loads its
-weights once per actor. Each call's num_cpus / num_gpus / concurrency come from the stage table,
-overridden by the build config's `resources:` section, and are written at the call. The driver
-commits each work unit (shard, then manifest part) as soon as its last clip arrives, so a killed
-build loses only the units in flight.
+Read top to bottom. Stages 1-2 run as one task per source, 3-7 as one decode pass per work unit
+that sends each clip on as soon as it is cut, and each model stage (8-11, the `clips` rows of the
+stage table) as an actor pool that loads its weights once per actor. The last call commits every
+clip on the worker as a segment; the driver only collects the segments' small records and sends
+each shard's worth to a pack task, which writes the training-sized shard and its manifest part
+(`pipelines/commit.py`, `pipelines/segments.py`). Each call's num_cpus / num_gpus / concurrency
+come from the stage table, overridden by the build config's `resources:` section, and are written
+at the call. A killed build loses only the clips being made; a re-run continues each unit where
+its committed pieces stop (`pipelines/resume.py`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import time
 from pathlib import Path
@@ -19,15 +23,18 @@ import ray
 from vividhead import __version__
 from vividhead.manifest import consolidate
 from vividhead.pipelines import fetch, stages
-from vividhead.pipelines.commit import Committer, OutputDir
+from vividhead.pipelines.commit import Committer, ShardTarget
 from vividhead.pipelines.config import BuildSettings, SourcesFile, resolve_weights
-from vividhead.pipelines.extract import extract_rows
+from vividhead.pipelines.extract import extract_rows, stream_each_clip
+from vividhead.pipelines.output import OutputDir
 from vividhead.pipelines.ray_setup import on_cluster, start_ray
 from vividhead.pipelines.resume import prepare
+from vividhead.pipelines.segments import write_segment
 from vividhead.pipelines.sources import expand_sources
 from vividhead.pipelines.stage_actor import ClipStageActor
 from vividhead.pipelines.summary import BuildSummary, count, write_build_json
 from vividhead.pipelines.units import SourceRejection, source_unit_id
+from vividhead.shards import shard_files
 
 
 def run_build(sources_file: SourcesFile, base: Path, out_dir: Path, config: BuildSettings,
@@ -40,18 +47,19 @@ def run_build(sources_file: SourcesFile, base: Path, out_dir: Path, config: Buil
               "stages_hash": config.stages_hash(weights), "pipeline_version": __version__}
     metric_types = stages.metric_types()
     state = prepare(out, config, hashes, metric_types)
-    summary = BuildSummary(str(out.root), units_resumed=len(state.done), units_redone=state.redo,
-                           units_redecided=len(state.redecided), orphans_removed=state.orphans_removed,
-                           config_changed=state.config_changed, stage_modes=stages.modes(config, weights))
-    committer = Committer(out, metric_types, hashes, state.done, progress)
+    summary = BuildSummary(str(out.root), units_redone=state.redo, units_redecided=len(state.redecided),
+                           orphans_removed=state.orphans_removed, config_changed=state.config_changed,
+                           stage_modes=stages.modes(config, weights))
     started_ray = start_ray(address, workers)
+    committer = Committer(out, metric_types, hashes, ShardTarget(config.shards.max_samples, config.shards.max_bytes),
+                          config.ray_resources("pack"), state.pending, state.next_number, progress)
     try:
         cluster = ray.cluster_resources()
 
         # 1-2. sources, probe: expand sources.yaml (driver); fetch, MD5 and probe each source (tasks); dedupe (driver)
         sources, missing = expand_sources(sources_file, base)
-        for source, reason, detail in missing:
-            committer.reject(SourceRejection(source_unit_id(source, "missing"), source, "sources", reason, detail))
+        rejections = [SourceRejection(source_unit_id(source, "missing"), source, "sources", reason, detail)
+                      for source, reason, detail in missing]
         fetched = []
         if sources:
             r = on_cluster(config.ray_resources("fetch"), cluster, pool=False)
@@ -62,14 +70,21 @@ def run_build(sources_file: SourcesFile, base: Path, out_dir: Path, config: Buil
                         max_retries=config.run.max_retries)
             fetched = ds.take_all()
         plan = fetch.plan(fetched, out.md5_cache)
-        for rejection in plan.rejections:
-            committer.reject(rejection)
+        for rejection in [*rejections, *plan.rejections]:
+            if rejection.unit_id not in state.rows:
+                committer.reject(rejection)
+        points = {unit.unit_id: state.point(unit) for unit in plan.units}
+        todo = [dataclasses.replace(unit, resume_at=points[unit.unit_id].resume_at,
+                                    resume_starts_at_cut=points[unit.unit_id].starts_at_cut)
+                for unit in plan.units if not points[unit.unit_id].done]
         summary.sources, summary.units = len(sources), len(plan.units)
-        todo = [unit for unit in plan.units if unit.unit_id not in state.done]
-        committer.start(plan.units, len(sources))
+        summary.units_resumed = len(plan.units) - len(todo)
+        summary.units_continued = sum(unit.resume_at is not None for unit in todo)
+        committer.start(plan.units, len(sources), summary.units_resumed)
         if todo:
-            # 3-7. segment, normalize, face, flow, visibility: one decode pass per work unit (tasks)
+            # 3-7. segment, normalize, face, flow, visibility: one decode pass per work unit (tasks), clip by clip
             r = on_cluster(config.ray_resources("decode"), cluster, pool=False)
+            stream_each_clip(ray.data.DataContext.get_current())
             ds = ray.data.from_items([{"unit": pickle.dumps(u)} for u in todo], override_num_blocks=len(todo))
             ds = ds.flat_map(extract_rows, fn_args=(config, str(out.staging)),
                              num_cpus=r.num_cpus, num_gpus=r.num_gpus, concurrency=r.concurrency,
@@ -81,15 +96,21 @@ def run_build(sources_file: SourcesFile, base: Path, out_dir: Path, config: Buil
                 ds = ds.map(ClipStageActor, fn_constructor_args=(stage, config.stage_config(stage), weights),
                             num_cpus=r.num_cpus, num_gpus=r.num_gpus, concurrency=r.concurrency)
 
-            # commit: each unit's shard, then its manifest part, as soon as its last clip arrives (driver)
-            for row in ds.iter_rows():
-                committer.add(row["unit"], row["rows"], pickle.loads(row["clip"]))
+            # commit: each clip becomes a segment on its worker; full shards are packed by tasks (pipelines/commit.py)
+            r = on_cluster(config.ray_resources("commit"), cluster, pool=False)
+            committed = {unit.unit_id: state.committed(unit.unit_id) for unit in todo if unit.unit_id in state.rows}
+            ds = ds.map(write_segment, fn_args=(str(out.root), hashes, committed),
+                        num_cpus=r.num_cpus, num_gpus=r.num_gpus, concurrency=r.concurrency,
+                        max_retries=config.run.max_retries)
+            for record in ds.iter_rows():
+                committer.add(record)
         committer.finish_missing(todo, "the unit's worker failed after run.max_retries retries")
+        committer.finish()
     finally:
         committer.close()
         if started_ray:
             ray.shutdown()
-    count(summary, consolidate(out.root), len(list(out.shards.glob("*.tar"))))
+    count(summary, consolidate(out.root), len(shard_files(out.shards)))
     summary.seconds = time.time() - started
     write_build_json(out, config, hashes, stages.stage_names(), summary)
     return summary

@@ -1,146 +1,36 @@
-"""Committing the build's output, unit by unit: shard first, then the manifest part (the commit marker).
+"""The driver's side of committing: which segments go into which shard, and the progress bar.
 
-`Committer` runs on the driver: it gathers each unit's rows as they arrive from the Ray pipeline,
-commits a unit as soon as its last clip is in (`commit_unit`), commits source-level rejections,
-records units whose worker died as failed, and draws the progress bar. `OutputDir` names the
-paths of an output directory. Resume (what a previous run committed) is `pipelines/resume.py`.
+Clips are committed on the workers, one segment each, as they leave the model stages
+(`pipelines/segments.py`). The driver's `Committer` receives only their small records. It keeps
+the list of segments not yet packed and, as soon as they hold a shard's worth of kept samples
+(`shards.max_samples` or `shards.max_bytes`), sends them to a `pack` task on a worker, with every
+rejected row that came in meanwhile; what is left is packed when the build ends. It counts each
+unit's rows to know when the unit is complete, records units whose worker died as failed, stops
+the build with one line on an environment failure, and draws the progress bar.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
+import pickle
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
+import ray
 from tqdm import tqdm
 
 from vividhead.envfail import ENVIRONMENT_REASON, EnvironmentFailure
-from vividhead.manifest import ATTRIBUTES, manifest_schema, rows_table, safe_text, write_atomic
-from vividhead.pipelines.records import Clip, Source
-from vividhead.pipelines.units import SourceRejection, WorkUnit, probe_metrics
-from vividhead.shards import write_shard
-
-STAGES_KEY = b"vividhead.stages_hash"              # Parquet metadata: the hash of the model stages' config
-
-
-@dataclass
-class OutputDir:
-    """Paths of a build's output directory."""
-
-    root: Path
-
-    @property
-    def shards(self) -> Path:
-        return self.root / "shards"
-
-    @property
-    def parts(self) -> Path:
-        return self.root / "manifest"
-
-    @property
-    def staging(self) -> Path:
-        return self.root / ".staging"
-
-    @property
-    def downloads(self) -> Path:
-        return self.root / ".downloads"
-
-    @property
-    def md5_cache(self) -> Path:
-        return self.root / ".cache" / "md5.json"
-
-    def shard(self, unit: str) -> Path:
-        return self.shards / f"{unit}.tar"
-
-    def part(self, unit: str) -> Path:
-        return self.parts / f"{unit}.parquet"
+from vividhead.pipelines.output import OutputDir, pack_name
+from vividhead.pipelines.records import Clip
+from vividhead.pipelines.segments import Segment, pack, write_segment, write_source_segment
+from vividhead.pipelines.stages import Resources
+from vividhead.pipelines.units import SourceRejection, WorkUnit
 
 
-# -------------------------------------------------------------------------------------------- rows
+@dataclass(frozen=True)
+class ShardTarget:
+    """When a shard is full: whichever of the two is reached first."""
 
-
-def _source_columns(source: Source) -> dict[str, Any]:
-    given = dict(source.attributes)
-    row: dict[str, Any] = {"source_id": safe_text(source.source_id), "dataset": source.dataset,
-                           "uri": safe_text(source.uri), "md5": source.md5}
-    for name in ATTRIBUTES:
-        row[name] = given.get(name, "unknown")
-        row[f"{name}_provenance"] = "given" if name in given else "unknown"
-    return row
-
-
-def clip_row(clip: Clip, unit: str, shard: str | None, hashes: dict[str, str]) -> dict[str, Any]:
-    """The manifest row of one clip (kept, rejected, skipped or failed)."""
-    row = _source_columns(clip.source)
-    x, y, side = clip.crop_box if clip.crop_box else (None, None, None)
-    row.update({
-        "key": clip.key, "unit": unit, "status": clip.status, "reject_stage": clip.reject_stage,
-        "reject_reason": clip.reject_reason, "reject_detail": safe_text(clip.reject_detail),
-        "start": clip.start, "end": clip.end, "duration": clip.end - clip.start, "n_frames": clip.n_frames,
-        "crop_x": x, "crop_y": y, "crop_side": side, "shard": shard if clip.status == "kept" else None,
-        "timings": json.dumps({k: round(v, 4) for k, v in clip.timings.items()}, sort_keys=True), **hashes,
-    })
-    for name, attribute in clip.attributes.items():
-        if name in ATTRIBUTES:
-            row[name], row[f"{name}_provenance"] = attribute.value, attribute.provenance
-    row.update(clip.metrics)
-    return row
-
-
-def source_row(rejection: SourceRejection, hashes: dict[str, str]) -> dict[str, Any]:
-    """The manifest row of a source rejected, skipped or failed before segmentation."""
-    row = _source_columns(rejection.source)
-    metrics = probe_metrics(rejection.info) if rejection.info is not None else {}
-    row.update({"key": None, "unit": rejection.unit_id, "status": rejection.status, "reject_stage": rejection.stage,
-                "reject_reason": rejection.reason, "reject_detail": safe_text(rejection.detail), "timings": "{}",
-                **hashes, **metrics})
-    return row
-
-
-def jsonable(row: dict[str, Any]) -> dict[str, Any]:
-    """A manifest row as the shard's `json` member holds it (NaN -> null, timings as an object)."""
-    out = {}
-    for key, value in row.items():
-        if isinstance(value, float) and value != value:
-            value = None
-        elif hasattr(value, "item"):
-            value = value.item()
-        out[key] = value
-    if isinstance(out.get("timings"), str):
-        out["timings"] = json.loads(out["timings"])
-    return out
-
-
-def write_part(out: OutputDir, unit: str, rows: list[dict[str, Any]], metric_types: dict[str, str],
-               hashes: dict[str, str]) -> None:
-    """Write a unit's manifest part atomically, with the model stages' hash in its metadata."""
-    table = rows_table(rows, manifest_schema(metric_types))
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), STAGES_KEY: hashes.get("stages_hash", "")})
-    write_atomic(table, out.part(unit))
-
-
-def commit_unit(out: OutputDir, unit: str, rows: list[dict[str, Any]], clips: list[Clip],
-                metric_types: dict[str, str], hashes: dict[str, str]) -> None:
-    """Write the unit's shard (kept clips), then its manifest part (the commit marker)."""
-    shard_name = out.shard(unit).name
-    all_rows = list(rows)
-    samples = []
-    for clip in clips:
-        row = clip_row(clip, unit, shard_name, hashes)
-        all_rows.append(row)
-        if clip.status == "kept":
-            files = {"mp4": Path(clip.video_path).read_bytes(), "wav": Path(clip.wav_path).read_bytes(),
-                     **clip.outputs, "json": json.dumps(jsonable(row), sort_keys=True).encode()}
-            samples.append((clip.key, files))
-    if samples:
-        write_shard(out.shard(unit), samples)
-    write_part(out, unit, all_rows, metric_types, hashes)
-    shutil.rmtree(out.staging / unit, ignore_errors=True)
-
-
-# --------------------------------------------------------------------------------------- committer
+    max_samples: int
+    max_bytes: int
 
 
 @dataclass
@@ -153,67 +43,102 @@ class Tally:
 
 
 class Committer:
-    """Collects rows per unit on the driver and commits each complete unit; drives the progress bar."""
+    """Collects the committed segments' records on the driver and packs them into shards on the workers."""
 
-    def __init__(self, out: OutputDir, metric_types: dict[str, str], hashes: dict[str, str], done: set[str],
-                 progress: bool) -> None:
-        self.out, self.metric_types, self.hashes, self.done = out, metric_types, hashes, done
-        self.pending: dict[str, list[Clip]] = {}
+    def __init__(self, out: OutputDir, metric_types: dict[str, str], hashes: dict[str, str], target: ShardTarget,
+                 pack_resources: Resources, pending: list[Segment], next_number: int, progress: bool) -> None:
+        self.out, self.metric_types, self.hashes, self.target = out, metric_types, hashes, target
+        self.pending = list(pending)
+        self.number = next_number
         self.progress = progress
         self.tally = Tally()
         self.bar: tqdm | None = None
+        self.received: dict[str, int] = {}
+        self.expected: dict[str, int] = {}
+        self.complete: set[str] = set()
+        self.packs: list[ray.ObjectRef] = []
+        self._pack = ray.remote(pack).options(num_cpus=pack_resources.num_cpus, num_gpus=pack_resources.num_gpus,
+                                              max_retries=2)
 
+    # ------------------------------------------------------------------------------------- input
     def reject(self, rejection: SourceRejection) -> None:
         """Commit a source rejected, skipped or failed before segmentation (one row)."""
-        if rejection.unit_id in self.done:
-            return
         if rejection.reason == ENVIRONMENT_REASON:
             raise EnvironmentFailure(rejection.detail)
-        commit_unit(self.out, rejection.unit_id, [source_row(rejection, self.hashes)], [], self.metric_types,
-                    self.hashes)
-        self.done.add(rejection.unit_id)
-        self._count(rejection.status == "kept", 0.0)
+        self._pending(write_source_segment(self.out, rejection, self.hashes))
 
-    def start(self, units: list[WorkUnit], sources: int) -> None:
+    def start(self, units: list[WorkUnit], sources: int, done: int) -> None:
         if self.progress:
-            self.bar = tqdm(total=len(units), initial=sum(u.unit_id in self.done for u in units), unit="unit",
-                            desc=f"build: {sources} sources", dynamic_ncols=True)
+            self.bar = tqdm(total=len(units), initial=done, unit="unit", desc=f"build: {sources} sources",
+                            dynamic_ncols=True)
 
-    def add(self, unit: str, rows: int, clip: Clip) -> None:
-        """One clip of `unit` (which has `rows` in all) arrived; commit the unit when it is complete."""
-        if clip.reject_reason == ENVIRONMENT_REASON:
-            raise EnvironmentFailure(clip.reject_detail)
-        clips = self.pending.setdefault(unit, [])
-        clips.append(clip)
-        if len(clips) == rows:
-            self._commit(unit, self.pending.pop(unit))
+    def add(self, record: dict) -> None:
+        """The record of one committed clip (`segments.write_segment`); packs when a shard is full."""
+        if record["env"]:
+            raise EnvironmentFailure(record["env"])
+        unit = record["unit"]
+        if not record["duplicate"]:
+            self._pending(Segment(unit, record["key"], record["path"], record["status"], record["bytes"],
+                                  record["hours"]))
+        self.received[unit] = self.received.get(unit, 0) + 1
+        if record["pieces"]:
+            self.expected[unit] = record["pieces"]
+        if self.received[unit] == self.expected.get(unit):
+            self.complete.add(unit)
+            if self.bar is not None:
+                self.bar.update(1)
+        self._check_packs(block=False)
 
     def finish_missing(self, units: list[WorkUnit], detail: str) -> None:
-        """Units that never reported back (their worker died): failed rows, redone on resume."""
+        """Units that never reported all their clips (their worker died): a failed row, redone on resume."""
         for unit in units:
-            if unit.unit_id in self.done:
+            if unit.unit_id in self.complete:
                 continue
             failed = Clip(key=f"{unit.unit_id}_failed", source=unit.source, start=unit.start, end=unit.end,
                           status="failed", reject_stage="extract", reject_reason="worker_died", reject_detail=detail)
-            self._commit(unit.unit_id, [*self.pending.pop(unit.unit_id, []), failed])
+            record = write_segment({"unit": unit.unit_id, "clip": pickle.dumps(failed), "pieces": 0},
+                                   str(self.out.root), self.hashes, {})
+            self.add(record)
+
+    def finish(self) -> None:
+        """Pack what is left and wait for every pack (at the end of a build that ran to its end)."""
+        if self.pending:
+            self._send(self.pending)
+            self.pending = []
+        self._check_packs(block=True)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
 
-    def _commit(self, unit: str, clips: list[Clip]) -> None:
-        clips.sort(key=lambda c: c.start)
-        commit_unit(self.out, unit, [], clips, self.metric_types, self.hashes)
-        self.done.add(unit)
-        for clip in clips:
-            self._count(clip.status == "kept", (clip.end - clip.start) / 3600)
-        if self.bar is not None:
-            self.bar.update(1)
+    # ------------------------------------------------------------------------------------- packing
+    def _pending(self, segment: Segment) -> None:
+        self.pending.append(segment)
+        self._count(segment)
+        kept = [s for s in self.pending if s.status == "kept"]
+        if len(kept) >= self.target.max_samples or sum(s.bytes for s in kept) >= self.target.max_bytes:
+            self._send(self.pending)
+            self.pending = []
 
-    def _count(self, kept: bool, hours: float) -> None:
-        if kept:
+    def _send(self, segments: list[Segment]) -> None:
+        paths = [s.path for s in sorted(segments, key=lambda s: (s.unit, s.key))]
+        self.packs.append(self._pack.remote(str(self.out.root), pack_name(self.number), paths, self.metric_types,
+                                            self.hashes["stages_hash"]))
+        self.number += 1
+
+    def _check_packs(self, block: bool) -> None:
+        """Collect finished packs; an environment failure inside one stops the build with its line."""
+        if not self.packs:
+            return
+        ready, self.packs = ray.wait(self.packs, num_returns=len(self.packs), timeout=None if block else 0)
+        for failure in ray.get(ready):
+            if failure:
+                raise EnvironmentFailure(failure)
+
+    def _count(self, segment: Segment) -> None:
+        if segment.status == "kept":
             self.tally.kept += 1
-            self.tally.kept_hours += hours
+            self.tally.kept_hours += segment.hours
         else:
             self.tally.other += 1
         if self.bar is not None:

@@ -17,7 +17,7 @@ from pydantic import Field, create_model, field_validator, model_validator
 
 from vividhead.configfile import StrictModel, load_yaml_model
 from vividhead.pipelines import stages as table
-from vividhead.pipelines.stages import DECODE, FETCH, Resources, Stage
+from vividhead.pipelines.stages import COMMIT, DECODE, FETCH, PACK, Resources, Stage
 from vividhead.weights import Weights, load_weights_manifest
 
 
@@ -115,6 +115,13 @@ class RunConfig(StrictModel):
     max_retries: int = Field(2, ge=0)                # Ray retries of a task whose worker died
 
 
+class ShardsConfig(StrictModel):
+    """Size of the output shards: a shard is closed when either target is reached (the last one is smaller)."""
+
+    max_samples: int = Field(1000, gt=0)             # WebDataset's usual: about 1,000 samples ...
+    max_bytes: int = Field(1_000_000_000, gt=0)      # ... or about 1 GB per shard
+
+
 class ResourcesConfig(StrictModel):
     """Overrides of one Ray call's resources (unset fields keep the stage table's defaults)."""
 
@@ -129,8 +136,9 @@ class ResourcesConfig(StrictModel):
 
 
 def ray_calls() -> dict[str, Resources]:
-    """The Ray calls of the build and their default resources: fetch, decode, then each model stage."""
-    return {"fetch": FETCH, "decode": DECODE, **{s.name: s.resources for s in table.STAGES if s.runs == "clips"}}
+    """The Ray calls of the build and their default resources: fetch, decode, each model stage, commit, pack."""
+    return {"fetch": FETCH, "decode": DECODE, **{s.name: s.resources for s in table.STAGES if s.runs == "clips"},
+            "commit": COMMIT, "pack": PACK}
 
 
 class BuildSettings(StrictModel):
@@ -187,8 +195,9 @@ class BuildSettings(StrictModel):
         return _hash({"sections": sections, "weights": files})
 
     def config_hash(self) -> str:
-        """Hash of the whole config, weights included."""
-        return _hash(self.model_dump(mode="json"))
+        """Hash of what decides the rows: the whole config, weights included, but not how the build runs
+        (`run`, `resources`) or how its output is cut into shards (`shards`)."""
+        return _hash(self.model_dump(mode="json", exclude={"run", "resources", "shards"}))
 
 
 def build_config_model() -> type[BuildSettings]:
@@ -198,6 +207,7 @@ def build_config_model() -> type[BuildSettings]:
         "BuildConfig", __base__=BuildSettings, __module__=__name__, **sections,
         encode=(EncodeConfig, Field(default_factory=EncodeConfig)),
         run=(RunConfig, Field(default_factory=RunConfig)),
+        shards=(ShardsConfig, Field(default_factory=ShardsConfig)),
         resources=(dict[str, ResourcesConfig], Field(default_factory=dict)),   # per Ray call: fetch, decode, a stage
         weights_manifest=(Path | None, None),     # default: manifests/weights.yaml of the project, if present
         weights=(dict[str, Path | None], Field(default_factory=dict)),   # overrides of single weights entries

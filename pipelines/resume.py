@@ -1,117 +1,198 @@
-"""Resume: what a previous run committed in an output directory, and what a config change re-decides.
+"""Resume: what earlier runs committed in an output directory, and what a config change re-decides.
 
-A unit is committed when `manifest/<unit>.parquet` exists. Before a (re)run, `prepare` deletes
-temporary files, staging folders and orphan shards (a shard without its part, from a killed run),
-and sorts the committed units: kept as they are, re-decided from their stored metrics when only
-thresholds changed (the stage table's threshold fields), or redone when they hold failed rows, when
-the clip-defining config (content hash) changed, or when a model stage's other settings or weights
-changed (stages hash).
+A clip is committed once its segment exists (`pipelines/segments.py`) or its row is in a manifest
+part. Before a (re)run, `prepare`:
+- deletes temporary files and staging folders, finishes or undoes interrupted packs, and deletes
+  orphan shards (a shard without its part);
+- reads what the parts hold through the ledger, `.cache/ledger.parquet`: a narrow copy of the
+  parts' rows (unit, key, status, piece bounds, hashes) with each part's size and mtime, so a
+  re-run reads only the parts written since the last one;
+- rewrites the parts whose rows need it: rows of another clip-defining config (content hash) or
+  model-stage config (stages hash) are dropped with their shard, failed rows are dropped, and when
+  only thresholds changed (the stage table's threshold fields) each row is re-decided from its
+  stored metrics; a kept clip that now fails leaves its shard, a rejected clip that would now pass
+  is dropped so that its piece is made again;
+- gives each unit its resume point (`units.resume_point`): units with every piece committed are
+  done, the others restart where their committed pieces stop.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
+from vividhead.manifest import write_atomic
 from vividhead.pipelines import stages as table
-from vividhead.pipelines.commit import STAGES_KEY, OutputDir, jsonable, write_part
+from vividhead.pipelines.output import OutputDir, pack_number
+from vividhead.pipelines.rows import STAGES_KEY, row_from_json, sample_json, write_part
+from vividhead.pipelines.segments import Segment, read_segment_rows, recover
+from vividhead.pipelines.units import ResumePoint, WorkUnit, resume_point
 from vividhead.shards import iter_samples, write_shard
+
+LEDGER_COLUMNS = ("key", "unit", "status", "start", "end", "segment.piece_start", "segment.end_reason",
+                  "config_hash", "content_hash")
+STAMPS_KEY = b"vividhead.part_stamps"             # ledger metadata: part name -> [size, mtime_ns]
 
 
 @dataclass
 class ResumeState:
-    """Units already committed, and what the start-up clean-up did."""
+    """What earlier runs committed, and what the start-up clean-up did."""
 
-    done: set[str] = field(default_factory=set)
-    redo: dict[str, str] = field(default_factory=dict)       # unit -> why it is redone
-    redecided: set[str] = field(default_factory=set)        # re-decided from stored metrics, no decode
+    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)   # unit -> its committed rows (narrow)
+    pending: list[Segment] = field(default_factory=list)                  # committed, not yet packed
+    next_number: int = 0                                                  # of the next shard
+    redo: dict[str, str] = field(default_factory=dict)                    # unit -> why some of it is made again
+    redecided: set[str] = field(default_factory=set)                      # units re-decided from stored metrics
     orphans_removed: int = 0
     config_changed: bool = False
+
+    def point(self, unit: WorkUnit) -> ResumePoint:
+        """Where `unit` stands: done, to continue from a piece boundary, or to make from its start."""
+        return resume_point(unit, self.rows.get(unit.unit_id, []))
+
+    def committed(self, unit: str) -> frozenset[str]:
+        return frozenset(row["key"] for row in self.rows.get(unit, []) if row["key"])
 
 
 def prepare(out: OutputDir, config: Any, hashes: dict[str, str], metric_types: dict[str, str]) -> ResumeState:
     """Inspect and clean the output directory before a (re)run; re-decide what a threshold change allows."""
     state = ResumeState()
-    for folder in (out.shards, out.parts):
+    for folder in (out.shards, out.parts, out.segments):
         folder.mkdir(parents=True, exist_ok=True)
-        for tmp in folder.glob(".*.tmp"):
+        for tmp in folder.rglob(".*.tmp"):
             tmp.unlink()
     if out.staging.exists():
         shutil.rmtree(out.staging)
-    for part in sorted(out.parts.glob("*.parquet")):
-        unit = part.stem
-        found = pq.read_table(part, columns=["status", "content_hash", "config_hash"])
-        statuses = set(found.column("status").to_pylist())
-        contents = set(found.column("content_hash").to_pylist()) - {None}
-        configs = set(found.column("config_hash").to_pylist())
-        stored = (pq.read_schema(part).metadata or {}).get(STAGES_KEY, b"").decode()
-        if configs - {hashes["config_hash"]}:
-            state.config_changed = True
-        reason = None
-        if "failed" in statuses:
-            reason = "failed before"
-        elif contents - {hashes["content_hash"]}:
-            reason = "the clip-defining config changed"
-        elif configs - {hashes["config_hash"]}:
-            if stored != hashes["stages_hash"]:
-                reason = "a model stage's config or weights changed"
-            else:
-                reason = redecide(out, unit, config, hashes, metric_types)
-                if reason is None:
-                    state.redecided.add(unit)
-        if reason:
-            state.redo[unit] = reason
-            part.unlink()
-            out.shard(unit).unlink(missing_ok=True)
-        else:
-            state.done.add(unit)
-    for shard in sorted(out.shards.glob("*.tar")):
-        if shard.stem not in state.done:
+    state.orphans_removed = recover(out)
+    parts = {p.stem for p in out.parts.glob("*.parquet")}
+    for shard in out.shards.glob("*.tar"):
+        if shard.stem not in parts:
             shard.unlink()
             state.orphans_removed += 1
+    numbers = [pack_number(name) for name in parts]
+    state.next_number = max([n for n in numbers if n is not None], default=-1) + 1
+
+    ledger = _ledger(out)
+    for name in sorted({row["part"] for row in ledger}):
+        rows = [row for row in ledger if row["part"] == name]
+        if any(row["status"] == "failed" or row["config_hash"] != hashes["config_hash"] for row in rows):
+            _rewrite(out, name, config, hashes, metric_types, state)
+    ledger = _ledger(out)
+    segments = _pending_segments(out, hashes, state)
+
+    by_unit: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in [*ledger, *segments]:
+        by_unit[row["unit"]].append(row)
+        state.config_changed |= row["config_hash"] != hashes["config_hash"]
+    state.rows = dict(by_unit)
     return state
 
 
-def redecide(out: OutputDir, unit: str, config: Any, hashes: dict[str, str],
-             metric_types: dict[str, str]) -> str | None:
-    """Re-decide a unit's clips from their stored metrics under new thresholds, in table order.
+# ------------------------------------------------------------------------------------------- ledger
+def _stamp(path: Path) -> list[int]:
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns]
 
-    Clips that now fail leave the shard; the part is rewritten. Returns why the unit must be
-    decoded again instead (a clip rejected before would now pass, or a source-level row), else None.
-    """
-    order = [stage.name for stage in table.STAGES if stage.decide is not None]
-    by_threshold = table.threshold_reasons()
-    rows = pq.read_table(out.part(unit)).to_pylist()
-    removed: set[str] = set()
+
+def _ledger(out: OutputDir) -> list[dict[str, Any]]:
+    """The narrow rows of every part, read from the ledger and, for parts new or changed since, from the parts."""
+    stamps = {part.stem: _stamp(part) for part in out.parts.glob("*.parquet")}
+    known: dict[str, list[int]] = {}
+    cached: list[dict[str, Any]] = []
+    if out.ledger.exists():
+        found = pq.read_table(out.ledger)
+        known = json.loads((found.schema.metadata or {}).get(STAMPS_KEY, b"{}"))
+        cached = [row for row in found.to_pylist() if stamps.get(row["part"]) == known.get(row["part"])]
+    fresh = {name for name, stamp in stamps.items() if known.get(name) != stamp}
+    for name in sorted(fresh):
+        part = pq.read_table(out.part(name))
+        columns = {column: part.column(column).to_pylist() if column in part.column_names else [None] * part.num_rows
+                   for column in LEDGER_COLUMNS}
+        cached += [{"part": name, **{c: columns[c][i] for c in LEDGER_COLUMNS}} for i in range(part.num_rows)]
+    if fresh or set(known) != set(stamps):
+        schema = pa.schema([("part", pa.string()), *[(c, pa.float64() if c in ("start", "end", "segment.piece_start")
+                                                      else pa.string()) for c in LEDGER_COLUMNS]])
+        found = pa.Table.from_pylist(cached, schema=schema)
+        write_atomic(found.replace_schema_metadata({STAMPS_KEY: json.dumps(stamps)}), out.ledger)
+    return cached
+
+
+# ------------------------------------------------------------------------------------------ rewrite
+def _rewrite(out: OutputDir, name: str, config: Any, hashes: dict[str, str], metric_types: dict[str, str],
+             state: ResumeState) -> None:
+    """Drop, re-decide or keep each row of one part; rewrite its shard (first) and the part (the commit)."""
+    rows = pq.read_table(out.part(name)).to_pylist()
+    stored = (pq.read_schema(out.part(name)).metadata or {}).get(STAGES_KEY, b"").decode()
+    kept_before = {row["key"] for row in rows if row["status"] == "kept"}
+    if stored != hashes["stages_hash"] or any(
+            row["content_hash"] not in (None, hashes["content_hash"]) for row in rows):
+        why = ("the clip-defining config changed" if stored == hashes["stages_hash"]
+               else "a model stage's config or weights changed")
+        state.redo.update({row["unit"]: why for row in rows})
+        out.shard(name).unlink(missing_ok=True)
+        out.part(name).unlink()
+        return
+    survivors = []
     for row in rows:
-        if row["key"] is None:
-            return "a source-level decision may change"
-        stage = row["reject_stage"] if row["status"] == "rejected" else None
-        if row["status"] != "kept" and stage not in order:
-            continue                                     # decided before any threshold (or failed)
-        new = table.decide_clip(row, config)
-        later = stage is not None and (new is None or order.index(new[0]) > order.index(stage))
-        if later and row["reject_reason"] in by_threshold:
-            return "a clip rejected before now passes its thresholds"
-        if new is None or later:
-            continue                                     # its decision stands
-        if row["status"] == "kept":
-            removed.add(row["key"])
-        row.update(status="rejected", reject_stage=new[0], reject_reason=new[1], reject_detail=new[2], shard=None)
-    for row in rows:
+        why = "failed before" if row["status"] == "failed" else (
+            None if row["config_hash"] == hashes["config_hash"] else _redecide(row, config))
+        if why is not None:
+            state.redo[row["unit"]] = why
+            continue
+        if row["config_hash"] != hashes["config_hash"]:
+            state.redecided.add(row["unit"])
         row.update(config_hash=hashes["config_hash"], stages_hash=hashes["stages_hash"])
-    by_key = {row["key"]: row for row in rows}
-    shard = out.shard(unit)
-    if shard.exists():
-        samples = [(s.key, {**s.files, "json": json.dumps(jsonable(by_key[s.key]), sort_keys=True).encode()})
-                   for s in iter_samples(shard) if s.key not in removed]
+        survivors.append(row)
+    kept_now = {row["key"] for row in survivors if row["status"] == "kept"}
+    if kept_now != kept_before and out.shard(name).exists():
+        by_key = {row["key"]: row for row in survivors}
+        samples = [(s.key, {**s.files, "json": sample_json(by_key[s.key])})
+                   for s in iter_samples(out.shard(name)) if s.key in kept_now]
         if samples:
-            write_shard(shard, samples)
+            write_shard(out.shard(name), samples)
         else:
-            shard.unlink()
-    write_part(out, unit, rows, metric_types, hashes)
+            out.shard(name).unlink()
+    if survivors:
+        write_part(out.part(name), survivors, metric_types, hashes["stages_hash"])
+    else:
+        out.part(name).unlink()
+
+
+def _redecide(row: dict[str, Any], config: Any) -> str | None:
+    """Re-decide one stored row under the current thresholds (in place); why it must be made again, or None."""
+    if row["key"] is None:
+        return "a source-level decision may change" if row.get("reject_stage") not in (None, "sources") else None
+    order = [stage.name for stage in table.STAGES if stage.decide is not None]
+    stage = row["reject_stage"] if row["status"] == "rejected" else None
+    if row["status"] != "kept" and stage not in order:
+        return None                                      # decided before any threshold
+    new = table.decide_clip(row, config)
+    later = stage is not None and (new is None or order.index(new[0]) > order.index(stage))
+    if later and row["reject_reason"] in table.threshold_reasons():
+        return "a clip rejected before now passes its thresholds"
+    if new is not None and not later:
+        row.update(status="rejected", reject_stage=new[0], reject_reason=new[1], reject_detail=new[2], shard=None)
     return None
+
+
+def _pending_segments(out: OutputDir, hashes: dict[str, str], state: ResumeState) -> list[dict[str, Any]]:
+    """The rows of committed, unpacked segments; those made under another config are deleted (remade)."""
+    rows = []
+    for row in read_segment_rows(out):
+        path = row.pop("_segment")
+        if row["status"] == "failed" or row["config_hash"] != hashes["config_hash"]:
+            state.redo[row["unit"]] = "failed before" if row["status"] == "failed" else "its segment predates the config"
+            state.config_changed |= row["config_hash"] != hashes["config_hash"]
+            Path(path).unlink()
+            continue
+        state.pending.append(Segment(row["unit"], row["key"] or row["unit"], path, row["status"], row.pop("_bytes"),
+                                     (row["duration"] or 0.0) / 3600))
+        rows.append({c: row.get(c) for c in LEDGER_COLUMNS})
+    return rows

@@ -71,6 +71,8 @@ class Stage:
 # The Ray calls that several stages share (overridable under `resources: {fetch: ..., decode: ...}`).
 FETCH = Resources(num_cpus=1)          # stages 1-2: one task per source (download, MD5, probe)
 DECODE = Resources(num_cpus=1)         # stages 3-7: one task per work unit (one decode, one encode)
+COMMIT = Resources(num_cpus=0.25)      # after stage 11: each clip written as a segment (file I/O)
+PACK = Resources(num_cpus=0.25)        # segments packed into a training-sized shard and its manifest part
 # Metrics of the pass itself rather than of one stage.
 PASS_METRICS: Mapping[str, str] = MappingProxyType({"extract.node": "str"})   # the Ray node that decoded the unit
 

@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 
 from vividhead import __version__
-from vividhead.pipelines.commit import OutputDir
+from vividhead.pipelines.output import OutputDir
 
 STATUSES = ("kept", "rejected", "skipped", "failed")
 
@@ -33,7 +33,8 @@ class BuildSummary:
     reasons: dict[str, int] = field(default_factory=dict)        # rejection reason (or status) -> rows not kept
     sources: int = 0
     units: int = 0
-    units_resumed: int = 0
+    units_resumed: int = 0                                         # every piece committed before this run
+    units_continued: int = 0                                       # continued where their committed pieces stop
     units_redone: dict[str, str] = field(default_factory=dict)
     units_redecided: int = 0
     orphans_removed: int = 0

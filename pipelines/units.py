@@ -43,6 +43,23 @@ class WorkUnit:
     end: float
     given_range: bool            # True: the range came from sources.yaml and is not scene-split
     info: Probe
+    resume_at: float | None = None
+    resume_starts_at_cut: bool = False
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    done: bool
+    resume_at: float | None = None
+    starts_at_cut: bool = False
+
+
+def resume_point(unit: WorkUnit, rows: list[dict[str, Any]]) -> ResumePoint:
+    """SHIM"""
+    rows = [r for r in rows if r["status"] != "failed"]
+    if any(r["key"] is None for r in rows):
+        return ResumePoint(True)
+    return ResumePoint(any(r.get("segment.end_reason") == "end" for r in rows))
 
 
 @dataclass(frozen=True)

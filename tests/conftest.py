@@ -21,6 +21,10 @@ def shared_path() -> Path:
     return Path(os.environ.get("VIVIDHEAD_SHARED", REPO.parent / "shared"))
 
 
+# A build config that switches the model stages (8-11) off: stages 1-7 only, fast on a CPU.
+CORE_ONLY = "".join(f"{name}: {{enabled: false}}\n" for name in ("occlusion", "speech", "sync", "annotate"))
+
+
 def run_vividhead(*args: str | Path, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
     """Run the `vividhead` CLI in a fresh process (argument list, no shell) and return the result."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}

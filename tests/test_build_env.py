@@ -21,11 +21,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import run_vividhead
+from conftest import CORE_ONLY, run_vividhead
 from vividhead.demo import make_demo_corpus
 from vividhead.envfail import environment_message
 
-CORE_ONLY = "".join(f"{name}: {{enabled: false}}\n" for name in ("occlusion", "speech", "sync", "annotate"))
 ENOSPC_HOOK = '''
 import errno, os
 

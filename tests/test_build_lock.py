@@ -22,11 +22,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import run_vividhead
+from conftest import CORE_ONLY, run_vividhead
 from vividhead.buildlock import LOCK_NAME, BuildLock, LockHeld
 from vividhead.demo import make_demo_corpus
 
-CORE_ONLY = "".join(f"{name}: {{enabled: false}}\n" for name in ("occlusion", "speech", "sync", "annotate"))
 
 
 def _dead_pid() -> int:

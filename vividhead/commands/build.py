@@ -142,6 +142,7 @@ def _report(out: Path, summary: Any) -> None:
     if summary.reasons:
         print("reasons:  " + ", ".join(f"{r} {n}" for r, n in summary.reasons.items()))
     resumed = f", {summary.units_resumed} units already done" if summary.units_resumed else ""
+    resumed += f", {summary.units_continued} continued" if summary.units_continued else ""
     redone = f", {len(summary.units_redone)} redone" if summary.units_redone else ""
     redone += f", {summary.units_redecided} re-decided from stored metrics" if summary.units_redecided else ""
     changed = " (config changed since the last run)" if summary.config_changed else ""
