@@ -18,7 +18,18 @@ stream copy) the time to the first committed clip and the peak memory of the who
 second). The 2-hour build is stopped after `--window` seconds. `--parts profile` records the 2-worker
 build with py-spy (all processes) and prints where the time goes.
 
+`--baseline REF` runs every build twice, back to back on the same inputs: once with the code of git
+ref REF and once with this checkout, and prints both wall times, their ratios to the floor and the
+current/baseline ratio. REF is exported with `git archive` into the scratch folder; the package is
+installed editable with a package-dir mapping (top-level `pipelines/` is `vividhead.pipelines`),
+so the export gets `vividhead/pipelines -> ../pipelines` (and so on, from REF's own pyproject) and
+its builds run with the export as working directory and first on PYTHONPATH. Python's path finder
+sits before setuptools' editable finder in `sys.meta_path`, and Ray workers get the driver's
+environment and working directory, so driver and workers import REF; a one-task Ray check prints
+where a worker imported `vividhead.pipelines` from before the builds start.
+
     .venv/bin/python benchmarks/build_floor.py                 # the demo corpus
+    .venv/bin/python benchmarks/build_floor.py --baseline 131c8ba --workers 2
     .venv/bin/python benchmarks/build_floor.py --sources s.yaml --workers 2
     .venv/bin/python benchmarks/build_floor.py --user --count 2 --seconds 100 --window 300 [--parts speed,minute,hours,profile]
 """
@@ -32,8 +43,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
+import tomllib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,7 +110,106 @@ def encode_seconds(out: Path, config: BuildConfig) -> tuple[float, float, int]:
     return time.perf_counter() - start, time.process_time() - cpu, sum(len(c) for c in clips)
 
 
-def build_seconds(sources: Path, out: Path, config: Path | None, workers: int | None, fresh: bool = True) -> float:
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Code:
+    """A version of vividhead to build with: the working directory and PYTHONPATH that make Python import it,
+    and the suffix of its output folders."""
+
+    label: str
+    root: Path
+    pythonpath: str | None = None
+    tag: str = ""
+
+    def env(self) -> dict[str, str]:
+        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+        if self.pythonpath:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [self.pythonpath, env.get("PYTHONPATH")]))
+        return env
+
+
+CURRENT = Code("current", REPO)
+
+
+def baseline_code(ref: str, work: Path) -> Code:
+    """Export git `ref` into `work` and link its mapped top-level folders under its `vividhead/` package."""
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", f"{ref}^{{commit}}"], check=True,
+                            capture_output=True, text=True).stdout.strip()
+    root = work / f"baseline-{commit}"
+    if not root.is_dir():
+        partial = work / f".baseline-{commit}"
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        archive = subprocess.Popen(["git", "-C", str(REPO), "archive", "--format=tar", commit], stdout=subprocess.PIPE)
+        with tarfile.open(fileobj=archive.stdout, mode="r|") as tar:
+            tar.extractall(partial, filter="data")
+        if archive.wait() != 0:
+            raise RuntimeError(f"git archive {commit} exited {archive.returncode}")
+        mapping = tomllib.loads((partial / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+        for package, folder in mapping.items():
+            if package == "vividhead" or folder == "vividhead":
+                continue
+            link = partial / package.replace(".", "/")
+            if link.exists():
+                raise RuntimeError(f"{ref}: {link} exists, so {package} cannot be linked to {folder}/")
+            link.symlink_to(os.path.relpath(partial / folder, link.parent), target_is_directory=True)
+        partial.rename(root)
+    return Code(f"baseline {commit}", root, str(root), "-baseline")
+
+
+WORKER_CHECK = """
+import ray
+import vividhead.pipelines
+
+
+@ray.remote
+def where():
+    import vividhead.pipelines
+    return vividhead.pipelines.__file__
+
+
+ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
+print(vividhead.pipelines.__file__)
+print(ray.get(where.remote()))
+ray.shutdown()
+"""
+
+
+def imported_from(code: Code) -> tuple[str, str]:
+    """Where the driver and a Ray worker started as the build starts them import `vividhead.pipelines` from."""
+    lines = subprocess.run([sys.executable, "-c", WORKER_CHECK], cwd=code.root, env=code.env(), check=True,
+                           capture_output=True, text=True).stdout.split()
+    return lines[-2], lines[-1]
+
+
+def code_versions(baseline: str | None, work: Path) -> list[Code]:
+    """The code to build with: this checkout, after `baseline` (checked to be what driver and worker import)."""
+    if not baseline:
+        return [CURRENT]
+    code = baseline_code(baseline, work)
+    driver, worker = imported_from(code)
+    print(f"{code.label}: the driver imports vividhead.pipelines from {driver}, a Ray worker from {worker}")
+    if not (driver.startswith(str(code.root)) and worker.startswith(str(code.root))):
+        raise RuntimeError(f"{code.label} would not run its own code: {driver}, {worker}")
+    return [code, CURRENT]
+
+
+def side_by_side(name: str, walls: list[tuple[Code, float]], floor: float) -> None:
+    """One build's wall time per code version, as seconds and times the floor, and current over baseline."""
+    cells = "   ".join(f"{code.label}: {wall:.1f} s = {wall / floor:.2f} x" for code, wall in walls)
+    print(f"{name + ':':<22} {cells}   current / baseline {walls[-1][1] / walls[0][1]:.2f}")
+
+
+def print_layouts(outs: list[tuple[Code, Path]]) -> None:
+    """The top-level entries of each version's output folder (they differ where the layout changed)."""
+    for code, out in outs:
+        print(f"output of {code.label}: {', '.join(sorted(entry.name for entry in out.iterdir()))}")
+
+
+def build_seconds(sources: Path, out: Path, config: Path | None, workers: int | None, fresh: bool = True,
+                  code: Code = CURRENT) -> float:
     if fresh:
         shutil.rmtree(out, ignore_errors=True)
     command = [sys.executable, "-m", "vividhead.cli", "build", "--sources", str(sources), "--out", str(out),
@@ -107,7 +219,7 @@ def build_seconds(sources: Path, out: Path, config: Path | None, workers: int | 
     if workers:
         command += ["--workers", str(workers)]
     start = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    subprocess.run(command, check=True, capture_output=True, cwd=code.root, env=code.env())
     return time.perf_counter() - start
 
 
@@ -122,7 +234,6 @@ def profile(out: Path) -> str:
 
 # ------------------------------------------------------------------------- sources of the kind users have
 
-REPO = Path(__file__).resolve().parents[1]
 # Talking clips of ../shared/media/dev (landscape, square and one portrait), concatenated in turn.
 USER_CLIPS = ("yerfor__MimicTalk__German_20s.mp4", "tanshuai0219__EDTalk__uncrop_Obama.mp4",
               "filby89__spectre__W040_level_3_happy_029.mp4", "eknim__video-retalking__docu4_clip.mp4",
@@ -225,7 +336,7 @@ def _committed_clip(out: Path, seen: set[Path]) -> bool:
 
 
 def watched_build(sources: Path, out: Path, workers: int | None = None, window: float | None = None,
-                  profile_to: Path | None = None, config: Path | None = None) -> Watched:
+                  profile_to: Path | None = None, config: Path | None = None, code: Code = CURRENT) -> Watched:
     """Run the CLI build (embedded defaults unless `config`), sampling its process tree; stop it after `window` s."""
     shutil.rmtree(out, ignore_errors=True)
     command = [sys.executable, "-m", "vividhead.cli", "build", "--sources", str(sources), "--out", str(out),
@@ -239,7 +350,7 @@ def watched_build(sources: Path, out: Path, workers: int | None = None, window: 
     start, peak, first, seen = time.perf_counter(), 0.0, None, set()
     with open(log, "w") as stderr:
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
-                                   env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                                   cwd=code.root, env=code.env())
         while process.poll() is None:
             elapsed = time.perf_counter() - start
             peak = max(peak, tree_memory_mb(process.pid))
@@ -285,8 +396,13 @@ def user_mode(args: argparse.Namespace, work: Path) -> int:
     sources = sources_yaml(work / "user.yaml", paths)
     parts = set(args.parts.split(","))
     if "speed" in parts:
-        two = watched_build(sources, work / "out-w2", workers=2, config=args.config)
-        one = watched_build(sources, work / "out-w1", workers=1, config=args.config)
+        codes = code_versions(args.baseline, work)
+        runs: dict[tuple[str, int], Watched] = {}
+        for workers in (2, 1):                           # each code on the same inputs, back to back
+            for code in codes:
+                out = work / f"out-w{workers}{code.tag}"
+                runs[code.label, workers] = watched_build(sources, out, workers=workers, config=args.config, code=code)
+        two, one = runs[CURRENT.label, 2], runs[CURRENT.label, 1]
         decode_wall, _, source_seconds = decode_seconds(paths)
         encode_wall, _, frames = encode_seconds(work / "out-w2", BuildConfig())
         floor = decode_wall + encode_wall
@@ -302,6 +418,11 @@ def user_mode(args: argparse.Namespace, work: Path) -> int:
               "(2 workers)")
         print(f"--workers 1: {one.wall:.1f} s; speed-up 1 -> 2 workers {one.wall / two.wall:.2f}x")
         print("where the time goes (CPU-seconds summed over clips, from the manifest): " + profile(work / "out-w2"))
+        if len(codes) > 1:
+            for workers in (2, 1):
+                side_by_side(f"build --workers {workers}", [(code, runs[code.label, workers].wall) for code in codes],
+                             floor)
+            print_layouts([(code, work / f"out-w2{code.tag}") for code in codes])
     if "minute" in parts:
         minute = watched_build(sources_yaml(work / "minute.yaml", [looped(paths[0], 60, work / "user_1min.mp4")]),
                                work / "out-1min", config=args.config)
@@ -338,6 +459,7 @@ def main() -> int:
     parser.add_argument("--parts", default="speed,minute,hours",
                         help="--user: which measurements, of speed,minute,hours,profile (py-spy)")
     parser.add_argument("--config", type=Path, help="--user: a build config for every build (default: none)")
+    parser.add_argument("--baseline", metavar="REF", help="also build with the code of git ref REF, back to back")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="vividhead-floor-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -354,9 +476,14 @@ def main() -> int:
     core_only = work / "core-only.yaml"
     core_only.write_text("".join(f"{name}: {{enabled: false}}\n" for name in ("occlusion", "speech", "sync", "annotate")))
 
-    core_wall = build_seconds(sources, work / "out-core", core_only, args.workers)
-    fixed = build_seconds(sources, work / "out-core", core_only, args.workers, fresh=False)
-    full_wall = build_seconds(sources, work / "out-full", None, args.workers)
+    codes = code_versions(args.baseline, work)
+    walls: dict[tuple[str, str], float] = {}
+    for name, config, fresh in (("stages 1-7", core_only, True), ("fixed cost", core_only, False),
+                                ("all stages", None, True)):
+        for code in codes:                               # each code on the same inputs, back to back
+            out = work / f"out-{'core' if config else 'full'}{code.tag}"
+            walls[code.label, name] = build_seconds(sources, out, config, args.workers, fresh, code)
+    core_wall, fixed, full_wall = (walls[CURRENT.label, name] for name in ("stages 1-7", "fixed cost", "all stages"))
     decode_wall, decode_cpu, source_seconds = decode_seconds(paths)
     encode_wall, encode_cpu, frames = encode_seconds(work / "out-core", BuildConfig())
     floor, floor_cpu = decode_wall + encode_wall, decode_cpu + encode_cpu
@@ -376,6 +503,10 @@ def main() -> int:
     for label, wall in (("stages 1-7", core_wall), ("all stages", full_wall)):
         print(f"throughput ({label}): {source_seconds / 3600 / (wall * cores / 3600):.3f} source-hours per "
               f"CPU-core-hour on {cores} cores")
+    if len(codes) > 1:
+        for name in ("stages 1-7", "fixed cost", "all stages"):
+            side_by_side(f"build, {name}", [(code, walls[code.label, name]) for code in codes], floor)
+        print_layouts([(code, work / f"out-full{code.tag}") for code in codes])
     return 0
 
 
