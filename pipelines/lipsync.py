@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy.signal import butter, sosfiltfilt
 
 from vividhead.pipelines.filter_config import SyncConfig
 
@@ -76,7 +75,7 @@ def speech_envelope(audio_16k: np.ndarray, band_hz: tuple[float, float]) -> np.n
     """Log RMS of the speech band per 25 fps frame, floored at the clip's 20th percentile, [n_frames]."""
     audio = np.asarray(audio_16k, np.float64)
     if len(audio) > 30:
-        audio = sosfiltfilt(butter(4, band_hz, btype="band", fs=SAMPLE_RATE, output="sos"), audio)
+        audio = _band_pass(audio, 4, band_hz, SAMPLE_RATE)
     n = len(audio) // SAMPLES_PER_FRAME
     rms = np.sqrt((audio[: n * SAMPLES_PER_FRAME].reshape(n, SAMPLES_PER_FRAME) ** 2).mean(axis=1))
     audible = rms[rms > 0]
@@ -88,7 +87,16 @@ def modulation(x: np.ndarray, band_hz: tuple[float, float]) -> np.ndarray:
     """x (one value per 25 fps frame) band-passed to `band_hz`, e.g. the 1-8 Hz syllable rate."""
     if len(x) < 30:
         return x - x.mean()
-    return sosfiltfilt(butter(2, band_hz, btype="band", fs=FPS, output="sos"), x)
+    return _band_pass(x, 2, band_hz, FPS)
+
+
+def _band_pass(x: np.ndarray, order: int, band_hz: tuple[float, float], fs: float) -> np.ndarray:
+    """Zero-phase Butterworth band-pass of `order` (forward and backward, as second-order sections)."""
+    # Ray worker boundary: scipy.signal takes seconds to import, and every Ray worker imports this module
+    # with the stage table; only the sync actor filters, so only it pays for the import.
+    from scipy.signal import butter, sosfiltfilt
+
+    return sosfiltfilt(butter(order, band_hz, btype="band", fs=fs, output="sos"), x)
 
 
 def _standardise(x: np.ndarray) -> np.ndarray:
