@@ -3,13 +3,16 @@
 `FaceMesh` wraps one mediapipe graph (video mode tracks between frames; image mode detects on
 every call). `face_mask(rgb)` is the one-shot helper the build uses for `mask.png`;
 `mesh_track(frames)` gives per-frame mouth openings and face boxes (e.g. for `score_sync`);
-`lip_track(frames)` gives the inner and outer lip gaps the weight-free sync check reads.
+`lip_track(frames)` gives the inner and outer lip gaps the weight-free sync check reads (and, when
+asked, the face boxes: a box reads all 468 landmarks, the gaps only six).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
 
 import cv2
 import numpy as np
@@ -27,9 +30,25 @@ CHIN = 152
 
 @dataclass(frozen=True)
 class MeshResult:
-    """Landmarks of one face, in pixels of the image given ([468, 3]: x, y, z scaled like x)."""
+    """Landmarks of one face, in pixels of the image given ([468, 3]: x, y, z scaled like x).
 
-    points: np.ndarray
+    mediapipe's landmarks are converted when first read: `points` converts all of them, `lip_gaps`
+    only the six it measures (the same float32 values either way).
+    """
+
+    landmarks: Sequence[Any]                           # mediapipe NormalizedLandmark, coordinates 0-1
+    width: int
+    height: int
+
+    @cached_property
+    def points(self) -> np.ndarray:
+        return self._pixels(range(len(self.landmarks)))
+
+    def _pixels(self, indices: Iterable[int]) -> np.ndarray:
+        """[len(indices), 3] float32 pixel coordinates of these landmarks."""
+        w, h = self.width, self.height
+        return np.array([(p.x * w, p.y * h, p.z * w) for p in map(self.landmarks.__getitem__, indices)],
+                        dtype=np.float32)
 
     def mouth_opening(self) -> float:
         """Inner-lip gap divided by the face height (forehead to chin): scale-free, ~0 when closed."""
@@ -37,11 +56,13 @@ class MeshResult:
 
     def lip_gaps(self) -> tuple[float, float]:
         """Inner and outer lip gaps divided by the face height (forehead to chin)."""
-        height = np.linalg.norm(self.points[FOREHEAD, :2] - self.points[CHIN, :2])
+        forehead, chin, upper_inner, lower_inner, upper_outer, lower_outer = self._pixels(
+            (FOREHEAD, CHIN, UPPER_INNER_LIP, LOWER_INNER_LIP, UPPER_OUTER_LIP, LOWER_OUTER_LIP))[:, :2]
+        height = np.linalg.norm(forehead - chin)
         if height <= 0:
             return 0.0, 0.0
-        inner = np.linalg.norm(self.points[UPPER_INNER_LIP, :2] - self.points[LOWER_INNER_LIP, :2])
-        outer = np.linalg.norm(self.points[UPPER_OUTER_LIP, :2] - self.points[LOWER_OUTER_LIP, :2])
+        inner = np.linalg.norm(upper_inner - lower_inner)
+        outer = np.linalg.norm(upper_outer - lower_outer)
         return float(inner / height), float(outer / height)
 
     def box(self) -> tuple[float, float, float, float]:
@@ -79,9 +100,7 @@ class FaceMesh:
         if not found.multi_face_landmarks:
             return None
         h, w = rgb.shape[:2]
-        lm = found.multi_face_landmarks[0].landmark
-        points = np.array([(p.x * w, p.y * h, p.z * w) for p in lm], dtype=np.float32)
-        return MeshResult(points)
+        return MeshResult(found.multi_face_landmarks[0].landmark, w, h)
 
     def close(self) -> None:
         self._mesh.close()
@@ -101,19 +120,22 @@ def face_mask(rgb: np.ndarray) -> np.ndarray:
     return found.mask(h, w) if found is not None else np.zeros((h, w), np.uint8)
 
 
-def lip_track(frames_rgb: Iterable[np.ndarray], max_side: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def lip_track(frames_rgb: Iterable[np.ndarray], max_side: int = 256,
+              boxes: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """Per frame of a video: inner and outer lip gaps (float32 [n, 2], see `MeshResult.lip_gaps`) and the
-    face box (float64 [n, 4], x0 y0 x1 y1 in the frames' pixels), NaN where no face is found. Frames are
-    shrunk to `max_side` for the mesh."""
-    gaps, boxes = [], []
+    face box (float64 [n, 4], x0 y0 x1 y1 in the frames' pixels; None unless `boxes`), NaN where no face
+    is found. Frames are shrunk to `max_side` for the mesh."""
+    gaps, found_boxes = [], []
     with FaceMesh(video=True) as mesh:
         for frame in frames_rgb:
             scale = min(1.0, max_side / max(frame.shape[:2]))
             small = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else frame
             found = mesh(small)
             gaps.append((np.nan, np.nan) if found is None else found.lip_gaps())
-            boxes.append([np.nan] * 4 if found is None else [v / scale for v in found.box()])
-    return np.asarray(gaps, np.float32).reshape(-1, 2), np.asarray(boxes, np.float64).reshape(-1, 4)
+            if boxes:
+                found_boxes.append([np.nan] * 4 if found is None else [v / scale for v in found.box()])
+    return (np.asarray(gaps, np.float32).reshape(-1, 2),
+            np.asarray(found_boxes, np.float64).reshape(-1, 4) if boxes else None)
 
 
 def mesh_track(frames_rgb: Iterable[np.ndarray], max_side: int = 256) -> tuple[np.ndarray, np.ndarray]:

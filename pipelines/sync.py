@@ -62,9 +62,10 @@ def decide(metrics: Mapping[str, Any], config: SyncConfig) -> tuple[str, str] | 
 
 
 # ------------------------------------------------------------------------------- embedded default
-def lip_gaps(clip: Clip, max_side: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per frame: inner and outer lip gaps [n, 2] and the face-mesh box in clip pixels [n, 4] (NaN = no face)."""
-    return lip_track((rgb for _, rgb in iter_frames(clip_video(clip))), max_side)
+def lip_gaps(clip: Clip, max_side: int, boxes: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per frame: inner and outer lip gaps [n, 2] and, if `boxes`, the face-mesh box in clip pixels [n, 4]
+    (NaN = no face)."""
+    return lip_track((rgb for _, rgb in iter_frames(clip_video(clip))), max_side, boxes)
 
 
 def shift_audio(audio_16k: np.ndarray, frames: int) -> np.ndarray:
@@ -144,7 +145,7 @@ class SyncStage(ClipStage):
         audio = read_audio(clip)
         boxes = clip.face_track
         if boxes is None:
-            boxes = lip_gaps(clip, c.proxy_max_resolution)[1]
+            boxes = lip_gaps(clip, c.proxy_max_resolution, boxes=True)[1]
         if min(len(boxes), len(audio) // SAMPLES_PER_FRAME) < 6:
             return StageResult(metrics={"method": "syncnet"}, reject="too_short_for_sync",
                                detail="SyncNet needs at least 6 frames of video and audio")
