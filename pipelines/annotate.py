@@ -37,6 +37,15 @@ def _describe(weights: Weights, name: str, label: str, fallback: str) -> str:
     return f"{label}: {'not configured' if path is None else f'{path} does not exist'} -> {fallback}"
 
 
+def _torch_device() -> str:
+    """cuda when torch sees a GPU, else cpu."""
+    # Ray worker boundary: torch loads in the stage's actor, not with the stage table, and only when a
+    # torch model (wav2vec2, the language model) is configured: importing it takes seconds.
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 class AnnotateStage(ClipStage):
     """Mask, audio features and attributes of a kept clip."""
 
@@ -76,15 +85,15 @@ class AnnotateStage(ClipStage):
     def setup(self) -> None:
         if not self.config.enabled:
             return
-        import torch  # Ray worker boundary: torch loads in the stage's actor, not with the stage table
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        wav2vec2 = self.weights.available("wav2vec2") if self.config.audio_features else None
+        language_id = self.weights.available("language_id")
+        device = _torch_device() if wav2vec2 or language_id else "cpu"   # the log-mel default needs no torch
         if self.config.audio_features:
-            self.encoder = load_audio_encoder(self.weights.available("wav2vec2"), device=device)
+            self.encoder = load_audio_encoder(wav2vec2, device=device)
         if self.weights.available("genderage"):
             self.genderage = GenderAge(self.weights.genderage)
-        if self.weights.available("language_id"):
-            self.language = LanguageId(self.weights.language_id, device=device)
+        if language_id:
+            self.language = LanguageId(language_id, device=device)
 
     def teardown(self) -> None:
         self.encoder = self.genderage = self.language = None
