@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+import shutil
 import time
 from pathlib import Path
 
@@ -106,6 +107,7 @@ def run_build(sources_file: SourcesFile, base: Path, out_dir: Path, config: Buil
                 committer.add(record)
         committer.finish_missing(todo, "the unit's worker failed after run.max_retries retries")
         committer.finish()
+        shutil.rmtree(out.staging, ignore_errors=True)       # every clip is committed: nothing is staged
     finally:
         committer.close()
         if started_ray:

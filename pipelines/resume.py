@@ -82,7 +82,9 @@ def prepare(out: OutputDir, config: Any, hashes: dict[str, str], metric_types: d
     ledger = _ledger(out)
     for name in sorted({row["part"] for row in ledger}):
         rows = [row for row in ledger if row["part"] == name]
-        if any(row["status"] == "failed" or row["config_hash"] != hashes["config_hash"] for row in rows):
+        changed = any(row["config_hash"] != hashes["config_hash"] for row in rows)
+        state.config_changed |= changed
+        if changed or any(row["status"] == "failed" for row in rows):
             _rewrite(out, name, config, hashes, metric_types, state)
     ledger = _ledger(out)
     segments = _pending_segments(out, hashes, state)
