@@ -87,7 +87,7 @@ def prepare(out: OutputDir, config: Any, hashes: dict[str, str], metric_types: d
         if changed or any(row["status"] == "failed" for row in rows):
             _rewrite(out, name, config, hashes, metric_types, state)
     ledger = _ledger(out)
-    segments = _pending_segments(out, hashes, state)
+    segments = _pending_segments(out, hashes, state, {row["key"] or row["unit"] for row in ledger})
 
     by_unit: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in [*ledger, *segments]:
@@ -184,11 +184,16 @@ def _redecide(row: dict[str, Any], config: Any) -> str | None:
     return None
 
 
-def _pending_segments(out: OutputDir, hashes: dict[str, str], state: ResumeState) -> list[dict[str, Any]]:
-    """The rows of committed, unpacked segments; those made under another config are deleted (remade)."""
+def _pending_segments(out: OutputDir, hashes: dict[str, str], state: ResumeState,
+                      packed: set[str]) -> list[dict[str, Any]]:
+    """The rows of committed, unpacked segments. Deleted: a second copy of a packed clip (written by a
+    task Ray retried), and segments that failed or were made under another config (made again)."""
     rows = []
     for row in read_segment_rows(out):
         path = row.pop("_segment")
+        if (row["key"] or row["unit"]) in packed:
+            Path(path).unlink()
+            continue
         if row["status"] == "failed" or row["config_hash"] != hashes["config_hash"]:
             state.redo[row["unit"]] = "failed before" if row["status"] == "failed" else "its segment predates the config"
             state.config_changed |= row["config_hash"] != hashes["config_hash"]
