@@ -6,9 +6,11 @@
   position, so a file whose first stream is audio decodes like any other.
 - `UnitDecoder` is the build's single decode pass: it demuxes video and audio once; video frames
   come out at a constant frame rate (nearest source frame for each output tick, as ffmpeg's fps
-  filter does), rotated upright per the stream's display matrix, and audio is resampled to mono
-  float32 as it arrives and kept for the current work unit only, so memory does not grow with the
-  length of a source. `ClipEncoder` writes a clip as H.264 + AAC as it goes.
+  filter does; `frame_at` numbers them from time 0 of the source, so a pass started later gives
+  the same frames), rotated upright per the stream's display matrix; audio is kept as mono float32
+  at the source's rate, from the current clip on only, so memory does not grow with the length of a
+  source, and each clip's range is resampled on its own: its samples do not depend on where the
+  pass began. `ClipEncoder` writes a clip as H.264 + AAC as it goes.
 - `png_bytes` / `read_png`, `npy_bytes` / `read_npy`, `wav_bytes` / `write_wav` / `read_wav`
   encode and decode the other members of a sample.
 """
@@ -29,6 +31,7 @@ import numpy as np
 import soundfile
 
 MediaSource = Path | str | bytes      # a file on disk, or a whole file's bytes
+AUDIO_MARGIN = 0.01                   # seconds of source audio each side of a clip that its resampling sees
 
 
 class MediaError(ValueError):
@@ -265,6 +268,11 @@ def decode_audio(source: MediaSource, sample_rate: int = 16000, origin: str | No
     return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
 
 
+def frame_at(t: float, fps: float) -> int:
+    """The first constant-rate frame at or after source time t (frame i shows time i / fps)."""
+    return math.ceil(t * fps - 1e-6)
+
+
 class UnitDecoder:
     """Decode [start, end) of a source once: CFR RGB frames, and its audio as 16 kHz mono.
 
@@ -274,14 +282,14 @@ class UnitDecoder:
 
     def __init__(self, path: Path, start: float, end: float, fps: int, sample_rate: int, info: Probe) -> None:
         self.path, self.start, self.end, self.fps, self.rate, self.info = Path(path), start, end, fps, sample_rate, info
-        self._chunks: list[np.ndarray] = []
+        self._chunks: list[np.ndarray] = []         # mono float32 at the source's rate
         self._audio_t0: float | None = None        # source time of the first buffered sample
         self._audio_len = 0
+        self._source_rate = info.audio_rate
 
     # --------------------------------------------------------------------------------- video
     def frames(self) -> Iterator[tuple[int, np.ndarray]]:
-        first = math.ceil(self.start * self.fps - 1e-6)
-        last = math.ceil(self.end * self.fps - 1e-6)          # exclusive
+        first, last = frame_at(self.start, self.fps), frame_at(self.end, self.fps)      # last: exclusive
         step = 1.0 / max(self.info.fps, 1.0)
         index, held, held_t = first, None, 0.0
         for t, frame in self._decoded():
@@ -310,7 +318,9 @@ class UnitDecoder:
             video = _video_stream(container, str(self.path))
             video.thread_type = "AUTO"
             audio = container.streams.audio[0] if container.streams.audio else None
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=self.rate) if audio else None
+            if audio is not None:
+                self._source_rate = audio.codec_context.sample_rate or self._source_rate
+            downmix = av.AudioResampler(format="flt", layout="mono", rate=self._source_rate) if audio else None
             if self.start > 0:
                 container.seek(int((self.start + self.info.start_time) / video.time_base), stream=video, backward=True)
             streams = [s for s in (video, audio) if s is not None]
@@ -321,7 +331,7 @@ class UnitDecoder:
                             continue
                         t = float(frame.pts * frame.time_base) - self.info.start_time
                         if isinstance(frame, av.AudioFrame):
-                            self._add_audio(t, resampler.resample(frame))
+                            self._add_audio(t, downmix.resample(frame))
                         elif t >= self.start - 1.0 / max(self.info.fps, 1.0):
                             yield t, frame
                         if t >= self.end + 0.5 and isinstance(frame, av.VideoFrame):
@@ -330,8 +340,8 @@ class UnitDecoder:
                 if not self._chunks and self._audio_len == 0:
                     raise MediaError("undecodable", f"{self.path}: decoding failed ({err})") from None
                 # A damaged tail: keep what decoded. The clip ends where the data ends.
-            if resampler is not None:
-                self._add_audio(None, resampler.resample(None))
+            if downmix is not None:
+                self._add_audio(None, downmix.resample(None))
 
     # --------------------------------------------------------------------------------- audio
     def _add_audio(self, t: float | None, frames: list[av.AudioFrame]) -> None:
@@ -343,29 +353,46 @@ class UnitDecoder:
             self._audio_len += samples.size
 
     def audio(self, t0: float, t1: float) -> np.ndarray:
-        """Mono float32 samples of [t0, t1) in source seconds; silence where no audio was decoded."""
+        """Mono float32 samples of [t0, t1) in source seconds at `sample_rate`; silence where no audio was decoded.
+
+        The range (with a short margin each side, so the resampling filter sees real neighbours) is
+        resampled on its own, its first output sample on t0: the result depends only on the source
+        samples around the range, not on where decoding began.
+        """
         n = int(round((t1 - t0) * self.rate))
-        out = np.zeros(n, np.float32)
-        if self._audio_t0 is None or not self._chunks:
-            return out
+        if self._audio_t0 is None or not self._chunks or n <= 0:
+            return np.zeros(max(n, 0), np.float32)
         if len(self._chunks) > 1:
             self._chunks = [np.concatenate(self._chunks)]
-        buffer = self._chunks[0]
-        offset = int(round((t0 - self._audio_t0) * self.rate))
-        lo, hi = max(offset, 0), min(offset + n, buffer.size)
+        source, rate = self._chunks[0], self._source_rate
+        step = rate // math.gcd(rate, self.rate)               # source samples per whole number of output samples
+        before = step * math.ceil(AUDIO_MARGIN * rate / step)   # margin before t0 that keeps the output on t0's grid
+        first = int(round((t0 - self._audio_t0) * rate)) - before
+        count = before + int(math.ceil((t1 + AUDIO_MARGIN - t0) * rate))
+        window = np.zeros(count, np.float32)
+        lo, hi = max(first, 0), min(first + count, source.size)
         if hi > lo:
-            out[lo - offset : hi - offset] = buffer[lo:hi]
-        return out
+            window[lo - first : hi - first] = source[lo:hi]
+        frame = av.AudioFrame.from_ndarray(window.reshape(1, -1), format="flt", layout="mono")
+        frame.sample_rate = rate
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=self.rate)
+        out = [o.to_ndarray().reshape(-1) for o in (*resampler.resample(frame), *resampler.resample(None))]
+        samples = np.concatenate(out) if out else np.zeros(0, np.float32)
+        skip = before * self.rate // rate
+        clip = np.zeros(n, np.float32)
+        got = samples[skip : skip + n]
+        clip[: got.size] = got
+        return clip
 
     def release_audio_before(self, t: float) -> None:
-        """Drop buffered audio before source time t (bounded memory on long units)."""
+        """Drop buffered audio before source time t, less the margin `audio` reads (bounded memory on long units)."""
         if self._audio_t0 is None or not self._chunks:
             return
         buffer = np.concatenate(self._chunks)
-        cut = int(round((t - self._audio_t0) * self.rate))
+        cut = int(round((t - AUDIO_MARGIN - self._audio_t0) * self._source_rate))
         if cut > 0:
             self._chunks = [buffer[cut:].copy()]
-            self._audio_t0 += cut / self.rate
+            self._audio_t0 += cut / self._source_rate
         else:
             self._chunks = [buffer]
 
