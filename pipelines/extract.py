@@ -168,7 +168,7 @@ class UnitExtractor:
         last_cut = None if unit.resume_last_cut is None else round(unit.resume_last_cut * self.fps)
         warm = scenes.warm_up_from(self.resume, last_cut, first, scenes.memory_frames(config.segment, self.fps))
         self.decoder = UnitDecoder(Path(unit.path), warm / self.fps if warm > first else unit.start, unit.end,
-                                   self.fps, config.normalize.sample_rate, unit.info)
+                                   self.fps, config.normalize.sample_rate, unit.info, audio_from=unit.start)
 
     # ------------------------------------------------------------------------------------ pass
     def run(self) -> Iterator[Clip]:
