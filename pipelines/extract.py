@@ -16,10 +16,10 @@ wav and the first frame's face mask. Every piece becomes one `Clip` record.
 Clips stream out: `extract_rows` is a generator that yields each clip's row as soon as its piece
 ends, the decode dataset made by `unit_dataset` hands each row on as its own Ray Data block, and
 `rows_as_made` reads them on the driver without looking ahead, so the driver can commit a clip while
-the rest of its unit is still being decoded. A unit with
-`resume_at` (pipelines/units.py) restarts there: the frames just before it go to the scene detector
-only (`scenes.warm_up_from`), and the pass makes the same pieces, keys and decisions from there on
-as an unbroken pass would.
+the rest of its unit is still being decoded. A unit with `resume_at` (pipelines/units.py) restarts
+there: the frames just before it go to the scene detector only (`scenes.warm_up_from`), the audio is
+decoded from the unit start, and the pass makes the same pieces, keys, decisions and files from
+there on as an unbroken pass would.
 """
 
 from __future__ import annotations
