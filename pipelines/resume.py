@@ -54,12 +54,9 @@ class ResumeState:
     orphans_removed: int = 0
     config_changed: bool = False
 
-    def point(self, unit: WorkUnit) -> ResumePoint:
-        """Where `unit` stands: done, to continue from a piece boundary, or to make from its start."""
-        return resume_point(unit, self.rows.get(unit.unit_id, []))
-
-    def committed(self, unit: str) -> frozenset[str]:
-        return frozenset(row["key"] for row in self.rows.get(unit, []) if row["key"])
+    def point(self, unit: WorkUnit, fps: int) -> ResumePoint:
+        """Where `unit` stands: complete, to continue from a piece boundary, or to make from its start."""
+        return resume_point(unit, self.rows.get(unit.unit_id, []), fps)
 
 
 def prepare(out: OutputDir, config: Any, hashes: dict[str, str], metric_types: dict[str, str]) -> ResumeState:
