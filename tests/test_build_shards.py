@@ -147,5 +147,5 @@ def test_the_manifest_folder_is_one_parquet_dataset(small_shards: Path) -> None:
     expected = pq.read_table(small_shards / "manifest.parquet").num_rows
     assert pads.dataset(folder, format="parquet").count_rows() == expected
     assert len(pd.read_parquet(folder)) == expected
-    counted = duckdb.sql(f"select count(*) from read_parquet('{folder}/*.parquet')").fetchone()[0]
+    counted = duckdb.sql(f"select count(*) from read_parquet('{folder}/*.parquet')").fetchall()[0][0]
     assert counted == expected
