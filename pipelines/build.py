@@ -13,8 +13,7 @@ its committed pieces stop (`pipelines/resume.py`).
 
 from __future__ import annotations
 
-import dataclasses
-import pickle
+import shutil
 import time
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from vividhead.manifest import consolidate
 from vividhead.pipelines import fetch, stages
 from vividhead.pipelines.commit import Committer, ShardTarget
 from vividhead.pipelines.config import BuildSettings, SourcesFile, resolve_weights
-from vividhead.pipelines.extract import extract_rows, stream_each_clip
+from vividhead.pipelines.extract import extract_rows, rows_as_made, unit_dataset
 from vividhead.pipelines.output import OutputDir
 from vividhead.pipelines.ray_setup import on_cluster, start_ray
 from vividhead.pipelines.resume import prepare
@@ -73,10 +72,8 @@ def run_build(sources_file: SourcesFile, base: Path, out_dir: Path, config: Buil
         for rejection in [*rejections, *plan.rejections]:
             if rejection.unit_id not in state.rows:
                 committer.reject(rejection)
-        points = {unit.unit_id: state.point(unit) for unit in plan.units}
-        todo = [dataclasses.replace(unit, resume_at=points[unit.unit_id].resume_at,
-                                    resume_starts_at_cut=points[unit.unit_id].starts_at_cut)
-                for unit in plan.units if not points[unit.unit_id].done]
+        points = {unit.unit_id: state.point(unit, config.normalize.fps) for unit in plan.units}
+        todo = [unit.resumed(points[unit.unit_id]) for unit in plan.units if not points[unit.unit_id].complete]
         summary.sources, summary.units = len(sources), len(plan.units)
         summary.units_resumed = len(plan.units) - len(todo)
         summary.units_continued = sum(unit.resume_at is not None for unit in todo)
@@ -84,11 +81,9 @@ def run_build(sources_file: SourcesFile, base: Path, out_dir: Path, config: Buil
         if todo:
             # 3-7. segment, normalize, face, flow, visibility: one decode pass per work unit (tasks), clip by clip
             r = on_cluster(config.ray_resources("decode"), cluster, pool=False)
-            stream_each_clip(ray.data.DataContext.get_current())
-            ds = ray.data.from_items([{"unit": pickle.dumps(u)} for u in todo], override_num_blocks=len(todo))
-            ds = ds.flat_map(extract_rows, fn_args=(config, str(out.staging)),
-                             num_cpus=r.num_cpus, num_gpus=r.num_gpus, concurrency=r.concurrency,
-                             max_retries=config.run.max_retries)
+            ds = unit_dataset(todo).flat_map(extract_rows, fn_args=(config, str(out.staging)),
+                                             num_cpus=r.num_cpus, num_gpus=r.num_gpus, concurrency=r.concurrency,
+                                             max_retries=config.run.max_retries)
 
             # 8-11. occlusion, speech, sync, annotate: each model stage of the table over the 512 clips (actor pools)
             for stage in stages.clip_stages(config):
@@ -98,14 +93,15 @@ def run_build(sources_file: SourcesFile, base: Path, out_dir: Path, config: Buil
 
             # commit: each clip becomes a segment on its worker; full shards are packed by tasks (pipelines/commit.py)
             r = on_cluster(config.ray_resources("commit"), cluster, pool=False)
-            committed = {unit.unit_id: state.committed(unit.unit_id) for unit in todo if unit.unit_id in state.rows}
+            committed = {unit.unit_id: points[unit.unit_id].keys for unit in todo if points[unit.unit_id].keys}
             ds = ds.map(write_segment, fn_args=(str(out.root), hashes, committed),
                         num_cpus=r.num_cpus, num_gpus=r.num_gpus, concurrency=r.concurrency,
                         max_retries=config.run.max_retries)
-            for record in ds.iter_rows():
+            for record in rows_as_made(ds):
                 committer.add(record)
         committer.finish_missing(todo, "the unit's worker failed after run.max_retries retries")
         committer.finish()
+        shutil.rmtree(out.staging, ignore_errors=True)       # every clip is committed: nothing is staged
     finally:
         committer.close()
         if started_ray:

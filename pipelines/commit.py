@@ -53,8 +53,8 @@ class Committer:
         self.progress = progress
         self.tally = Tally()
         self.bar: tqdm | None = None
-        self.received: dict[str, int] = {}
-        self.expected: dict[str, int] = {}
+        self.seen: dict[str, set[str]] = {}             # keys received of each unit not yet complete
+        self.expected: dict[str, int] = {}              # unit -> how many clips its decode task sent
         self.complete: set[str] = set()
         self.packs: list[ray.ObjectRef] = []
         self._pack = ray.remote(pack).options(num_cpus=pack_resources.num_cpus, num_gpus=pack_resources.num_gpus,
@@ -76,15 +76,18 @@ class Committer:
         """The record of one committed clip (`segments.write_segment`); packs when a shard is full."""
         if record["env"]:
             raise EnvironmentFailure(record["env"])
-        unit = record["unit"]
+        unit, key = record["unit"], record["key"]
+        seen = self.seen.setdefault(unit, set())
+        if unit in self.complete or key in seen:
+            return                                     # a task Ray retried sends its clips again
+        seen.add(key)
         if not record["duplicate"]:
-            self._pending(Segment(unit, record["key"], record["path"], record["status"], record["bytes"],
-                                  record["hours"]))
-        self.received[unit] = self.received.get(unit, 0) + 1
+            self._pending(Segment(unit, key, record["path"], record["status"], record["bytes"], record["hours"]))
         if record["pieces"]:
             self.expected[unit] = record["pieces"]
-        if self.received[unit] == self.expected.get(unit):
+        if len(seen) == self.expected.get(unit):
             self.complete.add(unit)
+            del self.seen[unit]
             if self.bar is not None:
                 self.bar.update(1)
         self._check_packs(block=False)

@@ -12,6 +12,14 @@ One loop reads each 25 fps frame of the unit once, in order (`UnitDecoder`):
 When the piece ends, each observer gives its `StageResult` and the stages decide in table order
 (the first rejection wins). A rejected clip's file is deleted; a kept one gets its audio, a 16 kHz
 wav and the first frame's face mask. Every piece becomes one `Clip` record.
+
+Clips stream out: `extract_rows` is a generator that yields each clip's row as soon as its piece
+ends, the decode dataset made by `unit_dataset` hands each row on as its own Ray Data block, and
+`rows_as_made` reads them on the driver without looking ahead, so the driver can commit a clip while
+the rest of its unit is still being decoded. A unit with `resume_at` (pipelines/units.py) restarts
+there: the frames just before it go to the scene detector only (`scenes.warm_up_from`), the audio is
+decoded from the unit start, and the pass makes the same pieces, keys, decisions and files from
+there on as an unbroken pass would.
 """
 
 from __future__ import annotations
@@ -19,6 +27,8 @@ from __future__ import annotations
 import pickle
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,9 +36,10 @@ from typing import Any
 import cv2
 import numpy as np
 import ray
+from ray.data import DataContext, Dataset
 
 from vividhead.envfail import ENVIRONMENT_REASON, environment_message
-from vividhead.media import ClipEncoder, MediaError, UnitDecoder, png_bytes, write_wav
+from vividhead.media import ClipEncoder, MediaError, UnitDecoder, frame_at, png_bytes, write_wav
 from vividhead.models.face_detect import Face, FaceDetector, crop_box, main_face, make_face_detector
 from vividhead.models.face_mesh import face_mask
 from vividhead.pipelines import face_track, scenes
@@ -41,33 +52,78 @@ from vividhead.pipelines.units import WorkUnit, probe_metrics
 from vividhead.pipelines.visibility import Visibility
 
 
-def extract_rows(row: dict[str, Any], config: BuildConfig, staging: str) -> list[dict[str, Any]]:
-    """Stages 3-7 of one unit (a Ray task); every clip becomes a row. An error becomes one failed row."""
+# The byte size past which Ray Data closes an output block: one byte makes every row its own block.
+ROW_PER_BLOCK = 1
+
+
+def unit_dataset(units: list[WorkUnit]) -> Dataset:
+    """The Ray Data dataset of work units for `extract_rows`, one unit per block, that streams its rows.
+
+    Ray Data gathers a task's output rows into a block until the block passes
+    `DataContext.target_max_block_size` (128 MiB by default), so a unit's clips would only leave
+    their task together. A dataset keeps the `DataContext` that was current when it was created
+    (documented at `DataContext.get_current`), and the steps chained onto it share it; so it is
+    created under `ROW_PER_BLOCK`, and each clip row reaches the next stage and the driver on its own
+    (read it with `rows_as_made`).
+    """
+    with _current_block_size(ROW_PER_BLOCK):
+        return ray.data.from_items([{"unit": pickle.dumps(unit)} for unit in units],
+                                   override_num_blocks=max(1, len(units)))
+
+
+def rows_as_made(ds: Dataset) -> Iterator[dict[str, Any]]:
+    """The rows of `ds` on the driver, each as soon as its block arrives.
+
+    `Dataset.iter_rows` fetches one block ahead, so it would hold a clip back until its unit's next
+    clip is made; `iter_batches` without prefetching hands on each block at once.
+    """
+    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
+        yield from batch.to_pylist()
+
+
+@contextmanager
+def _current_block_size(size: int) -> Iterator[None]:
+    context = DataContext.get_current()
+    before = context.target_max_block_size
+    context.target_max_block_size = size
+    try:
+        yield
+    finally:
+        context.target_max_block_size = before
+
+
+def extract_rows(row: dict[str, Any], config: BuildConfig, staging: str) -> Iterator[dict[str, Any]]:
+    """Stages 3-7 of one unit (a Ray task): each clip's row as soon as its piece ends.
+
+    A row is {"unit": unit id, "clip": pickled Clip, "pieces": n}: n is 0 except on the unit's last
+    row, where it counts the rows this task yielded for the unit, so the driver knows the unit is
+    whole once it holds that many. An error ends the unit with one failed row over the part not yet
+    made (its n counts the rows before it too).
+    """
     unit: WorkUnit = pickle.loads(row["unit"])
+    node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    sent, made_to = 0, unit.start if unit.resume_at is None else unit.resume_at
     try:
         scrfd = resolve_weights(config).available("scrfd")
         detector = make_face_detector(config.face.detector, scrfd, config.face.model_selection,
                                       config.face.min_confidence)
         try:
-            clips = UnitExtractor(unit, config, Path(staging) / unit.unit_id, detector).run()
+            for clip in UnitExtractor(unit, config, Path(staging) / unit.unit_id, detector).run():
+                clip.metrics["extract.node"] = node
+                sent += 1
+                last = clip.metrics["segment.end_reason"] == "end"
+                yield {"unit": unit.unit_id, "clip": pickle.dumps(clip), "pieces": sent if last else 0}
+                made_to = clip.end
         finally:
             detector.close()
     except Exception as err:  # noqa: BLE001 - recorded as a failed unit, the build goes on ...
         env = environment_message(err)                   # ... unless the disk or the cluster failed: the driver stops
         reason = ENVIRONMENT_REASON if env else err.reason if isinstance(err, MediaError) else "error"
-        clip = Clip(key=f"{unit.unit_id}_failed", source=unit.source, start=unit.start, end=unit.end,
+        clip = Clip(key=f"{unit.unit_id}_failed", source=unit.source, start=made_to, end=unit.end,
                     status="failed", reject_stage="extract", reject_reason=reason,
                     reject_detail=env or f"{type(err).__name__}: {err} | {traceback.format_exc(limit=4)[-800:]}")
-        clips = [clip]
-    node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
-    for clip in clips:
         clip.metrics["extract.node"] = node
-    for i, c in enumerate(clips):
-        yield {"unit": unit.unit_id, "pieces": len(clips) if i == len(clips) - 1 else 0, "clip": pickle.dumps(c)}
-
-
-def stream_each_clip(ctx) -> None:
-    """SHIM"""
+        yield {"unit": unit.unit_id, "clip": pickle.dumps(clip), "pieces": sent + 1}
 
 
 def clip_key(md5: str, start: float, end: float, content_hash: str) -> str:
@@ -97,7 +153,7 @@ class _Piece:
 
 
 class UnitExtractor:
-    """Runs stages 3-7 over one work unit and returns one Clip per piece."""
+    """Runs stages 3-7 over one work unit (from its `resume_at`, when set) and yields one Clip per piece."""
 
     def __init__(self, unit: WorkUnit, config: BuildConfig, staging: Path, detector: FaceDetector) -> None:
         self.unit, self.config, self.staging, self.detector = unit, config, Path(staging), detector
@@ -107,14 +163,18 @@ class UnitExtractor:
         self.visible_every = max(1, round(self.fps / config.visibility.sample_fps))
         self.search_frames = round(config.face.search_seconds * self.fps)
         self.max_frames = round(config.segment.max_seconds * self.fps)
-        self.decoder = UnitDecoder(Path(unit.path), unit.start, unit.end, self.fps, config.normalize.sample_rate,
-                                   unit.info)
+        first = frame_at(unit.start, self.fps)
+        self.resume = first if unit.resume_at is None else round(unit.resume_at * self.fps)
+        last_cut = None if unit.resume_last_cut is None else round(unit.resume_last_cut * self.fps)
+        warm = scenes.warm_up_from(self.resume, last_cut, first, scenes.memory_frames(config.segment, self.fps))
+        self.decoder = UnitDecoder(Path(unit.path), warm / self.fps if warm > first else unit.start, unit.end,
+                                   self.fps, config.normalize.sample_rate, unit.info, audio_from=unit.start)
 
     # ------------------------------------------------------------------------------------ pass
-    def run(self) -> list[Clip]:
+    def run(self) -> Iterator[Clip]:
+        """Each piece's Clip as soon as the piece ends; frames before `resume` only warm up the scene detector."""
         self.staging.mkdir(parents=True, exist_ok=True)
         cuts = SceneCuts(self.config.segment, self.fps)
-        clips: list[Clip] = []
         piece: _Piece | None = None
         end = None
         frames = self.decoder.frames()
@@ -129,22 +189,23 @@ class UnitExtractor:
             frame = Frame(index, rgb, resize_width(rgb, self.config.segment.analysis_width), detect=self.detector)
             cut = cuts.update(frame) and not self.unit.given_range
             segment_seconds = time.perf_counter() - tick
-            if piece is None:
-                piece = _Piece(index, starts_at_cut=False)
+            if index < self.resume:
+                continue
+            if piece is None:                    # the unit start, or where the committed pieces end
+                piece = _Piece(index, starts_at_cut=self.unit.resume_starts_at_cut)
             elif ended := self._ends(piece, cut):
-                clips.append(self._finish(piece, index, ended))
+                yield self._finish(piece, index, ended)
                 piece = _Piece(index, starts_at_cut=cut)
             elif piece.state == "rejected" and piece.reject[1] == "no_face" and (index - piece.start) % self.visible_every == 0:
                 if self._faces(rgb, piece):      # a face appeared without a cut: it starts a new piece
-                    clips.append(self._finish(piece, index, "face_appeared"))
+                    yield self._finish(piece, index, "face_appeared")
                     piece = _Piece(index, starts_at_cut=False)
             piece.spend("decode", decode_seconds)
             piece.spend("segment", segment_seconds)
             self._feed(piece, frame)
             end = index + 1
         if piece is not None:
-            clips.append(self._finish(piece, end, "end"))
-        return clips
+            yield self._finish(piece, end, "end")
 
     def _ends(self, piece: _Piece, cut: bool) -> str | None:
         """Why the piece ends before this frame: a scene cut, the length limit, or its face leaving the crop."""

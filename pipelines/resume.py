@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from vividhead.manifest import write_atomic
@@ -36,8 +37,8 @@ from vividhead.pipelines.segments import Segment, read_segment_rows, recover
 from vividhead.pipelines.units import ResumePoint, WorkUnit, resume_point
 from vividhead.shards import iter_samples, write_shard
 
-LEDGER_COLUMNS = ("key", "unit", "status", "start", "end", "segment.piece_start", "segment.end_reason",
-                  "config_hash", "content_hash")
+PIECE_COLUMNS = ("key", "unit", "status", "start", "end", "segment.piece_start", "segment.end_reason")
+LEDGER_COLUMNS = (*PIECE_COLUMNS, "config_hash", "content_hash")
 STAMPS_KEY = b"vividhead.part_stamps"             # ledger metadata: part name -> [size, mtime_ns]
 
 
@@ -45,7 +46,7 @@ STAMPS_KEY = b"vividhead.part_stamps"             # ledger metadata: part name -
 class ResumeState:
     """What earlier runs committed, and what the start-up clean-up did."""
 
-    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)   # unit -> its committed rows (narrow)
+    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)   # unit -> its committed pieces
     pending: list[Segment] = field(default_factory=list)                  # committed, not yet packed
     next_number: int = 0                                                  # of the next shard
     redo: dict[str, str] = field(default_factory=dict)                    # unit -> why some of it is made again
@@ -53,12 +54,9 @@ class ResumeState:
     orphans_removed: int = 0
     config_changed: bool = False
 
-    def point(self, unit: WorkUnit) -> ResumePoint:
-        """Where `unit` stands: done, to continue from a piece boundary, or to make from its start."""
-        return resume_point(unit, self.rows.get(unit.unit_id, []))
-
-    def committed(self, unit: str) -> frozenset[str]:
-        return frozenset(row["key"] for row in self.rows.get(unit, []) if row["key"])
+    def point(self, unit: WorkUnit, fps: int) -> ResumePoint:
+        """Where `unit` stands: complete, to continue from a piece boundary, or to make from its start."""
+        return resume_point(unit, self.rows.get(unit.unit_id, []), fps)
 
 
 def prepare(out: OutputDir, config: Any, hashes: dict[str, str], metric_types: dict[str, str]) -> ResumeState:
@@ -80,48 +78,61 @@ def prepare(out: OutputDir, config: Any, hashes: dict[str, str], metric_types: d
     state.next_number = max([n for n in numbers if n is not None], default=-1) + 1
 
     ledger = _ledger(out)
-    for name in sorted({row["part"] for row in ledger}):
-        rows = [row for row in ledger if row["part"] == name]
-        if any(row["status"] == "failed" or row["config_hash"] != hashes["config_hash"] for row in rows):
-            _rewrite(out, name, config, hashes, metric_types, state)
-    ledger = _ledger(out)
-    segments = _pending_segments(out, hashes, state)
+    stale = pc.not_equal(ledger.column("config_hash"), hashes["config_hash"])
+    state.config_changed = pc.any(stale).as_py() or False
+    redo = pc.or_(stale, pc.equal(ledger.column("status"), "failed"))
+    for name in pc.unique(ledger.filter(redo).column("part")).to_pylist():
+        _rewrite(out, name, config, hashes, metric_types, state)
+    if state.redo or state.redecided:
+        ledger = _ledger(out)
+    packed = set(pc.coalesce(ledger.column("key"), ledger.column("unit")).to_pylist())
+    segments = _pending_segments(out, hashes, state, packed)
 
+    columns = [ledger.column(c).to_pylist() for c in PIECE_COLUMNS]
     by_unit: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for row in [*ledger, *segments]:
+    for values in zip(*columns):
+        row = dict(zip(PIECE_COLUMNS, values))
         by_unit[row["unit"]].append(row)
-        state.config_changed |= row["config_hash"] != hashes["config_hash"]
+    for row in segments:
+        by_unit[row["unit"]].append({c: row[c] for c in PIECE_COLUMNS})
     state.rows = dict(by_unit)
     return state
 
 
 # ------------------------------------------------------------------------------------------- ledger
+LEDGER_SCHEMA = pa.schema([("part", pa.string()), *[(c, pa.float64() if c in ("start", "end", "segment.piece_start")
+                                                     else pa.string()) for c in LEDGER_COLUMNS]])
+
+
 def _stamp(path: Path) -> list[int]:
     stat = path.stat()
     return [stat.st_size, stat.st_mtime_ns]
 
 
-def _ledger(out: OutputDir) -> list[dict[str, Any]]:
-    """The narrow rows of every part, read from the ledger and, for parts new or changed since, from the parts."""
+def _ledger(out: OutputDir) -> pa.Table:
+    """The narrow rows of every part: from the ledger, and for parts new or changed since, from the parts."""
     stamps = {part.stem: _stamp(part) for part in out.parts.glob("*.parquet")}
     known: dict[str, list[int]] = {}
-    cached: list[dict[str, Any]] = []
+    tables = []
     if out.ledger.exists():
-        found = pq.read_table(out.ledger)
-        known = json.loads((found.schema.metadata or {}).get(STAMPS_KEY, b"{}"))
-        cached = [row for row in found.to_pylist() if stamps.get(row["part"]) == known.get(row["part"])]
-    fresh = {name for name, stamp in stamps.items() if known.get(name) != stamp}
-    for name in sorted(fresh):
-        part = pq.read_table(out.part(name))
-        columns = {column: part.column(column).to_pylist() if column in part.column_names else [None] * part.num_rows
-                   for column in LEDGER_COLUMNS}
-        cached += [{"part": name, **{c: columns[c][i] for c in LEDGER_COLUMNS}} for i in range(part.num_rows)]
+        cached = pq.read_table(out.ledger)
+        known = json.loads((cached.schema.metadata or {}).get(STAMPS_KEY, b"{}"))
+        still = [name for name, stamp in known.items() if stamps.get(name) == stamp]
+        tables.append(cached.filter(pc.is_in(cached.column("part"), pa.array(still, pa.string()))))
+    fresh = sorted(name for name, stamp in stamps.items() if known.get(name) != stamp)
+    for name in fresh:
+        part = pq.read_table(out.part(name), columns=[c for c in LEDGER_COLUMNS
+                                                      if c in pq.read_schema(out.part(name)).names])
+        columns = {"part": pa.array([name] * part.num_rows, pa.string())}
+        for column in LEDGER_COLUMNS:
+            kind = LEDGER_SCHEMA.field(column).type
+            columns[column] = (part.column(column).cast(kind) if column in part.column_names
+                               else pa.nulls(part.num_rows, kind))
+        tables.append(pa.table(columns, schema=LEDGER_SCHEMA))
+    ledger = pa.concat_tables([t.replace_schema_metadata(None) for t in tables] or [LEDGER_SCHEMA.empty_table()])
     if fresh or set(known) != set(stamps):
-        schema = pa.schema([("part", pa.string()), *[(c, pa.float64() if c in ("start", "end", "segment.piece_start")
-                                                      else pa.string()) for c in LEDGER_COLUMNS]])
-        found = pa.Table.from_pylist(cached, schema=schema)
-        write_atomic(found.replace_schema_metadata({STAMPS_KEY: json.dumps(stamps)}), out.ledger)
-    return cached
+        write_atomic(ledger.replace_schema_metadata({STAMPS_KEY: json.dumps(stamps)}), out.ledger)
+    return ledger
 
 
 # ------------------------------------------------------------------------------------------ rewrite
@@ -182,11 +193,16 @@ def _redecide(row: dict[str, Any], config: Any) -> str | None:
     return None
 
 
-def _pending_segments(out: OutputDir, hashes: dict[str, str], state: ResumeState) -> list[dict[str, Any]]:
-    """The rows of committed, unpacked segments; those made under another config are deleted (remade)."""
+def _pending_segments(out: OutputDir, hashes: dict[str, str], state: ResumeState,
+                      packed: set[str]) -> list[dict[str, Any]]:
+    """The rows of committed, unpacked segments. Deleted: a second copy of a packed clip (written by a
+    task Ray retried), and segments that failed or were made under another config (made again)."""
     rows = []
     for row in read_segment_rows(out):
         path = row.pop("_segment")
+        if (row["key"] or row["unit"]) in packed:
+            Path(path).unlink()
+            continue
         if row["status"] == "failed" or row["config_hash"] != hashes["config_hash"]:
             state.redo[row["unit"]] = "failed before" if row["status"] == "failed" else "its segment predates the config"
             state.config_changed |= row["config_hash"] != hashes["config_hash"]

@@ -4,17 +4,22 @@ A source that cannot be used (no audio, too short, too small for a 512 crop, unr
 `SourceRejection`: one manifest row. A usable source becomes one `WorkUnit` per given time range,
 or per `segment.unit_seconds` of a long source, so that one long video does not serialise a build.
 Unit ids depend only on the source bytes and the time range, so a re-run finds the same units.
+
+A unit whose first pieces were committed before a build stopped is resumed inside: `resume_point`
+reads its committed rows and says where the unbroken run of pieces from the unit start ends, and
+`WorkUnit.resumed` makes the unit that the decode pass restarts there (pipelines/extract.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-
 from typing import TYPE_CHECKING, Any
 
-from vividhead.media import MediaError, Probe, probe
+from vividhead.media import MediaError, Probe, frame_at, probe
 from vividhead.pipelines.records import Source
 
 if TYPE_CHECKING:                      # the build config is made from the stage table, which names this module
@@ -43,23 +48,57 @@ class WorkUnit:
     end: float
     given_range: bool            # True: the range came from sources.yaml and is not scene-split
     info: Probe
-    resume_at: float | None = None
-    resume_starts_at_cut: bool = False
+    resume_at: float | None = None          # seconds: the end of the last committed piece; the pass starts here
+    resume_starts_at_cut: bool = False      # that piece ended at a scene cut, so the next one starts at it
+    resume_last_cut: float | None = None    # seconds: the last scene cut before resume_at (None: none in the unit)
+
+    def resumed(self, point: ResumePoint) -> WorkUnit:
+        """This unit, restarting where `point` says (unchanged when nothing of it was committed)."""
+        return dataclasses.replace(self, resume_at=point.at, resume_starts_at_cut=point.at_cut,
+                                   resume_last_cut=point.last_cut)
 
 
 @dataclass(frozen=True)
 class ResumePoint:
-    done: bool
-    resume_at: float | None = None
-    starts_at_cut: bool = False
+    """What of a unit is committed: its pieces from the unit start up to `at`, and every committed key."""
+
+    complete: bool                          # the committed pieces reach the unit's end: nothing to redo
+    at: float | None = None                 # seconds: where the first missing piece starts (None: the unit start)
+    at_cut: bool = False                    # the piece before `at` ended at a scene cut
+    last_cut: float | None = None           # seconds: the last scene cut before `at`
+    keys: frozenset[str] = frozenset()      # keys of every committed row (a resumed pass may make some again)
 
 
-def resume_point(unit: WorkUnit, rows: list[dict[str, Any]]) -> ResumePoint:
-    """SHIM"""
-    rows = [r for r in rows if r["status"] != "failed"]
-    if any(r["key"] is None for r in rows):
-        return ResumePoint(True)
-    return ResumePoint(any(r.get("segment.end_reason") == "end" for r in rows))
+def resume_point(unit: WorkUnit, rows: Iterable[Mapping[str, Any]], fps: int) -> ResumePoint:
+    """Where `unit`'s decode pass restarts, from the manifest rows already committed for it.
+
+    Each piece starts where the one before it ended (`segment.piece_start`, `end`; compared in frames
+    at `fps`, within half a frame), so the pass can restart at the end of the unbroken run of committed
+    pieces from the unit start; rows past a gap (committed out of order) are in `keys`, and the pass
+    makes them again. Failed rows do not count. A unit with a row that is no piece (a source-level or
+    skipped row, without `segment.*` metrics) is complete.
+    """
+    committed = [row for row in rows if row["status"] != "failed"]
+    keys = frozenset(row["key"] for row in committed)
+    if any(row.get("segment.piece_start") is None for row in committed):
+        return ResumePoint(complete=True, keys=keys)
+    pieces: dict[int, Mapping[str, Any]] = {}
+    for row in committed:
+        pieces.setdefault(round(row["segment.piece_start"] * fps), row)
+    first = position = frame_at(unit.start, fps)
+    cuts: list[int] = []
+    complete = False
+    while not complete and (row := pieces.get(position)) is not None and round(row["end"] * fps) > position:
+        position = round(row["end"] * fps)
+        if row["segment.end_reason"] == "cut":
+            cuts.append(position)
+        complete = row["segment.end_reason"] == "end"
+    if complete or position == first:
+        return ResumePoint(complete=complete, keys=keys)
+    at_cut = bool(cuts) and cuts[-1] == position
+    before = cuts[:-1] if at_cut else cuts
+    return ResumePoint(complete=False, at=position / fps, at_cut=at_cut,
+                       last_cut=before[-1] / fps if before else None, keys=keys)
 
 
 @dataclass(frozen=True)

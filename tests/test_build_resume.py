@@ -1,9 +1,11 @@
 """Kill-safe resume: a build SIGKILLed at several points and resumed equals an uninterrupted build.
 
-The uninterrupted build is the session's `demo_build`. A second build of the same demo sources is
-killed (the whole process group: driver, Ray and its workers) first in the middle of its first
-unit, then right after some units committed; at every kill, readers see only complete shards and
-manifest parts. The last run completes it. Keys, decisions and shard contents must then match.
+The uninterrupted build is the session's `demo_build`. A second build of the same demo sources,
+with shards of at most two samples so that packs happen during the build, is killed (the whole
+process group: driver, Ray and its workers) in the middle of its first unit, right after its first
+clips were committed as segments, and right after its first shard was packed; at every kill,
+readers see only complete shards and manifest parts. The last run completes it. Keys, decisions
+and the shards' samples must then match; no segment, orphan or temporary file is left.
 """
 
 from __future__ import annotations
@@ -23,10 +25,10 @@ import pyarrow.parquet as pq
 from conftest import run_vividhead
 
 
-def _start(sources: Path, out: Path) -> subprocess.Popen:
+def _start(sources: Path, out: Path, config: Path) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     return subprocess.Popen([sys.executable, "-m", "vividhead.cli", "build", "--sources", str(sources), "--out",
-                             str(out), "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                             str(out), "--config", str(config), "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
                             start_new_session=True)
 
 
@@ -69,19 +71,24 @@ def test_sigkill_at_several_points_then_resume_equals_uninterrupted(demo_build: 
     sources = demo_build / "demo-sources" / "sources.yaml"
     out = tmp_path / "killed"
     parts = out / "manifest"
+    config = tmp_path / "small-shards.yaml"
+    config.write_text("shards: {max_samples: 2}\n")    # how output is cut into shards: not a decision
 
     def staging_started() -> bool:   # inside the first unit's decode pass, nothing committed yet
         staging = out / ".staging"
         return staging.exists() and any(staging.rglob("*.mp4"))
 
-    def some_units_committed() -> bool:
-        return parts.exists() and len([p for p in parts.glob("*.parquet")]) >= 3
+    def clips_committed() -> bool:   # some clips committed as segments
+        return len(list((out / ".segments").glob("*/*.tar"))) >= 2
 
-    for ready in (staging_started, some_units_committed):
-        _kill_when(_start(sources, out), ready)
+    def shard_packed() -> bool:
+        return parts.exists() and any(parts.glob("*.parquet"))
+
+    for ready in (staging_started, clips_committed, shard_packed):
+        _kill_when(_start(sources, out, config), ready)
         _visible_files_are_complete(out)
 
-    result = run_vividhead("build", "--sources", sources, "--out", out, "--no-progress")
+    result = run_vividhead("build", "--sources", sources, "--out", out, "--config", config, "--no-progress")
     assert "already done" in result.stdout
     assert _decisions(out) == _decisions(demo_build)
     assert _shard_keys(out) == _shard_keys(demo_build)
@@ -89,7 +96,8 @@ def test_sigkill_at_several_points_then_resume_equals_uninterrupted(demo_build: 
     assert {s.stem for s in (out / "shards").glob("*.tar")} <= committed, "no orphan shard is left"
     assert not list(out.rglob(".*.tmp")), "no temporary file is left"
     staging = out / ".staging"
-    assert not staging.exists() or not any(staging.iterdir()), "no staged clip is left" 
+    assert not staging.exists() or not any(staging.iterdir()), "no staged clip is left"
+    assert not list((out / ".segments").rglob("*.tar")), "every committed clip was packed"
     keys = [k for k in pq.read_table(out / "manifest.parquet").column("key").to_pylist() if k]
     assert len(keys) == len(set(keys)), "no duplicate key"
 

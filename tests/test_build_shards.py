@@ -9,8 +9,11 @@ import json
 from pathlib import Path
 
 import datasets
+import duckdb
 import numpy as np
+import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
@@ -136,3 +139,13 @@ def test_a_pack_killed_after_its_part_is_finished(tmp_path: Path) -> None:
     assert recover(out) == 0
     assert not any(Path(p).exists() for p in paths[:2]) and Path(paths[2]).exists()
     assert out.shard("shard-000001").exists() and out.part("shard-000001").exists()
+
+
+def test_the_manifest_folder_is_one_parquet_dataset(small_shards: Path) -> None:
+    """pyarrow.dataset, DuckDB and pandas read manifest/ directly, and agree with manifest.parquet."""
+    folder = small_shards / "manifest"
+    expected = pq.read_table(small_shards / "manifest.parquet").num_rows
+    assert pads.dataset(folder, format="parquet").count_rows() == expected
+    assert len(pd.read_parquet(folder)) == expected
+    counted = duckdb.sql(f"select count(*) from read_parquet('{folder}/*.parquet')").fetchall()[0][0]
+    assert counted == expected

@@ -6,9 +6,11 @@
   position, so a file whose first stream is audio decodes like any other.
 - `UnitDecoder` is the build's single decode pass: it demuxes video and audio once; video frames
   come out at a constant frame rate (nearest source frame for each output tick, as ffmpeg's fps
-  filter does), rotated upright per the stream's display matrix, and audio is resampled to mono
-  float32 as it arrives and kept for the current work unit only, so memory does not grow with the
-  length of a source. `ClipEncoder` writes a clip as H.264 + AAC as it goes.
+  filter does; `frame_at` numbers them from time 0 of the source, so a pass started later gives
+  the same frames), rotated upright per the stream's display matrix; audio is kept as mono float32
+  at the source's rate, from the current clip on only, so memory does not grow with the length of a
+  source, and each clip's range is resampled on its own: its samples do not depend on where the
+  pass began. `ClipEncoder` writes a clip as H.264 + AAC as it goes.
 - `png_bytes` / `read_png`, `npy_bytes` / `read_npy`, `wav_bytes` / `write_wav` / `read_wav`
   encode and decode the other members of a sample.
 """
@@ -29,6 +31,7 @@ import numpy as np
 import soundfile
 
 MediaSource = Path | str | bytes      # a file on disk, or a whole file's bytes
+AUDIO_MARGIN = 0.01                   # seconds of source audio each side of a clip that its resampling sees
 
 
 class MediaError(ValueError):
@@ -265,23 +268,35 @@ def decode_audio(source: MediaSource, sample_rate: int = 16000, origin: str | No
     return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
 
 
+def frame_at(t: float, fps: float) -> int:
+    """The first constant-rate frame at or after source time t (frame i shows time i / fps)."""
+    return math.ceil(t * fps - 1e-6)
+
+
 class UnitDecoder:
     """Decode [start, end) of a source once: CFR RGB frames, and its audio as 16 kHz mono.
 
     Iterate `frames()` for (index, rgb) where index counts output frames from time 0 of the source
-    (frame i shows time i / fps). `audio(t0, t1)` returns the samples of a time range seen so far.
+    (frame i shows time i / fps). `audio(t0, t1)` returns the samples of a time range, decoding the
+    audio up to it as needed. The audio is decoded from `audio_from` (default `start`) on, as it is
+    for a pass over the whole unit, because an AAC decoder's noise-filled bands depend on where
+    decoding began; samples before `start` are dropped as they come.
     """
 
-    def __init__(self, path: Path, start: float, end: float, fps: int, sample_rate: int, info: Probe) -> None:
+    def __init__(self, path: Path, start: float, end: float, fps: int, sample_rate: int, info: Probe,
+                 audio_from: float | None = None) -> None:
         self.path, self.start, self.end, self.fps, self.rate, self.info = Path(path), start, end, fps, sample_rate, info
-        self._chunks: list[np.ndarray] = []
+        self.audio_from = start if audio_from is None else audio_from
+        self._chunks: list[np.ndarray] = []         # mono float32 at the source's rate
         self._audio_t0: float | None = None        # source time of the first buffered sample
         self._audio_len = 0
+        self._source_rate = info.audio_rate
+        self._audio_frames: Iterator[tuple[float | None, np.ndarray]] | None = None
+        self._floor = start - self._margin()       # audio before this source time is not kept
 
     # --------------------------------------------------------------------------------- video
     def frames(self) -> Iterator[tuple[int, np.ndarray]]:
-        first = math.ceil(self.start * self.fps - 1e-6)
-        last = math.ceil(self.end * self.fps - 1e-6)          # exclusive
+        first, last = frame_at(self.start, self.fps), frame_at(self.end, self.fps)      # last: exclusive
         step = 1.0 / max(self.info.fps, 1.0)
         index, held, held_t = first, None, 0.0
         for t, frame in self._decoded():
@@ -305,69 +320,126 @@ class UnitDecoder:
         return rgb
 
     def _decoded(self) -> Iterator[tuple[float, av.VideoFrame]]:
-        """(time, frame) of video frames from just before `start`, decoding the audio alongside."""
+        """(time, frame) of video frames from just before `start`."""
+        count = 0
         with open_media(self.path) as container:
             video = _video_stream(container, str(self.path))
             video.thread_type = "AUTO"
-            audio = container.streams.audio[0] if container.streams.audio else None
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=self.rate) if audio else None
             if self.start > 0:
                 container.seek(int((self.start + self.info.start_time) / video.time_base), stream=video, backward=True)
-            streams = [s for s in (video, audio) if s is not None]
             try:
-                for packet in container.demux(*streams):
+                for packet in container.demux(video):
                     for frame in packet.decode():
                         if frame.pts is None:
                             continue
                         t = float(frame.pts * frame.time_base) - self.info.start_time
-                        if isinstance(frame, av.AudioFrame):
-                            self._add_audio(t, resampler.resample(frame))
-                        elif t >= self.start - 1.0 / max(self.info.fps, 1.0):
+                        if t >= self.start - 1.0 / max(self.info.fps, 1.0):
+                            count += 1
                             yield t, frame
-                        if t >= self.end + 0.5 and isinstance(frame, av.VideoFrame):
+                        if t >= self.end + 0.5:
                             return
             except av.FFmpegError as err:
-                if not self._chunks and self._audio_len == 0:
+                if count == 0:
                     raise MediaError("undecodable", f"{self.path}: decoding failed ({err})") from None
                 # A damaged tail: keep what decoded. The clip ends where the data ends.
-            if resampler is not None:
-                self._add_audio(None, resampler.resample(None))
 
     # --------------------------------------------------------------------------------- audio
-    def _add_audio(self, t: float | None, frames: list[av.AudioFrame]) -> None:
-        for out in frames:
-            samples = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
-            if self._audio_t0 is None:
-                self._audio_t0 = t if t is not None else 0.0
-            self._chunks.append(samples)
+    def _decoded_audio(self) -> Iterator[tuple[float | None, np.ndarray]]:
+        """(time, mono float32 samples at the source's rate) of the audio from `audio_from` on."""
+        with open_media(self.path) as container:
+            if not container.streams.audio:
+                return
+            audio = container.streams.audio[0]
+            self._source_rate = audio.codec_context.sample_rate or self._source_rate
+            downmix = av.AudioResampler(format="flt", layout="mono", rate=self._source_rate)
+            if self.audio_from > 0:
+                container.seek(int((self.audio_from + self.info.start_time) / audio.time_base), stream=audio,
+                               backward=True)
+            try:
+                for packet in container.demux(audio):
+                    for frame in packet.decode():
+                        if frame.pts is not None:
+                            t = float(frame.pts * frame.time_base) - self.info.start_time
+                            yield from ((t, out.to_ndarray().reshape(-1)) for out in downmix.resample(frame))
+            except av.FFmpegError:
+                pass                   # a damaged tail: the audio ends where the data ends (silence after it)
+            yield from ((None, out.to_ndarray().reshape(-1)) for out in downmix.resample(None))
+
+    def _decode_audio_to(self, t: float) -> None:
+        """Decode the audio up to source time t (or its end), keeping what lies after the floor."""
+        if self._audio_frames is None:
+            self._audio_frames = self._decoded_audio()
+        while self._audio_t0 is None or self._audio_t0 + self._audio_len / self._source_rate < t:
+            item = next(self._audio_frames, None)
+            if item is None:
+                break
+            at, samples = item
+            if self._audio_len == 0:                      # nothing kept: this frame starts the buffer
+                if at is not None and at + samples.size / self._source_rate < self._floor:
+                    continue
+                self._audio_t0 = at if at is not None else self._floor if self._audio_t0 is None else self._audio_t0
+            self._chunks.append(samples.astype(np.float32, copy=False))
             self._audio_len += samples.size
+            if self._audio_t0 + self._audio_len / self._source_rate < self._floor:
+                self._chunks, self._audio_len = [], 0     # all of it lies before the floor
+        self._trim()
 
-    def audio(self, t0: float, t1: float) -> np.ndarray:
-        """Mono float32 samples of [t0, t1) in source seconds; silence where no audio was decoded."""
-        n = int(round((t1 - t0) * self.rate))
-        out = np.zeros(n, np.float32)
-        if self._audio_t0 is None or not self._chunks:
-            return out
-        if len(self._chunks) > 1:
-            self._chunks = [np.concatenate(self._chunks)]
-        buffer = self._chunks[0]
-        offset = int(round((t0 - self._audio_t0) * self.rate))
-        lo, hi = max(offset, 0), min(offset + n, buffer.size)
-        if hi > lo:
-            out[lo - offset : hi - offset] = buffer[lo:hi]
-        return out
-
-    def release_audio_before(self, t: float) -> None:
-        """Drop buffered audio before source time t (bounded memory on long units)."""
+    def _trim(self) -> None:
+        """Drop buffered audio before the floor."""
         if self._audio_t0 is None or not self._chunks:
             return
-        buffer = np.concatenate(self._chunks)
-        cut = int(round((t - self._audio_t0) * self.rate))
+        buffer = np.concatenate(self._chunks) if len(self._chunks) > 1 else self._chunks[0]
+        cut = min(buffer.size, int(round((self._floor - self._audio_t0) * self._source_rate)))
         if cut > 0:
-            self._chunks = [buffer[cut:].copy()]
-            self._audio_t0 += cut / self.rate
-        else:
-            self._chunks = [buffer]
+            buffer = buffer[cut:].copy()
+            self._audio_t0 += cut / self._source_rate
+        self._chunks, self._audio_len = [buffer], buffer.size
+
+    def audio(self, t0: float, t1: float) -> np.ndarray:
+        """Mono float32 samples of [t0, t1) in source seconds at `sample_rate`; silence where no audio was decoded.
+
+        The range (with a short margin each side, so the resampling filter sees real neighbours) is
+        resampled on its own, its first output sample on t0: the result depends only on the source
+        samples around the range, not on where decoding began.
+        """
+        n = int(round((t1 - t0) * self.rate))
+        self._decode_audio_to(t1 + AUDIO_MARGIN)
+        if self._audio_t0 is None or not self._chunks or n <= 0:
+            return np.zeros(max(n, 0), np.float32)
+        if len(self._chunks) > 1:
+            self._chunks = [np.concatenate(self._chunks)]
+        source, rate = self._chunks[0], self._source_rate
+        before = round(self._margin() * rate)
+        first = int(round((t0 - self._audio_t0) * rate)) - before
+        count = before + int(math.ceil((t1 - t0) * rate)) + round(AUDIO_MARGIN * rate)
+        window = np.zeros(count, np.float32)
+        lo, hi = max(first, 0), min(first + count, source.size)
+        if hi > lo:
+            window[lo - first : hi - first] = source[lo:hi]
+        frame = av.AudioFrame.from_ndarray(window.reshape(1, -1), format="flt", layout="mono")
+        frame.sample_rate = rate
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=self.rate)
+        out = [o.to_ndarray().reshape(-1) for o in (*resampler.resample(frame), *resampler.resample(None))]
+        samples = np.concatenate(out) if out else np.zeros(0, np.float32)
+        skip = before * self.rate // rate
+        clip = np.zeros(n, np.float32)
+        got = samples[skip : skip + n]
+        clip[: got.size] = got
+        return clip
+
+    def release_audio_before(self, t: float) -> None:
+        """Drop buffered audio before source time t, less the margin `audio` reads (bounded memory on long units)."""
+        self._floor = max(self._floor, t - self._margin())
+        self._trim()
+
+    def _margin(self) -> float:
+        """Seconds of source audio `audio` reads before a clip: at least AUDIO_MARGIN, and a whole number of
+        both sample periods, so the resampled output lands on the clip's own sample grid."""
+        rate = self._source_rate
+        if rate <= 0:
+            return AUDIO_MARGIN
+        step = rate // math.gcd(rate, self.rate)               # source samples per whole number of output samples
+        return step * math.ceil(AUDIO_MARGIN * rate / step) / rate
 
 
 class ClipEncoder:
