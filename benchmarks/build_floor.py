@@ -323,6 +323,11 @@ class Watched:
 
 
 def _committed_clip(out: Path, seen: set[Path]) -> bool:
+    """A clip is committed once its segment exists (`.segments/<unit>/<key>.tar`; a source-level row
+    is named after its unit) or, in a packed shard or older layouts, once its manifest part has it."""
+    segments = out / ".segments"
+    if segments.is_dir() and any(path.stem != path.parent.name for path in segments.glob("*/*.tar")):
+        return True
     for part in (out / "manifest").rglob("*.parquet") if (out / "manifest").is_dir() else []:
         if part.name.startswith(".") or part in seen:
             continue
