@@ -88,11 +88,15 @@ def run_build(clips: list[DevClip], dev: Path, work: Path, weights: Path | None,
 
 
 def with_defaults(rows: list[dict], config) -> list[dict]:
-    """The rows of the opened build, decided as the embedded defaults decide them (threshold rules only)."""
+    """The rows of the opened build, decided as the embedded defaults decide them (threshold rules only).
+
+    A source-level row (no key: the source was rejected before it had clips, e.g. too short) has no
+    clip metrics to re-decide and stays as the build recorded it."""
     by_threshold = threshold_reasons()
     decided = []
     for row in rows:
-        if row["status"] == "kept" or (row["status"] == "rejected" and row["reject_reason"] in by_threshold):
+        if row["key"] is not None and (row["status"] == "kept" or (
+                row["status"] == "rejected" and row["reject_reason"] in by_threshold)):
             verdict = decide_clip(row, config)
             status, (stage, reason, detail) = ("rejected", verdict) if verdict else ("kept", (None, None, None))
             row = {**row, "status": status, "reject_stage": stage, "reject_reason": reason, "reject_detail": detail}
