@@ -18,13 +18,14 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
+from vividhead.envfail import InputError
 from vividhead.paths import expand, is_glob
 from vividhead.shards import Sample, iter_samples, shard_files
 
 BATCH_ROWS = 65_536
 
 
-class InspectError(ValueError):
+class InspectError(InputError):
     """Bad input to inspect: names the path or field and what was expected."""
 
 

@@ -44,18 +44,25 @@ AUDIO_LEFT_CONTEXT = 2
 
 
 # ------------------------------------------------------------------------------------------ index
-def index_shards(paths: list[Path]) -> list[list[IndexEntry]]:
-    """Index every shard (tar headers only); shards holding no sample are dropped.
+def training_entries(path: Path) -> list[IndexEntry]:
+    """The samples of one shard (tar headers only), each holding the members training reads (REQUIRED).
 
-    Every sample must hold the members training reads (REQUIRED); the error names the shard and key.
+    A member that is not part of such a sample (a tar of other files) is an error naming the shard and key.
     """
+    entries = index_shard(Path(path))
+    for entry in entries:
+        missing = [ext for ext in REQUIRED if ext not in entry.extensions]
+        if missing:
+            raise ValueError(f"{path}: sample `{entry.key}` lacks {', '.join(missing)} (expected by training; "
+                             "is this a `vividhead build` shard?)")
+    return entries
+
+
+def index_shards(paths: list[Path]) -> list[list[IndexEntry]]:
+    """Index every shard (`training_entries`); shards holding no sample are dropped."""
     indexed = []
     for path in paths:
-        entries = index_shard(Path(path))
-        for entry in entries:
-            missing = [ext for ext in REQUIRED if ext not in entry.extensions]
-            if missing:
-                raise ValueError(f"{path}: sample `{entry.key}` lacks {', '.join(missing)} (expected by training)")
+        entries = training_entries(path)
         if entries:
             indexed.append(entries)
     if not indexed:

@@ -22,11 +22,11 @@ from vividhead.media import read_npy
 from vividhead.models.flashhead import GEOMETRY, FlashHeadDiT
 from vividhead.models.release import MODEL_FOLDERS, load_release, model_folder
 from vividhead.models.vae import VideoCodec, load_codec
-from vividhead.shards import index_shard, read_member
+from vividhead.shards import read_member
 from vividhead.training.checkpoint import Checkpointable, capture_rng, restore_rng
 from vividhead.training.config import TrainConfig, expand_shards
 from vividhead.training.dataset import (
-    AUDIO_LEFT_CONTEXT, BucketBatcher, LatentCache, ShardDataset, module_fingerprint, sample_stream,
+    AUDIO_LEFT_CONTEXT, BucketBatcher, LatentCache, ShardDataset, module_fingerprint, sample_stream, training_entries,
 )
 from vividhead.training.distributed import (
     DistContext, init_distributed, mean_across_ranks, shutdown, use_fsdp, wrap_model,
@@ -81,7 +81,7 @@ def freeze_unused(model: FlashHeadDiT) -> None:
 def peek_audio_shape(shards: list[Path]) -> tuple[int, int]:
     """(layers, dim) of the first sample's audio.npy."""
     for shard in shards:
-        entries = index_shard(shard)
+        entries = training_entries(shard)
         if entries:
             rows = read_npy(read_member(entries[0], "audio.npy"))
             if rows.ndim != 3:

@@ -1,7 +1,11 @@
 """The `vividhead` command line: one subcommand per job, each defined in `vividhead.commands.<name>`.
 
-Each command module exposes `HELP` (one line), `add_arguments(parser)` and `run(args) -> int`.
+Each command module exposes `HELP` (one line), `add_arguments(parser)` and `run(args) -> int`, and may
+declare `INPUT_ERRORS`: the library exceptions that, in that command, report bad input (the trainers
+report bad shards and settings as `ValueError`, for example).
 Modules are imported only when their subcommand runs, so `vividhead --help` stays fast.
+Bad input (`vividhead.envfail.InputError`) and environment failures raised anywhere in a command end
+it here with one line and exit 2 or 1 (`failure_line`); commands do not catch them themselves.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import os
 import sys
 
 from vividhead import __version__
-from vividhead.envfail import environment_message
+from vividhead.envfail import failure_line
 
 COMMANDS = ("build", "inspect", "train", "stream", "eval", "weights")
 
@@ -32,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         module = _command_module(name)
         command = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(command)
-        command.set_defaults(run=module.run)
+        command.set_defaults(run=module.run, input_errors=getattr(module, "INPUT_ERRORS", ()))
     return parser
 
 
@@ -44,12 +48,13 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     try:
         return int(args.run(args) or 0)
-    except Exception as err:
-        message = environment_message(err)
-        if message is None:
-            raise
+    except Exception as err:                          # the one handler of bad input and environment failures
+        failure = failure_line(err, where=getattr(args, "out", None), input_errors=args.input_errors)
+        if failure is None:
+            raise                                     # a bug: the traceback is the report
+        message, status = failure
         print(f"vividhead {args.command}: error: {message}", file=sys.stderr)
-        return 1
+        return status
 
 
 if __name__ == "__main__":

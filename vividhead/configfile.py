@@ -14,8 +14,10 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from vividhead.envfail import InputError
 
-class ConfigError(ValueError):
+
+class ConfigError(InputError):
     """A configuration file is missing, unreadable or invalid; the message names the file and field."""
 
 

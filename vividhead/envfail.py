@@ -1,6 +1,12 @@
-"""Environment failures: a full disk, a read-only or forbidden path, an `--out` that is a file, a Ray
-cluster that cannot be reached or went away. They end a command with one line that names the path
-or the cause, never a traceback, and never become a manifest decision about a clip.
+"""Failures that end a command with one line, never a traceback.
+
+- Environment failures: a full disk, a read-only or forbidden path, an `--out` that is a file, a Ray
+  cluster that cannot be reached or went away, an address already in use. The line names the path or
+  the cause (exit 1); they never become a manifest decision about a clip.
+- Bad input (`InputError`): a file, argument or value the user gave that the command cannot use. The line
+  names the thing and what was expected (exit 2).
+
+`vividhead.cli.main` is the one handler: commands raise, and `failure_line` turns the error into the line.
 """
 
 from __future__ import annotations
@@ -26,8 +32,15 @@ RAY_CLUSTER_ERRORS = ("RaySystemError", "NodeDiedError", "RayletError", "GcsUnav
 ENVIRONMENT_REASON = "environment"                      # reject_reason of a clip that met an environment failure
 
 
+ENVIRONMENT_EXIT, INPUT_EXIT = 1, 2
+
+
 class EnvironmentFailure(Exception):
     """An environment failure already put in one line."""
+
+
+class InputError(ValueError):
+    """Bad user input, already put in one line that names the file, argument or field and what was expected."""
 
 
 def _chain(err: BaseException) -> Iterator[BaseException]:
@@ -43,13 +56,16 @@ def _chain(err: BaseException) -> Iterator[BaseException]:
         todo += [current.__cause__, current.__context__, getattr(current, "cause", None)]
 
 
-def environment_message(err: BaseException) -> str | None:
-    """One line naming the path or cause when `err` is an environment failure, else None."""
+def environment_message(err: BaseException, where: str | Path | None = None) -> str | None:
+    """One line naming the path or cause when `err` is an environment failure, else None.
+
+    `where` names the path when the OS error itself names none (a write to an open file): the output
+    the command was writing."""
     for current in _chain(err):
         if isinstance(current, EnvironmentFailure):
             return str(current)
         if isinstance(current, OSError) and current.errno in ENVIRONMENT_ERRNOS:
-            where = current.filename or current.filename2
+            where = current.filename or current.filename2 or where
             return f"{where}: {ENVIRONMENT_ERRNOS[current.errno]}" if where else ENVIRONMENT_ERRNOS[current.errno]
         if type(current).__name__ in RAY_CLUSTER_ERRORS or (
                 isinstance(current, ConnectionError) and "ray" in f"{type(current).__module__} {current}".lower()):
@@ -58,6 +74,17 @@ def environment_message(err: BaseException) -> str | None:
         if "node timed out during startup" in str(current):           # Ray's own words, a plain Exception
             return "the local Ray did not start in time (an overloaded machine or a full /tmp?)"
     return None
+
+
+def failure_line(err: BaseException, where: str | Path | None = None,
+                 input_errors: tuple[type[BaseException], ...] = ()) -> tuple[str, int] | None:
+    """(one line, exit status) for bad input or an environment failure; None for anything else (a bug).
+
+    `input_errors` are the library exceptions that the command declares to mean bad input."""
+    if isinstance(err, (InputError, *input_errors)):
+        return (str(err).strip().splitlines() or [type(err).__name__])[0], INPUT_EXIT
+    message = environment_message(err, where)
+    return None if message is None else (message, ENVIRONMENT_EXIT)
 
 
 def check_out_dir(out: Path) -> None:

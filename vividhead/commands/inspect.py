@@ -36,16 +36,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vividhead.inspection.reader import InspectError
-
-    try:
-        return _run(args)
-    except InspectError as error:
-        print(f"vividhead inspect: {error}", file=sys.stderr)
-        return 2
-
-
-def _run(args: argparse.Namespace) -> int:
     from vividhead.inspection import text
     from vividhead.inspection.reader import InspectError, resolve
 

@@ -9,11 +9,12 @@ folder resumes from its newest checkpoint. For many GPUs, launch the same comman
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
 HELP = "train FlashHead on built shards (stage 1 flow matching, stage 2 DMD distillation)"
+# The trainers report bad shards, weights and settings (each naming the file or field) as these.
+INPUT_ERRORS = (FileNotFoundError, ValueError)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,22 +47,15 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vividhead.configfile import ConfigError
+    from vividhead.envfail import check_out_dir
     from vividhead.training.config import load_train_config
 
-    try:
-        config = load_train_config(args.config, overrides(args))
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    try:
-        if config.stage == 2:
-            from vividhead.training import stage2
+    config = load_train_config(args.config, overrides(args))
+    check_out_dir(config.out)
+    if config.stage == 2:
+        from vividhead.training import stage2
 
-            return int(stage2.run(config) or 0)
-        from vividhead.training import stage1
+        return int(stage2.run(config) or 0)
+    from vividhead.training import stage1
 
-        return stage1.run(config, progress=not args.no_progress)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return stage1.run(config, progress=not args.no_progress)
