@@ -1,5 +1,8 @@
 """The reference image of a stream and the pixel steps around the VAE, as the authors' code does them.
 
+- Loading (`load_rgb`): the image's size is read from its header first (Pillow, nothing decoded) and an image
+  over the pixel limit is refused; then OpenCV decodes it (EXIF orientation applied).
+
 - Preprocessing (`prepare_reference`): the short side is resized to 512 with bilinear filtering (PIL,
   the scaled size rounded up), then the image is centre-cropped to 512 x 512. No face crop by default;
   `face_crop=True` (the named option `--face-crop`) first crops the build's face square
@@ -14,6 +17,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import cv2
@@ -21,13 +25,38 @@ import numpy as np
 import torch
 from PIL import Image
 
+from vividhead.envfail import InputError
 
-def load_rgb(path: Path) -> np.ndarray:
-    """An image file as uint8 RGB [H, W, 3]."""
-    data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data is not None else None
+
+def declared_size(path: Path) -> tuple[int, int]:
+    """(width, height) from an image file's header, nothing decoded; InputError when it is not an image,
+    or declares more pixels than Pillow opens at all (its decompression-bomb limit)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)   # the caller applies its own limit
+        try:
+            with Image.open(path) as image:
+                return image.size
+        except Image.DecompressionBombError:
+            raise InputError(f"reference image {path}: declares more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels, "
+                             "far over the limit (--max-image-pixels)") from None
+        except (Image.UnidentifiedImageError, OSError, SyntaxError):
+            raise InputError(f"reference image {path}: not a readable image") from None
+
+
+def load_rgb(path: Path, max_pixels: int | None = None) -> np.ndarray:
+    """An image file as uint8 RGB [H, W, 3]; with `max_pixels`, an image of more pixels (read from its header,
+    before decoding) is an InputError."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"reference image {path}: no such file")
+    if max_pixels is not None:
+        width, height = declared_size(path)
+        if width * height > max_pixels:
+            raise InputError(f"reference image {path}: {width}x{height} is {width * height:,} pixels, over the "
+                             f"limit of {max_pixels:,} (--max-image-pixels)")
+    image = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_COLOR)
     if image is None:
-        raise FileNotFoundError(f"reference image {path}: missing or not a readable image")
+        raise InputError(f"reference image {path}: not a readable image")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 

@@ -11,18 +11,21 @@ server -> client
   {"type": "ready", "mime": ..., "width", "height", "fps", "variant", "first_chunk", "chunk_frames", "limits"}
   binary                              the fMP4 initialisation segment, then one media segment per chunk
   {"type": "chunk", "index", "frames", "latency_ms", "first_frame_ms", "fps", "timings_ms"}
-  {"type": "error", "code", "message"}  a bad message is dropped and the session goes on; codes idle, slow_client
-                                      and generation_failed end it (the socket closes with code 1008 / 1011)
+  {"type": "error", "code", "message"}  a bad message is dropped and the session goes on; codes idle, too_slow,
+                                      slow_client and generation_failed end it (the socket closes with 1008 / 1011)
   {"type": "done", "stats": {...}}    then the server closes the socket (the slot is free again)
 
 Access (`Access`): a WebSocket upgrade is accepted only from the server's own page (its Origin equals the
 URL the request came to) or an origin given with --allow-origin; on loopback the Host header must name a
 loopback address (no DNS rebinding); on any other address every request but /static/ needs the token
-(`?token=` or `Authorization: Bearer`). Refusals are 403 with the reason. See docs/stream.md, "Threat model".
+(`?token=` or `Authorization: Bearer`); an empty or blank token is refused at start. Refusals are 403 with the
+reason. `listen` binds the sockets before the model loads, so a bad address fails at once, in one line. See
+docs/stream.md, "Threat model".
 
 Limits (`ServerLimits`): message size and rate, upload size, audio waiting to be generated (an upload is
 probed and decoded incrementally, refused past that cap), concurrent sessions, idle time without audio,
-and how long a client may leave video unread. Each session generates in its own thread through a
+the least rate at which a session must send audio (a client trickling a few bytes loses its slot), and how long
+a client may leave video unread. Each session generates in its own thread through a
 `Batcher` view of the engine (inference/batcher.py): concurrent sessions' DiT and VAE calls run batched,
 not one after another. Each chunk's fMP4 encoding runs on an encoder thread beside the next chunk's
 generation; at most `queued_chunks` encoded-or-waiting chunks per session are held.
@@ -31,11 +34,13 @@ generation; at most `queued_chunks` encoded-or-waiting chunks per session are he
 from __future__ import annotations
 
 import asyncio
+import errno
 import hmac
 import io
 import ipaddress
 import json
 import secrets
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +50,7 @@ from pathlib import Path
 import numpy as np
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from vividhead.envfail import EnvironmentFailure, InputError
 from vividhead.inference.batcher import Batcher
 from vividhead.inference.engine import Chunk, FlashHeadEngine, Reference, StreamSession
 from vividhead.inference.sinks import FragmentEncoder
@@ -64,6 +70,10 @@ class ServerLimits:
     max_pending_seconds: float = 120.0           # audio queued but not generated yet; also the longest upload
     max_sessions: int = 4
     idle_seconds: float = 30.0                   # no audio and nothing to generate for this long: closed
+    # While the server waits for audio, a session must send at least this many bytes per second on average; it
+    # may fall behind by `idle_seconds` of it. 4000 B/s is an eighth of live s16 PCM (32000 B/s), and an upload
+    # over a 32 kbit/s link. Below it (a client trickling bytes to hold a slot) the session is closed: too_slow.
+    min_audio_bytes_per_second: float = 4000.0
     send_timeout_seconds: float = 10.0           # a chunk the client does not take within this: closed
     queued_chunks: int = 2                       # generated chunks waiting for the encoder/socket per session
 
@@ -75,6 +85,10 @@ class Access:
     token: str | None = None
     allowed_origins: frozenset[str] = frozenset()
     loopback: bool = True                        # bound to loopback only: the Host header must name loopback
+
+    def __post_init__(self) -> None:
+        if self.token is not None and not self.token.strip():
+            raise InputError("--token is empty: give a non-empty token, or leave --token out for a random one")
 
     def refusal(self, request: web.Request) -> str | None:
         """Why `request` is refused (403), or None."""
@@ -107,6 +121,39 @@ def access_policy(host: str, token: str | None = None, allow_origins: list[str] 
     if token is None and not loopback:
         token = secrets.token_urlsafe(18)
     return Access(token=token, allowed_origins=frozenset(o.rstrip("/").lower() for o in allow_origins), loopback=loopback)
+
+
+def listen(host: str, port: int) -> list[socket.socket]:
+    """Listening sockets on every address `host` names (as aiohttp would bind them), before the model loads.
+
+    A port outside 0..65535, or a host that is no address of this machine, is an InputError; a port in use
+    or not allowed is an EnvironmentFailure; each is one line."""
+    if not 0 <= port <= 65535:
+        raise InputError(f"--port {port}: a TCP port is 0..65535")
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as err:
+        raise InputError(f"--host {host}: not an address of this machine ({err.strerror})") from None
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(addresses):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(128)
+    except OSError as err:
+        for sock in sockets:
+            sock.close()
+        if err.errno == errno.EADDRNOTAVAIL:
+            raise InputError(f"--host {host}: not an address of this machine") from None
+        reason = {errno.EADDRINUSE: "the port is in use (another server, or another `vividhead stream --serve`?)",
+                  errno.EACCES: "permission denied (ports below 1024 need privileges)"}.get(err.errno, err.strerror)
+        raise EnvironmentFailure(f"cannot listen on {shown}: {reason}") from None
+    return sockets
 
 
 def page_url(host: str, port: int, access: Access) -> str:
@@ -225,6 +272,8 @@ class Connection:
         self.tasks: list[asyncio.Task] = []
         self.inflight: asyncio.Future | None = None
         self.last_activity = time.monotonic()
+        self.received = 0                               # audio bytes (PCM or upload) received
+        self.allowance = self._allowance_cap            # bytes the session may still fall behind the least rate
         self.closing: _Closing | None = None
         self.closer: asyncio.Task | None = None         # the task closing the socket
 
@@ -247,14 +296,28 @@ class Connection:
         except _Closing as closing:
             await self._close(closing)
 
+    @property
+    def _allowance_cap(self) -> float:
+        return self.limits.min_audio_bytes_per_second * self.limits.idle_seconds
+
     async def _watch(self) -> None:
-        """Close the session once it has had no audio, and nothing to generate or send, for `idle_seconds`."""
+        """Close the session when it waits for audio (nothing to generate or send) and has had none for
+        `idle_seconds`, or has fallen `idle_seconds` behind `min_audio_bytes_per_second` (a trickle)."""
+        tick = time.monotonic()
         while True:
             await asyncio.sleep(min(1.0, self.limits.idle_seconds / 4))
-            busy = self.ended or self.inflight is not None or not self.outbox.empty()
-            if not busy and time.monotonic() - self.last_activity > self.limits.idle_seconds:
+            now, elapsed = time.monotonic(), time.monotonic() - tick
+            tick = now
+            if self.ended or self.inflight is not None or not self.outbox.empty():
+                continue                                # the server is busy, not the client
+            self.allowance -= self.limits.min_audio_bytes_per_second * elapsed
+            if now - self.last_activity > self.limits.idle_seconds:
                 raise _Closing(WSCloseCode.POLICY_VIOLATION, "idle", f"no audio for {self.limits.idle_seconds:g} s; "
                                                                     "session closed")
+            if self.received and self.allowance <= 0:
+                raise _Closing(WSCloseCode.POLICY_VIOLATION, "too_slow",
+                               f"audio arrived at under {self.limits.min_audio_bytes_per_second:g} bytes/s (the "
+                               f"least rate) for {self.limits.idle_seconds:g} s; session closed")
 
     async def _close(self, closing: _Closing) -> None:
         """Tell the client why (when it still reads), then close; a client that stopped reading is cut off."""
@@ -301,6 +364,8 @@ class Connection:
         if kind == WSMsgType.TEXT:
             return await self._control(data)
         self.last_activity = time.monotonic()
+        self.received += len(data)
+        self.allowance = min(self._allowance_cap, self.allowance + len(data))
         if self.upload is not None:
             return await self._upload_bytes(data)
         if len(data) % self.dtype.itemsize:
@@ -440,16 +505,19 @@ async def _within(operation, seconds: float) -> bool:
 
 
 def serve(engine: FlashHeadEngine, reference: Reference, host: str = "127.0.0.1", port: int = 8765,
-          limits: ServerLimits = ServerLimits(), access: Access | None = None) -> None:
-    """Run the server until interrupted."""
+          limits: ServerLimits = ServerLimits(), access: Access | None = None,
+          sockets: list[socket.socket] | None = None) -> None:
+    """Run the server until interrupted, on `sockets` from `listen(host, port)` (bound here when not given)."""
     access = access or access_policy(host)
+    sockets = sockets if sockets is not None else listen(host, port)
+    port = sockets[0].getsockname()[1]                  # the port chosen when 0 was asked for
     if not access.loopback:
         print(f"vividhead stream: serving on {host}, reachable from other machines; every request needs the token "
               f"below (keep the URL private; plain HTTP, use a TLS proxy across untrusted networks)")
     server = StreamServer(engine, reference, limits, access)
     print(f"vividhead stream: open {page_url(host, port, access)} ({engine.model.config.preset} on {engine.device})",
           flush=True)
-    web.run_app(server.app(), host=host, port=port, print=None)
+    web.run_app(server.app(), sock=sockets, print=None)
 
 
 class BackgroundServer:

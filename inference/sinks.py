@@ -75,7 +75,7 @@ class Mp4Sink:
     def __init__(self, path: Path, size: int = 512, fps: int = 25, crf: int = 18) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.container = av.open(str(self.path), mode="w")
+        self.container = av.open(str(self.path), mode="w", format="mp4")   # whatever the name: /dev/full, out.video
         codec, options = h264_settings(crf, live=False)
         self.video = self.container.add_stream(codec, rate=fps)
         self.video.width = self.video.height = size

@@ -121,7 +121,11 @@ def test_cli_writes_lite_mp4_with_audio(tmp_path, capsys, release):
 
 def test_cli_errors_name_the_problem(tmp_path, capsys):
     weights = write_tiny_release(tmp_path / "release", audio_layers=12, audio_dim=768, vaes=False)
-    code = cli_main(["stream", "--weights", str(weights), "--variant", "pro", "--image", "x.png", "--audio", "a.wav",
+    import cv2
+
+    image = tmp_path / "x.png"                  # the image is checked first (before the model loads): a real one
+    cv2.imwrite(str(image), face_like_image(64))
+    code = cli_main(["stream", "--weights", str(weights), "--variant", "pro", "--image", str(image), "--audio", "a.wav",
                      "--out", "o.mp4"])
     assert code == 2 and "VAE_Wan" in capsys.readouterr().err
 

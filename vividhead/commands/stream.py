@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 
 HELP = "stream a talking head from a reference image and audio (MP4 file, raw frames to a pipe, or a local web server)"
+# Loading weights, the image and the audio reports a missing or unusable file (naming it) as these.
+INPUT_ERRORS = (FileNotFoundError, ValueError)
+DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,6 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="release folder (Model_Lite/, Model_Pro/, VAE_LTX/, VAE_Wan/) or a `vividhead train` checkpoint folder")
     parser.add_argument("--variant", choices=("lite", "pro", "tiny"), default="lite")
     parser.add_argument("--image", type=Path, required=True, help="reference image (the face to animate)")
+    parser.add_argument("--max-image-pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS, metavar="N",
+                        help="refuse a reference image of more pixels, read from its header before decoding "
+                             f"(default {DEFAULT_MAX_IMAGE_PIXELS:,})")
     parser.add_argument("--audio", type=Path, help="driving speech (any format ffmpeg reads); not needed with --serve")
     parser.add_argument("--out", help="output MP4 path, or '-' for raw rgb24 frames on stdout")
     parser.add_argument("--serve", action="store_true", help="run the local WebSocket server and browser page")
@@ -27,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token", help="access token required off loopback (default: a random one, printed in the page URL)")
     parser.add_argument("--idle-timeout", type=float, default=30.0, metavar="SECONDS",
                         help="close a session that sends no audio for this long (default 30)")
+    parser.add_argument("--min-audio-rate", type=float, default=4000.0, metavar="BYTES_PER_SECOND",
+                        help="close a session that sends audio slower than this on average, once it is "
+                             "--idle-timeout seconds behind (default 4000; live s16 PCM is 32000)")
     parser.add_argument("--max-sessions", type=int, default=4, help="concurrent sessions (default 4)")
     parser.add_argument("--stats", action="store_true", help="print per-chunk latency, first-frame latency and FPS")
     parser.add_argument("--face-crop", dest="crop", action="store_true", default=False,
@@ -50,31 +59,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vividhead.envfail import InputError
     from vividhead.inference.engine import EngineOptions, FlashHeadEngine
     from vividhead.inference.reference import load_rgb
 
     if args.serve and args.sequence_parallel:
-        print("vividhead stream: --serve runs on one GPU; --sequence-parallel is for --out", file=sys.stderr)
-        return 2
+        raise InputError("--serve runs on one GPU; --sequence-parallel is for --out")
     if not args.serve and not (args.audio and args.out):
-        print("vividhead stream: give --audio and --out (a .mp4 path or '-'), or --serve", file=sys.stderr)
-        return 2
-    try:
-        options = EngineOptions(steps=args.steps, color_correction=args.color_correction, crop=args.crop,
-                                first_chunk=args.first_chunk, compile=args.compile, seed=args.seed,
-                                sequence_parallel=args.sequence_parallel)
-        engine = FlashHeadEngine.load(args.weights, args.variant, device=args.device, wav2vec=args.wav2vec,
-                                      vae=args.vae, options=options)
-        reference = engine.reference(load_rgb(args.image))
-    except (FileNotFoundError, ValueError) as err:
-        print(f"vividhead stream: {err}", file=sys.stderr)
-        return 2
+        raise InputError("give --audio and --out (a .mp4 path or '-'), or --serve")
+    if not args.serve and args.out != "-" and Path(args.out).is_dir():
+        raise InputError(f"--out {args.out} is a folder; give the path of an .mp4 file to write, or '-'")
+    # Everything the user named is checked before the model loads (seconds to minutes): the image (its size
+    # from the header), and for --serve the token and the address, which are bound now.
+    image = load_rgb(args.image, max_pixels=args.max_image_pixels)
     if args.serve:
-        from vividhead.inference.server import ServerLimits, access_policy, serve
+        from vividhead.inference.server import ServerLimits, access_policy, listen
 
         access = access_policy(args.host, token=args.token, allow_origins=args.allow_origin)
-        limits = ServerLimits(idle_seconds=args.idle_timeout, max_sessions=args.max_sessions)
-        serve(engine, reference, host=args.host, port=args.port, limits=limits, access=access)
+        limits = ServerLimits(idle_seconds=args.idle_timeout, max_sessions=args.max_sessions,
+                              min_audio_bytes_per_second=args.min_audio_rate)
+        sockets = listen(args.host, args.port)
+    options = EngineOptions(steps=args.steps, color_correction=args.color_correction, crop=args.crop,
+                            first_chunk=args.first_chunk, compile=args.compile, seed=args.seed,
+                            sequence_parallel=args.sequence_parallel)
+    engine = FlashHeadEngine.load(args.weights, args.variant, device=args.device, wav2vec=args.wav2vec,
+                                  vae=args.vae, options=options)
+    reference = engine.reference(image)
+    if args.serve:
+        from vividhead.inference.server import serve
+
+        serve(engine, reference, host=args.host, port=args.port, limits=limits, access=access, sockets=sockets)
         return 0
     return _stream_file(engine, reference, args)
 
@@ -84,11 +98,7 @@ def _stream_file(engine, reference, args: argparse.Namespace) -> int:
     from vividhead.inference.sinks import Mp4Sink, NullSink, RawSink, stream_to_sink
     from vividhead.models.audio_features import load_audio
 
-    try:
-        audio = load_audio(args.audio)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"vividhead stream: {err}", file=sys.stderr)
-        return 2
+    audio = load_audio(args.audio)
     g = engine.geometry
     if not engine.is_main:
         sink = NullSink()                      # sequence-parallel helper rank: same stream, no output
