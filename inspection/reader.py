@@ -19,10 +19,12 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from vividhead.envfail import InputError
+from vividhead.manifest import FIXED_COLUMNS
 from vividhead.paths import expand, is_glob
 from vividhead.shards import Sample, iter_samples, shard_files
 
 BATCH_ROWS = 65_536
+REQUIRED_COLUMNS = ("key", "status")        # without these a Parquet file is not a manifest
 
 
 class InspectError(InputError):
@@ -103,15 +105,49 @@ def resolve(arguments: Iterable[str | Path]) -> Dataset:
     return Dataset(unique(roots), unique(manifests), unique(shards), unique(build_jsons))
 
 
+def _same_kind(found: pa.DataType, expected: pa.DataType) -> bool:
+    """Whether a column of type `found` reads as `expected` (any string, integer or number width; all-null)."""
+    if pa.types.is_null(found):
+        return True
+    if pa.types.is_string(expected):
+        return pa.types.is_string(found) or pa.types.is_large_string(found)
+    if pa.types.is_integer(expected):
+        return pa.types.is_integer(found)
+    if pa.types.is_floating(expected):
+        return pa.types.is_integer(found) or pa.types.is_floating(found)
+    return found == expected
+
+
+def check_manifest_schema(path: Path, schema: pa.Schema) -> None:
+    """InspectError naming the missing columns and those of the wrong type, when `schema` is not a manifest's.
+
+    `key` and `status` must be there; every column of docs/FORMATS.md that is there must have its type
+    (older builds lack some, and metric columns vary by build)."""
+    expected = dict(FIXED_COLUMNS)
+    missing = [name for name in REQUIRED_COLUMNS if name not in schema.names]
+    wrong = [f"{field.name} is {field.type}, expected {expected[field.name]}" for field in schema
+             if field.name in expected and not _same_kind(field.type, expected[field.name])]
+    problems = ([f"missing column(s) {', '.join(missing)} (it has {', '.join(schema.names[:8]) or 'none'}"
+                 f"{', ...' if len(schema.names) > 8 else ''})"] if missing else []) + wrong
+    if problems:
+        raise InspectError(f"{path}: not a vividhead manifest: {'; '.join(problems)}")
+
+
 def manifest_schema(dataset: Dataset) -> pa.Schema:
-    """The unified schema of all manifest files (metadata only; builds may differ in metric columns)."""
+    """The unified schema of all manifest files (metadata only; builds may differ in metric columns), each
+    checked to be a manifest's (`check_manifest_schema`)."""
     schemas = []
     for path in dataset.manifests:
         try:
-            schemas.append(pq.read_schema(path))
+            schema = pq.read_schema(path)
         except (OSError, pa.ArrowInvalid) as error:
             raise InspectError(f"{path}: not a readable Parquet manifest ({error})") from error
-    return pa.unify_schemas(schemas, promote_options="permissive")
+        check_manifest_schema(path, schema)
+        schemas.append(schema)
+    try:
+        return pa.unify_schemas(schemas, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+        raise InspectError(f"the manifests disagree on a column's type ({error})") from error
 
 
 def manifest_batches(dataset: Dataset, columns: Iterable[str] | None = None,

@@ -1,14 +1,13 @@
 """Stage 1 sources: expand sources.yaml into `Source` records, fetch URLs, hash the bytes.
 
-Paths resolve against the sources file's folder. A path may be a file, a glob or a directory
-(walked without following a symlink back into a folder already visited, so loops end). Sources are
+Paths resolve against the sources file's folder. A path may be a file, a glob or a directory; a
+directory and a `**` glob follow symlinked folders but enter each real folder once, so loops end. Sources are
 deduplicated by source id here; by MD5 once the bytes are hashed (`dedupe_by_md5`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import socket
 import urllib.error
 import urllib.request
@@ -16,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from vividhead.media import MediaError
-from vividhead.paths import expand, is_glob, resolve_path
+from vividhead.paths import expand, is_glob, resolve_path, walk_once
 from vividhead.pipelines.config import RunConfig, SourceEntry, SourcesFile
 from vividhead.pipelines.records import Source
 
@@ -65,22 +64,8 @@ def _expand_path(entry: SourceEntry, base: Path, extensions: set[str]) -> tuple[
 
 def _walk(root: Path, extensions: set[str], recursive: bool) -> list[Path]:
     """Video files under root; each real directory is visited once, so symlink loops end."""
-    seen: set[str] = set()
-    files: list[Path] = []
-    for folder, dirs, names in os.walk(root, followlinks=True):
-        real = os.path.realpath(folder)
-        if real in seen:
-            dirs[:] = []
-            continue
-        seen.add(real)
-        dirs.sort()
-        if not recursive:
-            dirs[:] = []
-        for name in sorted(names):
-            path = Path(folder) / name
-            if path.suffix.lower() in extensions and path.is_file():
-                files.append(path)
-    return files
+    return [folder / name for folder, _, names in walk_once(root, recursive) for name in names
+            if Path(name).suffix.lower() in extensions and (folder / name).is_file()]
 
 
 def fetch(source: Source, downloads: Path, run: RunConfig) -> Path:
