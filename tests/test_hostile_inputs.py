@@ -278,3 +278,20 @@ def test_train_on_a_tar_without_samples_or_out_a_file(capsys, tmp_path):
     taken.write_text("a file")
     assert _train(capsys, tmp_path, junk, taken) == (
         1, f"vividhead train: error: --out {taken} is a file, not a directory\n")
+
+
+def test_a_checkpoint_that_streams_non_finite_frames_leaves_no_video(capsys, tmp_path, face):
+    import torch
+
+    from vividhead.models.release import save_release
+
+    engine = tiny_engine(tmp_path / "weights")
+    with torch.no_grad():
+        engine.model.head.head.weight.fill_(3e38)                      # finite weights whose output overflows
+    save_release(engine.model, tmp_path / "weights" / "Model_Tiny")
+    out = tmp_path / "out.mp4"
+    status, err = _cli(capsys, "stream", "--weights", tmp_path / "weights", "--variant", "tiny", "--image", face,
+                       "--audio", write_wav(tmp_path / "a.wav", 0.5), "--out", out, "--steps", "1")
+    assert (status, err) == (2, "vividhead stream: error: chunk 0: the sampled latents hold NaN or infinite values; stopping "
+                                "the stream; no output written (check the checkpoint)\n")
+    assert not out.exists()

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from vividhead.envfail import InputError
+
 HELP = "stream a talking head from a reference image and audio (MP4 file, raw frames to a pipe, or a local web server)"
 # Loading weights, the image and the audio reports a missing or unusable file (naming it) as these.
 INPUT_ERRORS = (FileNotFoundError, ValueError)
@@ -59,7 +61,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vividhead.envfail import InputError
     from vividhead.inference.engine import EngineOptions, FlashHeadEngine
     from vividhead.inference.reference import load_rgb
 
@@ -123,11 +124,10 @@ def _stream_file(engine, reference, args: argparse.Namespace) -> int:
     show = args.stats and engine.is_main
     try:
         stream_to_sink(session, audio, sink, piece_seconds=g.chunk_seconds, on_chunk=report if show else None)
-    except NonFiniteOutput as err:
+    except NonFiniteOutput as err:             # the weights are bad: no half video is left behind
         if args.out != "-":
             Path(args.out).unlink(missing_ok=True)
-        print(f"vividhead stream: {err}; no output written (check the checkpoint)", file=sys.stderr)
-        return 1
+        raise InputError(f"{err}; no output written (check the checkpoint)") from err
     if show:
         summary = session.stats.summary()
         encode = session.stats.stages.get("output_encode", 0.0)
