@@ -306,8 +306,8 @@ class Connection:
         tick = time.monotonic()
         while True:
             await asyncio.sleep(min(1.0, self.limits.idle_seconds / 4))
-            now, elapsed = time.monotonic(), time.monotonic() - tick
-            tick = now
+            now = time.monotonic()
+            elapsed, tick = now - tick, now
             if self.ended or self.inflight is not None or not self.outbox.empty():
                 continue                                # the server is busy, not the client
             self.allowance -= self.limits.min_audio_bytes_per_second * elapsed
