@@ -47,7 +47,8 @@ def run_build(sources_file: SourcesFile, base: Path, out_dir: Path, config: Buil
     metric_types = stages.metric_types()
     state = prepare(out, config, hashes, metric_types)
     summary = BuildSummary(str(out.root), units_redone=state.redo, units_redecided=len(state.redecided),
-                           orphans_removed=state.orphans_removed, config_changed=state.config_changed,
+                           orphans_removed=state.orphans_removed, dropped=state.dropped,
+                           config_changed=state.config_changed,
                            stage_modes=stages.modes(config, weights))
     started_ray = start_ray(address, workers)
     committer = Committer(out, metric_types, hashes, ShardTarget(config.shards.max_samples, config.shards.max_bytes),

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, get_args
 
 import numpy as np
 
 from vividhead.models.face_detect import Face
 
 Status = Literal["kept", "rejected", "skipped", "failed"]
+STATUSES: tuple[str, ...] = get_args(Status)
 MetricValue = float | int | str | bool | None
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,10 +30,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from vividhead.buildlock import LOCK_NAME
 from vividhead.manifest import write_atomic
 from vividhead.pipelines import stages as table
 from vividhead.pipelines.output import OutputDir, pack_number
-from vividhead.pipelines.rows import STAGES_KEY, row_from_json, sample_json, write_part
+from vividhead.pipelines.records import STATUSES
+from vividhead.pipelines.rows import STAGES_KEY, row_problem, sample_json, write_part
 from vividhead.pipelines.segments import Segment, read_segment_rows, recover
 from vividhead.pipelines.units import ResumePoint, WorkUnit, resume_point
 from vividhead.shards import iter_samples, write_shard
@@ -51,6 +54,7 @@ class ResumeState:
     next_number: int = 0                                                  # of the next shard
     redo: dict[str, str] = field(default_factory=dict)                    # unit -> why some of it is made again
     redecided: set[str] = field(default_factory=set)                      # units re-decided from stored metrics
+    dropped: dict[str, str] = field(default_factory=dict)                 # file it could not read -> why
     orphans_removed: int = 0
     config_changed: bool = False
 
@@ -64,8 +68,8 @@ def prepare(out: OutputDir, config: Any, hashes: dict[str, str], metric_types: d
     state = ResumeState()
     for folder in (out.shards, out.parts, out.segments):
         folder.mkdir(parents=True, exist_ok=True)
-        for tmp in folder.rglob(".*.tmp"):
-            tmp.unlink()
+    for tmp in _temporary_files(out):
+        tmp.unlink(missing_ok=True)
     if out.staging.exists():
         shutil.rmtree(out.staging)
     state.orphans_removed = recover(out)
@@ -77,14 +81,15 @@ def prepare(out: OutputDir, config: Any, hashes: dict[str, str], metric_types: d
     numbers = [pack_number(name) for name in parts]
     state.next_number = max([n for n in numbers if n is not None], default=-1) + 1
 
-    ledger = _ledger(out)
-    stale = pc.not_equal(ledger.column("config_hash"), hashes["config_hash"])
+    ledger = _ledger(out, state)
+    unreadable = _unreadable_rows(ledger)
+    stale = pc.fill_null(pc.not_equal(ledger.column("config_hash"), hashes["config_hash"]), False)
     state.config_changed = pc.any(stale).as_py() or False
-    redo = pc.or_(stale, pc.equal(ledger.column("status"), "failed"))
+    redo = pc.or_(pc.or_(stale, unreadable), pc.fill_null(pc.equal(ledger.column("status"), "failed"), False))
     for name in pc.unique(ledger.filter(redo).column("part")).to_pylist():
         _rewrite(out, name, config, hashes, metric_types, state)
-    if state.redo or state.redecided:
-        ledger = _ledger(out)
+    if state.redo or state.redecided or state.dropped:
+        ledger = _ledger(out, state)
     packed = set(pc.coalesce(ledger.column("key"), ledger.column("unit")).to_pylist())
     segments = _pending_segments(out, hashes, state, packed)
 
@@ -99,6 +104,15 @@ def prepare(out: OutputDir, config: Any, hashes: dict[str, str], metric_types: d
     return state
 
 
+def _temporary_files(out: OutputDir) -> list[Path]:
+    """What a killed run can leave half-written: `.NAME.tmp` files (shards, parts, segments, the ledger,
+    build.json, manifest.parquet) and partial downloads. The lock's own temporary files are the lock's."""
+    found = [path for folder in (out.shards, out.parts, out.segments, out.ledger.parent)
+             for path in folder.rglob(".*.tmp")]
+    found += [path for path in out.root.glob(".*.tmp") if not path.name.startswith(LOCK_NAME)]
+    return found + list(out.downloads.glob(".*.part"))
+
+
 # ------------------------------------------------------------------------------------------- ledger
 LEDGER_SCHEMA = pa.schema([("part", pa.string()), *[(c, pa.float64() if c in ("start", "end", "segment.piece_start")
                                                      else pa.string()) for c in LEDGER_COLUMNS]])
@@ -109,30 +123,66 @@ def _stamp(path: Path) -> list[int]:
     return [stat.st_size, stat.st_mtime_ns]
 
 
-def _ledger(out: OutputDir) -> pa.Table:
-    """The narrow rows of every part: from the ledger, and for parts new or changed since, from the parts."""
+def _ledger(out: OutputDir, state: ResumeState) -> pa.Table:
+    """The narrow rows of every part: from the ledger, and for parts new or changed since, from the parts.
+
+    The ledger is a cache: when it cannot be read it is rebuilt from the parts. A part that cannot be
+    read is dropped with its shard (its units are made again)."""
     stamps = {part.stem: _stamp(part) for part in out.parts.glob("*.parquet")}
     known: dict[str, list[int]] = {}
     tables = []
-    if out.ledger.exists():
-        cached = pq.read_table(out.ledger)
+    cached = _read_ledger(out, state)
+    if cached is not None:
         known = json.loads((cached.schema.metadata or {}).get(STAMPS_KEY, b"{}"))
         still = [name for name, stamp in known.items() if stamps.get(name) == stamp]
         tables.append(cached.filter(pc.is_in(cached.column("part"), pa.array(still, pa.string()))))
     fresh = sorted(name for name, stamp in stamps.items() if known.get(name) != stamp)
     for name in fresh:
-        part = pq.read_table(out.part(name), columns=[c for c in LEDGER_COLUMNS
-                                                      if c in pq.read_schema(out.part(name)).names])
-        columns = {"part": pa.array([name] * part.num_rows, pa.string())}
-        for column in LEDGER_COLUMNS:
-            kind = LEDGER_SCHEMA.field(column).type
-            columns[column] = (part.column(column).cast(kind) if column in part.column_names
-                               else pa.nulls(part.num_rows, kind))
-        tables.append(pa.table(columns, schema=LEDGER_SCHEMA))
+        try:
+            tables.append(_part_ledger(out, name))
+        except (pa.ArrowException, OSError, ValueError) as err:
+            _drop(out, out.part(name), f"unreadable manifest part ({type(err).__name__}: {err})", state,
+                  "its shard is deleted and its clips are made again")
+            out.shard(name).unlink(missing_ok=True)
+            del stamps[name]
     ledger = pa.concat_tables([t.replace_schema_metadata(None) for t in tables] or [LEDGER_SCHEMA.empty_table()])
     if fresh or set(known) != set(stamps):
         write_atomic(ledger.replace_schema_metadata({STAMPS_KEY: json.dumps(stamps)}), out.ledger)
     return ledger
+
+
+def _read_ledger(out: OutputDir, state: ResumeState) -> pa.Table | None:
+    """The ledger as the last run left it; None when there is none or it cannot be read (then it is rebuilt)."""
+    if not out.ledger.exists():
+        return None
+    try:
+        cached = pq.read_table(out.ledger)
+        json.loads((cached.schema.metadata or {}).get(STAMPS_KEY, b"{}"))
+        if not cached.schema.remove_metadata().equals(LEDGER_SCHEMA):
+            raise ValueError("its columns are not the ledger's")
+        return cached
+    except (pa.ArrowException, OSError, ValueError) as err:
+        _drop(out, out.ledger, f"unreadable ledger ({type(err).__name__}: {err})", state, "it is rebuilt from the parts")
+        return None
+
+
+def _part_ledger(out: OutputDir, name: str) -> pa.Table:
+    """The ledger rows of one part."""
+    part = pq.read_table(out.part(name), columns=[c for c in LEDGER_COLUMNS if c in pq.read_schema(out.part(name)).names])
+    columns = {"part": pa.array([name] * part.num_rows, pa.string())}
+    for column in LEDGER_COLUMNS:
+        kind = LEDGER_SCHEMA.field(column).type
+        columns[column] = (part.column(column).cast(kind) if column in part.column_names
+                           else pa.nulls(part.num_rows, kind))
+    return pa.table(columns, schema=LEDGER_SCHEMA)
+
+
+def _unreadable_rows(ledger: pa.Table) -> pa.ChunkedArray:
+    """True for each ledger row that resume cannot use (no unit, status or config hash; kept without a key)."""
+    bad = pc.or_(pc.is_null(ledger.column("unit")), pc.is_null(ledger.column("config_hash")))
+    bad = pc.or_(bad, pc.invert(pc.fill_null(pc.is_in(ledger.column("status"), pa.array(STATUSES)), False)))
+    return pc.fill_null(pc.or_(bad, pc.and_(pc.equal(ledger.column("status"), "kept"),
+                                            pc.is_null(ledger.column("key")))), True)
 
 
 # ------------------------------------------------------------------------------------------ rewrite
@@ -142,6 +192,12 @@ def _rewrite(out: OutputDir, name: str, config: Any, hashes: dict[str, str], met
     rows = pq.read_table(out.part(name)).to_pylist()
     stored = (pq.read_schema(out.part(name)).metadata or {}).get(STAGES_KEY, b"").decode()
     kept_before = {row["key"] for row in rows if row["status"] == "kept"}
+    unreadable = {index: why for index, row in enumerate(rows) if (why := row_problem(row)) is not None}
+    for index, why in unreadable.items():
+        _note(state, f"{out.part(name).relative_to(out.root)} row {index}", why, "its clip is made again")
+        if isinstance(rows[index].get("unit"), str):
+            state.redo[rows[index]["unit"]] = f"its committed row was unreadable: {why}"
+    rows = [row for index, row in enumerate(rows) if index not in unreadable]
     if stored != hashes["stages_hash"] or any(
             row["content_hash"] not in (None, hashes["content_hash"]) for row in rows):
         why = ("the clip-defining config changed" if stored == hashes["stages_hash"]
@@ -162,7 +218,7 @@ def _rewrite(out: OutputDir, name: str, config: Any, hashes: dict[str, str], met
         row.update(config_hash=hashes["config_hash"], stages_hash=hashes["stages_hash"])
         survivors.append(row)
     kept_now = {row["key"] for row in survivors if row["status"] == "kept"}
-    if kept_now != kept_before and out.shard(name).exists():
+    if (kept_now != kept_before or unreadable) and out.shard(name).exists():
         by_key = {row["key"]: row for row in survivors}
         samples = [(s.key, {**s.files, "json": sample_json(by_key[s.key])})
                    for s in iter_samples(out.shard(name)) if s.key in kept_now]
@@ -196,9 +252,14 @@ def _redecide(row: dict[str, Any], config: Any) -> str | None:
 def _pending_segments(out: OutputDir, hashes: dict[str, str], state: ResumeState,
                       packed: set[str]) -> list[dict[str, Any]]:
     """The rows of committed, unpacked segments. Deleted: a second copy of a packed clip (written by a
-    task Ray retried), and segments that failed or were made under another config (made again)."""
+    task Ray retried), segments that failed or were made under another config (made again), and
+    segments that cannot be read (made again, the reason recorded)."""
+    segments, damaged = read_segment_rows(out)
+    for path, why in damaged.items():
+        _drop(out, Path(path), f"unreadable segment: {why}", state)
+        state.redo[Path(path).parent.name] = f"its segment was unreadable: {why}"
     rows = []
-    for row in read_segment_rows(out):
+    for row in segments:
         path = row.pop("_segment")
         if (row["key"] or row["unit"]) in packed:
             Path(path).unlink()
@@ -208,7 +269,20 @@ def _pending_segments(out: OutputDir, hashes: dict[str, str], state: ResumeState
             state.config_changed |= row["config_hash"] != hashes["config_hash"]
             Path(path).unlink()
             continue
+        hours = (row.get("duration") or 0.0) / 3600      # a source-level row has no duration
         state.pending.append(Segment(row["unit"], row["key"] or row["unit"], path, row["status"], row.pop("_bytes"),
-                                     (row["duration"] or 0.0) / 3600))
+                                     hours))
         rows.append({c: row.get(c) for c in LEDGER_COLUMNS})
     return rows
+
+
+def _drop(out: OutputDir, path: Path, why: str, state: ResumeState, then: str = "its clip is made again") -> None:
+    """Delete a file that resume cannot read, and say so (`_note`)."""
+    _note(state, str(path.relative_to(out.root)), why, then)
+    path.unlink(missing_ok=True)
+
+
+def _note(state: ResumeState, what: str, why: str, then: str) -> None:
+    """Record why resume dropped something it could not read (build.json `dropped`), and say so on stderr."""
+    state.dropped[what] = why
+    print(f"vividhead build: resume: dropped {what} ({why}); {then}", file=sys.stderr, flush=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from vividhead.manifest import ATTRIBUTES, manifest_schema, rows_table, safe_text, write_atomic
-from vividhead.pipelines.records import Clip, Source
+from vividhead.pipelines.records import STATUSES, Clip, Source
 from vividhead.pipelines.units import SourceRejection, probe_metrics
 
 STAGES_KEY = b"vividhead.stages_hash"              # Parquet metadata: the hash of the model stages' config
@@ -77,6 +77,26 @@ def row_from_json(data: bytes) -> dict[str, Any]:
     if not isinstance(row.get("timings"), str):
         row["timings"] = json.dumps(row.get("timings") or {}, sort_keys=True)
     return row
+
+
+def row_problem(row: Any) -> str | None:
+    """Why a row read back from disk (a segment's `json`, a part) cannot be resumed from, or None.
+
+    Resume needs the unit, the status, the key (None only for a source-level row) and the config
+    hash; every other column may be missing (a source-level row has no `duration`, no piece bounds).
+    """
+    if not isinstance(row, dict):
+        return f"the row is a {type(row).__name__}, not an object"
+    for name in ("unit", "config_hash"):
+        if not isinstance(row.get(name), str) or not row[name]:
+            return f"the row has no {name}"
+    if row.get("status") not in STATUSES:
+        return f"the row's status {row.get('status')!r} is not one of {', '.join(STATUSES)}"
+    if row.get("key") is not None and not isinstance(row["key"], str):
+        return f"the row's key {row['key']!r} is not text"
+    if row.get("key") is None and row["status"] == "kept":
+        return "the row is kept but has no key"
+    return None
 
 
 def write_part(path: Path, rows: list[dict[str, Any]], metric_types: dict[str, str], stages_hash: str) -> None:

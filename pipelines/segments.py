@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from typing import Any
 from vividhead.envfail import ENVIRONMENT_REASON, environment_message
 from vividhead.pipelines.output import OutputDir
 from vividhead.pipelines.records import Clip
-from vividhead.pipelines.rows import clip_row, row_from_json, sample_json, source_row, write_part
+from vividhead.pipelines.rows import clip_row, row_from_json, row_problem, sample_json, source_row, write_part
 from vividhead.pipelines.units import SourceRejection
 from vividhead.shards import ShardWriter, iter_samples
 
@@ -92,14 +93,43 @@ def _write(path: Path, key: str, files: dict[str, bytes]) -> int:
     return path.stat().st_size
 
 
-def read_segment_rows(out: OutputDir) -> list[dict[str, Any]]:
-    """The manifest rows of every committed, unpacked segment (at most about one shard's worth)."""
-    rows = []
+def read_segment_rows(out: OutputDir) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The manifest rows of every committed, unpacked segment (at most about one shard's worth), and
+    the segments that cannot be read (path -> why: a truncated or corrupt tar, or a row without its
+    unit, status or hashes)."""
+    rows, damaged = [], {}
     for path in sorted(out.segments.glob("*/*.tar")):
-        for sample in iter_samples(path, {"json"}):
-            rows.append({**row_from_json(sample.files["json"]), "_segment": str(path),
-                         "_bytes": path.stat().st_size})
-    return rows
+        try:
+            row = read_segment_row(path)
+        except SegmentError as err:
+            damaged[str(path)] = str(err)
+            continue
+        rows.append({**row, "_segment": str(path), "_bytes": path.stat().st_size})
+    return rows, damaged
+
+
+class SegmentError(ValueError):
+    """A segment that cannot be read; the message says why."""
+
+
+def read_segment_row(path: Path) -> dict[str, Any]:
+    """The manifest row of one segment, after reading every member header (a truncated tar fails here)."""
+    try:
+        samples = list(iter_samples(path, {"json"}))
+    except (tarfile.TarError, EOFError, OSError, ValueError) as err:
+        raise SegmentError(f"unreadable tar ({type(err).__name__}: {err})") from err
+    if len(samples) != 1 or "json" not in samples[0].files:
+        raise SegmentError(f"holds {len(samples)} samples, not one with a manifest row")
+    try:
+        row = row_from_json(samples[0].files["json"])
+    except (ValueError, TypeError, AttributeError) as err:
+        raise SegmentError(f"its manifest row is not a JSON object ({err})") from err
+    problem = row_problem(row)
+    if problem is None and (row["key"] or row["unit"]) != samples[0].key:
+        problem = f"the row is of {row['key'] or row['unit']!r}, its sample of {samples[0].key!r}"
+    if problem is not None:
+        raise SegmentError(problem)
+    return row
 
 
 # ------------------------------------------------------------------------------------------------ pack
@@ -107,6 +137,9 @@ def pack(out_root: str, name: str, paths: list[str], metric_types: dict[str, str
     """Pack segments into shard `name` and its manifest part (a Ray task); None, or an environment failure."""
     out = OutputDir(Path(out_root))
     try:
+        if out.part(name).exists():                    # Ray retried a pack whose first try committed
+            _finish(out, name, paths)
+            return None
         _atomic_json(out.intent(name), paths)
         rows, kept = [], 0
         with ShardWriter(out.shard(name)) as writer:
@@ -134,12 +167,22 @@ def recover(out: OutputDir) -> int:
     for intent in sorted(out.segments.glob("*.pack.json")):
         name = intent.name.removesuffix(".pack.json")
         if out.part(name).exists():
-            _finish(out, name, json.loads(intent.read_text()))
+            _finish(out, name, _intent_paths(intent))
         else:
             undone += out.shard(name).exists()
             out.shard(name).unlink(missing_ok=True)
             intent.unlink()
     return undone
+
+
+def _intent_paths(intent: Path) -> list[str]:
+    """The segments an intent lists; none when it cannot be read (resume then deletes the packed segments
+    by their keys, `resume._pending_segments`)."""
+    try:
+        paths = json.loads(intent.read_text())
+    except (OSError, ValueError):
+        return []
+    return [path for path in paths if isinstance(path, str)] if isinstance(paths, list) else []
 
 
 def _finish(out: OutputDir, name: str, paths: list[str]) -> None:

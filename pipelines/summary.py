@@ -17,9 +17,7 @@ import pyarrow as pa
 
 from vividhead import __version__
 from vividhead.pipelines.output import OutputDir
-
-STATUSES = ("kept", "rejected", "skipped", "failed")
-
+from vividhead.pipelines.records import STATUSES
 
 @dataclass
 class BuildSummary:
@@ -38,6 +36,7 @@ class BuildSummary:
     units_redone: dict[str, str] = field(default_factory=dict)
     units_redecided: int = 0
     orphans_removed: int = 0
+    dropped: dict[str, str] = field(default_factory=dict)          # what resume could not read -> why
     config_changed: bool = False
     stage_modes: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0

@@ -145,5 +145,6 @@ def _report(out: Path, summary: Any) -> None:
     resumed += f", {summary.units_continued} continued" if summary.units_continued else ""
     redone = f", {len(summary.units_redone)} redone" if summary.units_redone else ""
     redone += f", {summary.units_redecided} re-decided from stored metrics" if summary.units_redecided else ""
+    redone += f", {len(summary.dropped)} unreadable files or rows dropped" if summary.dropped else ""
     changed = " (config changed since the last run)" if summary.config_changed else ""
     print(f"this run: {summary.units} units{resumed}{redone}, {summary.seconds:.1f} s{changed}")
