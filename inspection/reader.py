@@ -25,6 +25,10 @@ from vividhead.shards import Sample, iter_samples, shard_files
 
 BATCH_ROWS = 65_536
 REQUIRED_COLUMNS = ("key", "status")        # without these a Parquet file is not a manifest
+# Kept clips whose sync the build could not verify (the weight-free check's `unsure`): counted in the funnel.
+UNVERIFIED = "sync.verified"
+# The type of each column inspect reads, when it is there: docs/FORMATS.md's fixed columns and the flag above.
+READ_TYPES = {**dict(FIXED_COLUMNS), UNVERIFIED: pa.bool_()}
 
 
 class InspectError(InputError):
@@ -121,9 +125,9 @@ def _same_kind(found: pa.DataType, expected: pa.DataType) -> bool:
 def check_manifest_schema(path: Path, schema: pa.Schema) -> None:
     """InspectError naming the missing columns and those of the wrong type, when `schema` is not a manifest's.
 
-    `key` and `status` must be there; every column of docs/FORMATS.md that is there must have its type
-    (older builds lack some, and metric columns vary by build)."""
-    expected = dict(FIXED_COLUMNS)
+    `key` and `status` must be there; every column of `READ_TYPES` that is there must have its type (older
+    builds lack some, and metric columns vary by build)."""
+    expected = READ_TYPES
     missing = [name for name in REQUIRED_COLUMNS if name not in schema.names]
     wrong = [f"{field.name} is {field.type}, expected {expected[field.name]}" for field in schema
              if field.name in expected and not _same_kind(field.type, expected[field.name])]

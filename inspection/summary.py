@@ -17,7 +17,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from vividhead.inspection.reader import BATCH_ROWS, Dataset, manifest_batches, manifest_schema, shard_rows
+from vividhead.inspection.reader import (
+    BATCH_ROWS, UNVERIFIED, Dataset, manifest_batches, manifest_schema, shard_rows,
+)
 from vividhead.inspection.stats import Distribution
 from vividhead.pipelines.stages import stage_names
 
@@ -27,8 +29,6 @@ BASE_NUMERIC = ("duration", "crop_side")   # distributions besides the `<stage>.
 # The distributions a person reads first (text summary, top of the report), in this order, when present.
 KEY_METRICS = ("duration", "crop_side", "face.side", "sync.lse_c", "sync.lse_d", "sync.offset", "sync.proxy_z",
                "sync.proxy_lag", "speech.speech_ratio", "occlusion.occluded_ratio", "visibility.face_ratio")
-# Kept clips whose sync the build could not verify (the weight-free check's `unsure`): counted in the funnel.
-UNVERIFIED = "sync.verified"
 GROUP_COLUMNS = ("key", "status", "reject_stage", "reject_reason", "dataset", "source_id", "duration",
                  "shard") + ATTRIBUTES + tuple(f"{name}_provenance" for name in ATTRIBUTES)
 

@@ -250,8 +250,8 @@ def test_serve_on_a_bad_address_is_one_line(capsys, face, tmp_path):
 
 @pytest.mark.parametrize("columns, problem", [
     ({"a": [1, 2, 3], "b": ["x", "y", "z"]}, "missing column(s) key, status (it has a, b)"),
-    ({"key": [1, 2, 3], "status": ["kept"] * 3, "duration": ["1.5", "2", "x"]},
-     "key is int64, expected string; duration is string, expected double"),
+    ({"key": [1, 2, 3], "status": ["kept"] * 3, "duration": ["1.5", "2", "x"], "sync.verified": ["yes"] * 3},
+     "key is int64, expected string; duration is string, expected double; sync.verified is string, expected bool"),
 ], ids=["not-a-manifest", "wrong-types"])
 def test_inspect_names_the_missing_and_wrong_columns(capsys, tmp_path, columns, problem):
     path = tmp_path / "table.parquet"
