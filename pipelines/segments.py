@@ -65,7 +65,7 @@ def write_segment(row: dict[str, Any], out_root: str, hashes: dict[str, str],
             path = OutputDir(Path(out_root)).segment(unit, clip.key)
             record["path"], record["bytes"] = str(path), _write(path, clip.key, _files(clip, clip_row(clip, unit, hashes)))
     except OSError as err:
-        record["env"] = environment_message(err) or f"{type(err).__name__}: {err}"
+        record["env"] = environment_message(err, where=out_root) or f"{type(err).__name__}: {err}"
     finally:
         for staged in (clip.video_path, clip.wav_path):
             if staged:
@@ -157,7 +157,7 @@ def pack(out_root: str, name: str, paths: list[str], metric_types: dict[str, str
         write_part(out.part(name), rows, metric_types, stages_hash)
         _finish(out, name, paths)
     except OSError as err:
-        return environment_message(err) or f"{type(err).__name__}: {err}"
+        return environment_message(err, where=out.root) or f"{type(err).__name__}: {err}"
     return None
 
 
