@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--print-config", action="store_true", help="print the full build config and exit")
     parser.add_argument("--check-weights", action="store_true",
                         help="say which model stages run with weights, their embedded default, or are skipped")
-    parser.add_argument("--address", help="join a running Ray cluster (e.g. auto or HOST:6379) instead of a local Ray")
+    parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS") or None,
+                        help="join a running Ray cluster (e.g. auto or HOST:6379) instead of starting a local Ray "
+                             "(default: the RAY_ADDRESS environment variable, as Ray itself reads it)")
     parser.add_argument("--workers", type=int, help="CPUs of the local Ray (default: all of this machine's)")
     parser.add_argument("--demo", action="store_true",
                         help="generate the built-in demo corpus into OUT/demo-sources and build it")
