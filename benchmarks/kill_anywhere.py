@@ -14,12 +14,14 @@ folder and kills its whole process group (driver, local Ray, workers) with SIGKI
 - at each named moment of `benchmarks/faults/sitecustomize.py` (inside a pack, between a shard and
   its manifest part, after a source-level segment, while the ledger or the manifest is written...):
   the hook stops the build there and the harness kills it.
-Each trial then re-runs the build (without faults) until it exits 0 and compares keys and per-clip
+Each trial then re-runs the build once (without kills; it must exit 0) and compares keys and per-clip
 decisions with the clean build; no duplicate key, no temporary file, nothing left in `.segments/` or
 `.staging/`, no shard without its manifest part. Injected faults (`--faults`): Ray workers SIGKILLed
-mid-clip (the build must finish by itself), the loss of the worker node of a local two-node cluster,
-ENOSPC inside a pack, a truncated and a corrupt segment tar on disk, SIGINT and SIGTERM (the build
-stops within seconds with one line saying how to resume, exit 130 / 143), corrupt cache files.
+mid-clip (the build must finish by itself); the loss of the node running a decode task mid-clip, on
+a local cluster of a head without CPUs and two worker nodes, all started with the fault env; ENOSPC
+inside a pack; a truncated and a corrupt segment tar on disk (resume must record both); SIGINT and
+SIGTERM (the build stops within seconds with one line saying how to resume, exit 130 / 143);
+every `.cache/` file overwritten with garbage.
 
     .venv/bin/python benchmarks/kill_anywhere.py --kills 30 --seed 1 --faults all
     .venv/bin/python benchmarks/kill_anywhere.py --kills 0 --moments pack_part,ledger --faults none
@@ -197,14 +199,9 @@ def run_to_end(build: Build, out: Path, fault_dir: Path, log: Path, faults: str 
         kill_all(process)
 
 
-def finish(build: Build, out: Path, fault_dir: Path, log: Path, tries: int = 2) -> int:
-    """Re-run without injected kills until the build exits 0 (the failed unit's fault stays on)."""
-    status = -1
-    for _ in range(tries):
-        status = run_to_end(build, out, fault_dir, log)
-        if status == 0:
-            break
-    return status
+def finish(build: Build, out: Path, fault_dir: Path, log: Path) -> int:
+    """Re-run without injected kills (the failed unit's fault stays on); its exit status, which must be 0."""
+    return run_to_end(build, out, fault_dir, log)
 
 
 # ------------------------------------------------------------------------------------------ comparing
@@ -342,14 +339,16 @@ class Harness:
         process = start(self.build, out, faults, f"clip:{'+'.join(str(2 * n + 1) for n in range(kills))}:die", log)
         status = process.wait(timeout=900)
         kill_all(process)
-        trial.landed = (faults / "count-clip").exists()
+        reached = (faults / "count-clip").stat().st_size if (faults / "count-clip").exists() else 0
+        trial.landed = reached >= 2 * kills - 1
+        trial.note = f"{min(kills, (reached + 1) // 2)} workers died mid-clip, {reached} first clips made"
         if status != 0:
             trial.problems.append(f"the build exited {status} (see {log})")
         else:
             trial.problems = problems(out, self.clean)
         trial.seconds = time.monotonic() - began
         self.say(f"  {trial.name:<34} {'ok' if not trial.problems else 'DIFFERS: ' + '; '.join(trial.problems)}"
-                 f" [{trial.seconds:.0f} s]")
+                 f" {trial.note} [{trial.seconds:.0f} s]")
         return trial
 
     def enospc(self) -> Trial:
@@ -384,8 +383,9 @@ class Harness:
         return trial
 
     def signals(self, signum: int, after: float | None) -> Trial:
-        """SIGINT or SIGTERM to the driver, `after` seconds into the build (None: once its first clip is
-        committed): it stops within seconds, with one line, exit 128 + signum."""
+        """SIGINT to the build's process group (as Ctrl-C does) or SIGTERM to the driver, `after` seconds
+        into the build (None: once its first clip is committed): it stops within seconds, with one
+        line, exit 128 + signum; the re-run completes the build."""
         out, faults, log = self.folder(signal.Signals(signum).name)
         began = time.monotonic()
         process = start(self.build, out, faults, log=log)
@@ -398,7 +398,10 @@ class Harness:
             trial.landed = False
         except subprocess.TimeoutExpired:
             sent = time.monotonic()
-            process.send_signal(signum)
+            if signum == signal.SIGINT:
+                os.killpg(process.pid, signum)          # Ctrl-C: the terminal signals the whole process group
+            else:
+                process.send_signal(signum)             # `kill PID`: the driver alone
             try:
                 status = process.wait(timeout=30)
                 took = time.monotonic() - sent
@@ -424,9 +427,11 @@ class Harness:
             path.write_bytes(b"{not json nor parquet")
         return self._check(Trial("corrupt .cache files"), out, faults, log, began)
 
-    def node_loss(self, after: float) -> Trial:
-        """A local two-node cluster (head: 1 CPU, node: 2 CPUs, both with the fault env); the node is
-        SIGKILLed `after` seconds into the build; the build (or its re-run on the head) completes it."""
+    def node_loss(self) -> Trial:
+        """A local cluster: a head without CPUs and two worker nodes of 2 CPUs, all started with the fault
+        env. The first decode task to make a clip stops there (fault hook); the node running it (its
+        raylet, whatever that raylet started, and the node's own processes) is SIGKILLed. The build
+        must finish on the other node, or stop with one line and finish when run again."""
         out, faults, log = self.folder("node-loss")
         began = time.monotonic()
         temp_dir = tempfile.mkdtemp(prefix="vhkill", dir="/tmp")
@@ -435,39 +440,63 @@ class Harness:
         common = ["--object-store-memory", str(200 * 1024**2), "--disable-usage-stats", "--temp-dir", temp_dir,
                   "--node-ip-address", "127.0.0.1"]
         ray = str(Path(sys.executable).with_name("ray"))
-        trial = Trial(f"worker node lost after {after:.0f} s")
-        node: list[int] = []
+        trial = Trial("worker node lost mid-clip")
+        nodes: list[set[int]] = []
         try:
-            subprocess.run([ray, "start", "--head", "--num-cpus", "1", "--port", str(port), "--include-dashboard",
+            subprocess.run([ray, "start", "--head", "--num-cpus", "0", "--port", str(port), "--include-dashboard",
                             "false", *common], check=True, capture_output=True, env=env, timeout=180)
-            head = set(_pids_naming(temp_dir))
-            subprocess.run([ray, "start", "--address", f"127.0.0.1:{port}", "--num-cpus", "2", *common], check=True,
-                           capture_output=True, env=env, timeout=180)
-            node = sorted(set(_pids_naming(temp_dir)) - head)
+            started = set(_pids_naming(temp_dir))
+            for _ in range(2):
+                subprocess.run([ray, "start", "--address", f"127.0.0.1:{port}", "--num-cpus", "2", *common],
+                               check=True, capture_output=True, env=env, timeout=180)
+                nodes.append(set(_pids_naming(temp_dir)) - started)
+                started |= nodes[-1]
             build = Build(self.build.sources, self.build.config, address=f"127.0.0.1:{port}")
-            process = subprocess.Popen(build.args(out), stdout=open(log, "ab"), stderr=subprocess.STDOUT,
-                                       env={**env, "RAY_AUTH_MODE": "disabled"}, start_new_session=True)
-            try:
-                process.wait(timeout=after)
-                trial.landed = False
-            except subprocess.TimeoutExpired:
-                for pid in node:                        # the node's raylet and its workers
+            with open(log, "ab") as handle:
+                process = subprocess.Popen(build.args(out), stdout=handle, stderr=subprocess.STDOUT,
+                                           env={**env, "VH_FAULTS": "clip:1:stop"}, start_new_session=True)
+            trial.landed = wait_for(process, faults / "hit-clip")
+            if trial.landed:
+                worker = int((faults / "hit-clip").read_text())
+                raylet = _parent(worker)
+                lost = next((node for node in nodes if raylet in node), {raylet})
+                for pid in lost | _descendants(raylet):
                     _kill(pid)
-                for pid in set(_pids_naming(temp_dir)) - head:
-                    _kill(pid)
+                trial.note = f"killed {len(lost | _descendants(raylet))} processes of the node"
             status = process.wait(timeout=900)
             kill_all(process)
-            trial.note = f"the build exited {status}" + ("" if status == 0 else f": {last_line(log)!r}")
-            if status != 0:                             # re-run on what is left of the cluster
+            trial.note += f"; the build exited {status}" + ("" if status == 0 else f": {last_line(log)!r}")
+            if status != 0:                             # run again on the node that is left
                 status = run_to_end(build, out, faults, log, timeout=900)
-                kill_all_named(temp_dir, keep=head)
-            trial.problems = [f"the re-run on the head exited {status}"] if status else problems(out, self.clean)
+            trial.problems = [f"the re-run exited {status}"] if status else problems(out, self.clean)
         finally:
             kill_all_named(temp_dir)
         trial.seconds = time.monotonic() - began
         self.say(f"  {trial.name:<34} {'ok' if not trial.problems else 'DIFFERS: ' + '; '.join(trial.problems)}"
                  f" {trial.note} [{trial.seconds:.0f} s]")
         return trial
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every living process below `pid`."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                children.setdefault(_parent(int(entry.name)), []).append(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                continue
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
 
 
 def last_line(log: Path) -> str:
@@ -551,7 +580,7 @@ def main() -> int:
     if "worker" in faults:
         trials.append(harness.worker_kill())
     if "node" in faults:
-        trials.append(harness.node_loss(clean.seconds * 0.5))
+        trials.append(harness.node_loss())
     if "enospc" in faults:
         trials.append(harness.enospc())
     if "segment" in faults:
