@@ -20,6 +20,7 @@ from pathlib import Path
 import ray
 
 from vividhead import __version__
+from vividhead.envfail import restore_signals, stop_on_signals
 from vividhead.manifest import consolidate
 from vividhead.pipelines import fetch, stages
 from vividhead.pipelines.commit import Committer, ShardTarget
@@ -53,6 +54,8 @@ def run_build(sources_file: SourcesFile, base: Path, out_dir: Path, config: Buil
     started_ray = start_ray(address, workers)
     committer = Committer(out, metric_types, hashes, ShardTarget(config.shards.max_samples, config.shards.max_bytes),
                           config.ray_resources("pack"), state.pending, state.next_number, progress)
+    # after ray.init, whose SIGTERM handler exits silently: SIGINT and SIGTERM stop with one line (vividhead.cli)
+    handlers = stop_on_signals(f"what is committed is kept: run the same command again to resume {out.root}")
     try:
         cluster = ray.cluster_resources()
 
@@ -107,6 +110,7 @@ def run_build(sources_file: SourcesFile, base: Path, out_dir: Path, config: Buil
         committer.close()
         if started_ray:
             ray.shutdown()
+        restore_signals(handlers)
     count(summary, consolidate(out.root), len(shard_files(out.shards)))
     summary.seconds = time.time() - started
     write_build_json(out, config, hashes, stages.stage_names(), summary)

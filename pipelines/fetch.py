@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ class Plan:
 
 def source_rows(sources: list[Source], cache_path: Path) -> list[dict[str, Any]]:
     """One row per source for the fetch tasks, with its MD5 when the cache knows the file."""
-    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    cache = _cached_md5s(cache_path)
     return [{"source": pickle.dumps(s), "md5": cache.get(_stamp(s.uri))} for s in sources]
 
 
@@ -76,8 +77,21 @@ def plan(rows: list[dict[str, Any]], cache_path: Path) -> Plan:
     return result
 
 
+def _cached_md5s(cache_path: Path) -> dict[str, str]:
+    """The MD5 cache; empty when there is none or it cannot be read (a cache: the MD5s are computed again)."""
+    try:
+        cache = json.loads(cache_path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as err:
+        print(f"vividhead build: {cache_path}: unreadable MD5 cache ({type(err).__name__}); it is rebuilt",
+              file=sys.stderr, flush=True)
+        return {}
+    return {k: v for k, v in cache.items() if isinstance(k, str) and isinstance(v, str)} if isinstance(cache, dict) else {}
+
+
 def _remember(cache_path: Path, found: dict[str | None, str]) -> None:
-    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    cache = _cached_md5s(cache_path)
     cache.update({stamp: md5 for stamp, md5 in found.items() if stamp})
     cache_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache_path.with_name(".md5.json.tmp")

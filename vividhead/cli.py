@@ -5,7 +5,8 @@ declare `INPUT_ERRORS`: the library exceptions that, in that command, report bad
 report bad shards and settings as `ValueError`, for example).
 Modules are imported only when their subcommand runs, so `vividhead --help` stays fast.
 Bad input (`vividhead.envfail.InputError`) and environment failures raised anywhere in a command end
-it here with one line and exit 2 or 1 (`failure_line`); commands do not catch them themselves.
+it here with one line and exit 2 or 1 (`failure_line`); commands do not catch them themselves. A command
+that stops on SIGINT / SIGTERM (`envfail.stop_on_signals`) ends here too, with one line and exit 130 / 143.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import os
 import sys
 
 from vividhead import __version__
-from vividhead.envfail import failure_line
+from vividhead.envfail import Stopped, failure_line
 
 COMMANDS = ("build", "inspect", "train", "stream", "eval", "weights")
 
@@ -48,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     try:
         return int(args.run(args) or 0)
+    except Stopped as stop:                           # SIGINT / SIGTERM inside a command that stops on them
+        print(f"vividhead {args.command}: {stop.line}", file=sys.stderr, flush=True)
+        return 128 + stop.signum
     except Exception as err:                          # the one handler of bad input and environment failures
         failure = failure_line(err, where=getattr(args, "out", None), input_errors=args.input_errors)
         if failure is None:

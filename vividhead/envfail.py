@@ -12,9 +12,12 @@
 from __future__ import annotations
 
 import errno
+import signal
 import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 # errno -> what the line says; anything else is a bug or bad input, not the environment.
 ENVIRONMENT_ERRNOS = {
@@ -37,6 +40,37 @@ ENVIRONMENT_EXIT, INPUT_EXIT = 1, 2
 
 class EnvironmentFailure(Exception):
     """An environment failure already put in one line."""
+
+
+class Stopped(BaseException):
+    """SIGINT or SIGTERM arrived: the command stops at once, with one line (exit 128 + the signal's number).
+
+    A BaseException, so that no `except Exception` on the way holds it up; `hint` says what to do next."""
+
+    def __init__(self, signum: int, hint: str) -> None:
+        super().__init__(signum, hint)
+        self.signum, self.hint = signum, hint
+
+    @property
+    def line(self) -> str:
+        return f"stopped by {signal.Signals(self.signum).name}; {self.hint}"
+
+
+def stop_on_signals(hint: str) -> dict[int, Any]:
+    """Turn SIGINT and SIGTERM into `Stopped` over whatever handlers were set before (Ray's driver makes
+    SIGTERM a silent `sys.exit(15)`); returns those handlers for `restore_signals`. Main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def _stop(signum: int, _frame: Any) -> None:
+        raise Stopped(signum, hint)
+
+    return {signum: signal.signal(signum, _stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+
+
+def restore_signals(before: dict[int, Any]) -> None:
+    for signum, handler in before.items():
+        signal.signal(signum, handler)
 
 
 class InputError(ValueError):
