@@ -16,8 +16,9 @@ from pathlib import Path
 
 from vividhead.media import MediaError
 from vividhead.paths import expand, is_glob, resolve_path, walk_once
-from vividhead.pipelines.config import RunConfig, SourceEntry, SourcesFile
-from vividhead.pipelines.records import Source
+from vividhead.pipelines.config import BoxModel, RunConfig, SourceEntry, SourcesFile
+from vividhead.pipelines.lists import expand_list, video_url
+from vividhead.pipelines.records import FaceBox, Source, SourceKind
 
 
 def expand_sources(sources: SourcesFile, base: Path) -> tuple[list[Source], list[tuple[Source, str, str]]]:
@@ -32,12 +33,20 @@ def expand_sources(sources: SourcesFile, base: Path) -> tuple[list[Source], list
     for entry in sources.sources:
         attributes = tuple((k, v) for k, v in entry.attributes.model_dump().items() if v is not None)
         ranges = tuple((r.start, r.end) for r in entry.ranges)
+        boxes = tuple(_face_box(r.box) for r in entry.ranges) if any(r.box for r in entry.ranges) else ()
 
-        def make(uri: str) -> Source:
-            return Source(f"{entry.dataset}:{uri}", uri, entry.dataset, ranges, attributes)
+        def make(uri: str, kind: SourceKind = "path") -> Source:
+            return Source(f"{entry.dataset}:{uri}", uri, entry.dataset, ranges, attributes, kind=kind, boxes=boxes)
 
         if entry.url is not None:
-            found.setdefault(make(entry.url).source_id, make(entry.url))
+            found.setdefault(make(entry.url).source_id, make(entry.url, "url"))
+            continue
+        if entry.video is not None:
+            _add(found, make(video_url(entry.video), "video"))
+            continue
+        if entry.list_ is not None:
+            for source in list_sources(entry, base):
+                _add(found, source)
             continue
         paths, problem = _expand_path(entry, base, extensions)
         if problem:
@@ -47,6 +56,38 @@ def expand_sources(sources: SourcesFile, base: Path) -> tuple[list[Source], list
             source = make(str(path))
             found.setdefault(source.source_id, source)
     return list(found.values()), missing
+
+
+def list_sources(entry: SourceEntry, base: Path) -> list[Source]:
+    """The `video` sources of a `list:` entry: the list's IDs, ranges, boxes and attributes (the list's
+    attributes win over the entry's). Its dataset is the entry's, else the list format's name."""
+    ref = entry.list_
+    dataset = entry.dataset if entry.dataset != "default" else ref.format
+    defaults = {k: v for k, v in entry.attributes.model_dump().items() if v is not None}
+    out = []
+    for listed in expand_list(ref.format, resolve_path(ref.path, base), ref.fps):
+        uri = video_url(listed.video, ref.url_template)
+        given = tuple({**defaults, **listed.attributes}.items())
+        boxes = tuple(listed.boxes) if any(b is not None for b in listed.boxes) else ()
+        out.append(Source(f"{dataset}:{uri}", uri, dataset, tuple(listed.ranges), given, kind="video", boxes=boxes))
+    return out
+
+
+def _add(found: dict[str, Source], source: Source) -> None:
+    """Add a source; a video listed again (twice in a list, or in two entries) gains the new ranges."""
+    old = found.get(source.source_id)
+    if old is None:
+        found[source.source_id] = source
+        return
+    new = [(r, b) for r, b in zip(source.ranges, source.boxes or (None,) * len(source.ranges)) if r not in old.ranges]
+    if new and old.ranges:
+        boxes = (old.boxes or (None,) * len(old.ranges)) + tuple(b for _, b in new)
+        found[source.source_id] = replace(old, ranges=old.ranges + tuple(r for r, _ in new),
+                                          boxes=boxes if any(b is not None for b in boxes) else ())
+
+
+def _face_box(box: BoxModel | None) -> FaceBox | None:
+    return None if box is None else FaceBox(box.x0, box.y0, box.x1, box.y1, box.ref_width, box.ref_height)
 
 
 def _expand_path(entry: SourceEntry, base: Path, extensions: set[str]) -> tuple[list[Path], tuple[str, str] | None]:
