@@ -8,17 +8,15 @@ deduplicated by source id here; by MD5 once the bytes are hashed (`dedupe_by_md5
 from __future__ import annotations
 
 import hashlib
-import socket
-import urllib.error
-import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
-from vividhead.media import MediaError
 from vividhead.paths import expand, is_glob, resolve_path, walk_once
 from vividhead.pipelines.config import BoxModel, RunConfig, SourceEntry, SourcesFile
 from vividhead.pipelines.lists import expand_list, video_url
 from vividhead.pipelines.records import FaceBox, Source, SourceKind
+from vividhead.pipelines.remote.hosts import HostGate
+from vividhead.pipelines.remote.http import Limits, fetch_file
 
 
 def expand_sources(sources: SourcesFile, base: Path) -> tuple[list[Source], list[tuple[Source, str, str]]]:
@@ -109,47 +107,11 @@ def _walk(root: Path, extensions: set[str], recursive: bool) -> list[Path]:
             if Path(name).suffix.lower() in extensions and (folder / name).is_file()]
 
 
-def fetch(source: Source, downloads: Path, run: RunConfig) -> Path:
-    """The local file of a source: the path itself, or the URL downloaded into `downloads`."""
+def fetch(source: Source, downloads: Path, run: RunConfig, gate: HostGate | None = None) -> Path:
+    """The local file of a source: the path itself, or the URL downloaded into `downloads` (pipelines/remote/)."""
     if not source.uri.startswith(("http://", "https://")):
         return Path(source.uri)
-    name = hashlib.sha1(source.uri.encode()).hexdigest()[:16]
-    target = downloads / f"{name}{Path(source.uri.split('?')[0]).suffix[:8]}"
-    if target.exists():
-        return target
-    downloads.mkdir(parents=True, exist_ok=True)
-    partial = downloads / f".{target.name}.part"
-    try:
-        _download(source.uri, partial, run)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    partial.replace(target)
-    return target
-
-
-def _download(url: str, partial: Path, run: RunConfig) -> None:
-    """Stream `url` into `partial`; timeouts and the size cap raise MediaError with a reason."""
-    try:
-        with urllib.request.urlopen(url, timeout=run.download_timeout) as response:
-            length = int(response.headers.get("Content-Length") or 0)
-            if length > run.max_download_bytes:
-                raise MediaError("download_too_large",
-                                 f"{url}: {length} bytes > run.max_download_bytes {run.max_download_bytes}")
-            size = 0
-            with open(partial, "wb") as handle:
-                while chunk := response.read(1 << 20):
-                    size += len(chunk)
-                    if size > run.max_download_bytes:
-                        raise MediaError("download_too_large",
-                                         f"{url}: more than run.max_download_bytes {run.max_download_bytes} bytes")
-                    handle.write(chunk)
-    except urllib.error.HTTPError as err:
-        raise MediaError("download_failed", f"{url}: HTTP {err.code} {err.reason}") from None
-    except (socket.timeout, TimeoutError):
-        raise MediaError("download_stalled", f"{url}: no data for run.download_timeout {run.download_timeout} s") from None
-    except urllib.error.URLError as err:
-        raise MediaError("download_failed", f"{url}: {err.reason}") from None
+    return fetch_file(source.uri, downloads, Limits.of(run), gate or HostGate(downloads / ".hosts"))
 
 
 def md5_of(path: Path) -> str:
