@@ -99,6 +99,19 @@ def test_talkvid_json_with_person_attributes(tmp_path):
     assert video.attributes == {"gender": "male", "age": "60+", "ethnicity": "White", "language": "English"}
 
 
+def test_a_listed_box_or_point_chooses_among_detections():
+    import numpy as np
+
+    from vividhead.models.face_detect import Face
+    from vividhead.pipelines.framing import listed_faces
+
+    frame = np.zeros((720, 1280, 3), np.uint8)
+    left, right = Face(100, 100, 300, 300, 0.9), Face(900, 100, 1100, 300, 0.9)
+    assert listed_faces([left, right], FaceBox(0.6, 0.0, 1.0, 0.6), frame) == [right]       # fractions of the frame
+    assert listed_faces([left, right], FaceBox(1000, 200, 1000, 200, 1280, 720), frame) == [right]   # a point
+    assert listed_faces([left, right], FaceBox(0, 400, 640, 720, None, 720), frame) == []   # the box holds no face
+
+
 def test_a_malformed_line_names_the_file_and_line(tmp_path):
     _write(tmp_path / "x_video_tubes.txt", "abc_0000, 720, 1280, 0\n")
     with pytest.raises(ListError, match=r"x_video_tubes.txt:1: expected"):

@@ -237,7 +237,7 @@ def test_a_build_from_an_hdtf_list_keeps_only_the_listed_ranges(server, tmp_path
     lists.mkdir()
     (lists / "RD_video_url.txt").write_text(f"Good {server}/v/long.mp4\nGone {server}/404/gone.mp4\n")
     (lists / "RD_annotion_time.txt").write_text("Good.mp4 00:00-00:05 00:13-00:18 \nGone.mp4 00:00-00:05\n")
-    (lists / "RD_crop_wh.txt").write_text("Good_0.mp4 100 500 100 500\n")
+    (lists / "RD_crop_wh.txt").write_text("Good_0.mp4 100 500 100 500\nGood_1.mp4 0 40 0 40\n")   # 1: no face there
     (tmp_path / "sources.yaml").write_text("sources:\n  - list: {format: hdtf, path: lists}\n")
     (tmp_path / "config.yaml").write_text("segment: {min_seconds: 2}\nremote: {spacing: 0, retries: 0}\n"
                                           "occlusion: {enabled: false}\nspeech: {enabled: false}\n"
@@ -250,7 +250,8 @@ def test_a_build_from_an_hdtf_list_keeps_only_the_listed_ranges(server, tmp_path
     good = [r for r in rows if "long.mp4" in r["uri"]]
     assert {r["uri"].rsplit("#", 1)[1] for r in good} <= {"t=0,5", "t=13,18"}
     kept = [r for r in good if r["status"] == "kept"]
-    assert kept, [(r["uri"], r["reject_reason"]) for r in good]
+    assert kept and all(r["uri"].endswith("#t=0,5") for r in kept), [(r["uri"], r["reject_reason"]) for r in good]
+    assert {r["reject_reason"] for r in good if r["uri"].endswith("#t=13,18")} == {"listed_face_not_found"}
     for row in good:
         start = row["sources.offset"] + (row["start"] or 0)
         assert any(s - 0.05 <= start and start + (row["duration"] or 0) <= e + 0.05 for s, e in [(0, 5), (13, 18)])
