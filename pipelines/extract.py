@@ -42,7 +42,7 @@ from vividhead.envfail import ENVIRONMENT_REASON, environment_message
 from vividhead.media import ClipEncoder, MediaError, UnitDecoder, frame_at, png_bytes, write_wav
 from vividhead.models.face_detect import Face, FaceDetector, crop_box, main_face, make_face_detector
 from vividhead.models.face_mesh import face_mask
-from vividhead.pipelines import face_track, scenes
+from vividhead.pipelines import face_track, framing, scenes
 from vividhead.pipelines.config import BuildConfig, resolve_weights
 from vividhead.pipelines.face_track import FaceTrack
 from vividhead.pipelines.motion import FlowObserver, resize_width
@@ -147,6 +147,7 @@ class _Piece:
     n: int = 0                                         # frames encoded
     first_crop: np.ndarray | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    listed_missed: bool = False                        # faces were found, but none in the list's face box
 
     def spend(self, stage: str, seconds: float) -> None:
         self.timings[stage] = self.timings.get(stage, 0.0) + seconds
@@ -229,9 +230,12 @@ class UnitExtractor:
         if piece.state == "search" and offset % self.detect_every == 0:
             if offset > self.search_frames:
                 piece.state = "rejected"
-                piece.reject = ("face", "no_face", f"no face within {self.config.face.search_seconds} s of the piece start")
+                piece.reject = self._not_found(piece)
             elif faces := self._faces(frame.rgb, piece):
-                self._open(piece, frame, faces)
+                listed = faces if self.unit.box is None else framing.listed_faces(faces, self.unit.box, frame.rgb)
+                piece.listed_missed = piece.listed_missed or not listed
+                if listed:
+                    self._open(piece, frame, listed)
         if piece.state != "open":
             return
         tick = time.perf_counter()
@@ -249,6 +253,13 @@ class UnitExtractor:
             observer.update(frame)
             piece.spend(stage, time.perf_counter() - tick)
         piece.n += 1
+
+    def _not_found(self, piece: _Piece) -> tuple[str, str, str]:
+        seconds = self.config.face.search_seconds
+        if piece.listed_missed:
+            return ("face", "listed_face_not_found",
+                    f"faces were found, but none inside the list's face box within {seconds} s of the piece start")
+        return ("face", "no_face", f"no face within {seconds} s of the piece start")
 
     def _open(self, piece: _Piece, frame: Frame, faces: list[Face]) -> None:
         cfg = self.config

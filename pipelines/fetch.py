@@ -1,7 +1,8 @@
 """Stages 1-2 around their Ray call: the rows it reads, the work each task does, and the plan it yields.
 
 `source_rows` lists the sources with their cached MD5s; `fetch_and_probe` (one Ray task per
-source) downloads a URL, hashes the bytes and probes the file into work units or a rejection;
+source) downloads a URL (a video page through yt-dlp, section by section: pipelines/remote/),
+hashes the bytes and probes each file into work units or a rejection;
 `plan` (on the driver) deduplicates by MD5, remembers the MD5s, and returns the work units and
 the source-level rows to commit. MD5s are cached in OUT/.cache/md5.json by (path, size, mtime).
 """
@@ -12,7 +13,7 @@ import json
 import os
 import pickle
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from vividhead.envfail import ENVIRONMENT_REASON, environment_message
 from vividhead.media import MediaError
 from vividhead.pipelines.config import BuildSettings
 from vividhead.pipelines.records import Source
+from vividhead.pipelines.remote.ytdlp import fetch_video
 from vividhead.pipelines.sources import dedupe_by_md5, fetch, md5_of
 from vividhead.pipelines.units import SourceRejection, WorkUnit, plan_source, source_unit_id
 
@@ -39,15 +41,31 @@ def source_rows(sources: list[Source], cache_path: Path) -> list[dict[str, Any]]
 
 
 def fetch_and_probe(row: dict[str, Any], config: BuildSettings, downloads: str) -> dict[str, Any]:
-    """Stages 1-2 for one source (a Ray task): (source with md5, its work units or its rejection)."""
+    """Stages 1-2 for one source (a Ray task): [(source with md5, its work units or its rejection)], one pair
+    per piece (a video source fetched as sections has one piece per section)."""
     source: Source = pickle.loads(row["source"])
     try:
-        path = fetch(source, Path(downloads), config.run)
-        if not path.is_file():
-            raise MediaError("missing_file", f"{path}: no such file")
-        md5 = row.get("md5") or md5_of(path)
-        source = Source(source.source_id, source.uri, source.dataset, source.ranges, source.attributes, md5)
-        result: Any = plan_source(source, str(path), config)
+        if source.kind == "video":                   # video pages and dataset lists: yt-dlp (pipelines/remote/)
+            pieces: list[tuple[Source, Path | Exception]] = fetch_video(source, Path(downloads), config.run,
+                                                                         config.remote)
+        else:
+            pieces = [(source, fetch(source, Path(downloads), config.run))]
+    except Exception as err:  # noqa: BLE001 - judged with the piece's other failures below
+        pieces = [(source, err)]
+    md5 = row.get("md5") if source.kind != "video" else None
+    return {"planned": pickle.dumps([_probe_piece(piece, found, md5, config) for piece, found in pieces])}
+
+
+def _probe_piece(source: Source, found: Path | Exception, md5: str | None,
+                 config: BuildSettings) -> tuple[Source, Any]:
+    """(source with md5, its work units or its rejection) for one fetched file, or the reason it has none."""
+    try:
+        if isinstance(found, Exception):
+            raise found
+        if not found.is_file():
+            raise MediaError("missing_file", f"{found}: no such file")
+        source = replace(source, md5=md5 or md5_of(found))
+        result: Any = plan_source(source, str(found), config)
     except MediaError as err:
         result = SourceRejection(source_unit_id(source, "source"), source, "sources", err.reason, err.detail)
     except Exception as err:  # noqa: BLE001 - one bad source must not stop the build ...
@@ -55,12 +73,12 @@ def fetch_and_probe(row: dict[str, Any], config: BuildSettings, downloads: str) 
         result = SourceRejection(source_unit_id(source, "source"), source, "sources",
                                  ENVIRONMENT_REASON if env else "error", env or f"{type(err).__name__}: {err}",
                                  status="failed")
-    return {"planned": pickle.dumps((source, result))}
+    return source, result
 
 
 def plan(rows: list[dict[str, Any]], cache_path: Path) -> Plan:
     """Dedupe the fetched sources by MD5 (first listing wins), cache the MD5s, return the plan."""
-    planned: list[tuple[Source, Any]] = [pickle.loads(row["planned"]) for row in rows]
+    planned: list[tuple[Source, Any]] = [pair for row in rows for pair in pickle.loads(row["planned"])]
     _remember(cache_path, {_stamp(source.uri): source.md5 for source, _ in planned if source.md5})
     _, duplicates = dedupe_by_md5([source for source, _ in planned if source.md5])
     originals = {dup.source_id: original for dup, original in duplicates}
