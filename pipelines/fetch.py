@@ -8,6 +8,7 @@ the source-level rows to commit. MD5s are cached in OUT/.cache/md5.json by (path
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -17,10 +18,12 @@ from typing import Any
 
 from vividhead.envfail import ENVIRONMENT_REASON, environment_message
 from vividhead.media import MediaError
+from vividhead.pipelines.bucket_sources import local_copy, object_md5
 from vividhead.pipelines.config import BuildSettings
 from vividhead.pipelines.records import Source
 from vividhead.pipelines.sources import dedupe_by_md5, fetch, md5_of
 from vividhead.pipelines.units import SourceRejection, WorkUnit, plan_source, source_unit_id
+from vividhead.storage import Location, is_object_url, put_bytes
 
 
 @dataclass
@@ -31,7 +34,7 @@ class Plan:
     rejections: list[SourceRejection] = field(default_factory=list)
 
 
-def source_rows(sources: list[Source], cache_path: Path) -> list[dict[str, Any]]:
+def source_rows(sources: list[Source], cache_path: Location) -> list[dict[str, Any]]:
     """One row per source for the fetch tasks, with its MD5 when the cache knows the file."""
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     return [{"source": pickle.dumps(s), "md5": cache.get(_stamp(s.uri))} for s in sources]
@@ -41,12 +44,16 @@ def fetch_and_probe(row: dict[str, Any], config: BuildSettings, downloads: str) 
     """Stages 1-2 for one source (a Ray task): (source with md5, its work units or its rejection)."""
     source: Source = pickle.loads(row["source"])
     try:
-        path = fetch(source, Path(downloads), config.run)
+        in_bucket = is_object_url(source.uri)
+        path = local_copy(source.uri, Path(downloads), config.storage) if in_bucket else fetch(
+            source, Path(downloads), config.run)
         if not path.is_file():
             raise MediaError("missing_file", f"{path}: no such file")
-        md5 = row.get("md5") or md5_of(path)
+        md5 = row.get("md5") or (object_md5(source.uri, config.storage) if in_bucket else None) or md5_of(path)
         source = Source(source.source_id, source.uri, source.dataset, source.ranges, source.attributes, md5)
         result: Any = plan_source(source, str(path), config)
+        if in_bucket and isinstance(result, list):    # each decode task reads the object on its own node
+            result = [dataclasses.replace(unit, path=source.uri) for unit in result]
     except MediaError as err:
         result = SourceRejection(source_unit_id(source, "source"), source, "sources", err.reason, err.detail)
     except Exception as err:  # noqa: BLE001 - one bad source must not stop the build ...
@@ -76,13 +83,10 @@ def plan(rows: list[dict[str, Any]], cache_path: Path) -> Plan:
     return result
 
 
-def _remember(cache_path: Path, found: dict[str | None, str]) -> None:
+def _remember(cache_path: Location, found: dict[str | None, str]) -> None:
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     cache.update({stamp: md5 for stamp, md5 in found.items() if stamp})
-    cache_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache_path.with_name(".md5.json.tmp")
-    tmp.write_text(json.dumps(cache))
-    os.replace(tmp, cache_path)
+    put_bytes(cache_path, json.dumps(cache).encode())
 
 
 def _stamp(uri: str) -> str | None:

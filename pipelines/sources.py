@@ -15,12 +15,15 @@ from dataclasses import replace
 from pathlib import Path
 
 from vividhead.media import MediaError
+from vividhead.pipelines.bucket_sources import expand_object_path
 from vividhead.paths import expand, is_glob, resolve_path, walk_once
 from vividhead.pipelines.config import RunConfig, SourceEntry, SourcesFile
 from vividhead.pipelines.records import Source
+from vividhead.storage import StorageConfig, is_object_url
 
 
-def expand_sources(sources: SourcesFile, base: Path) -> tuple[list[Source], list[tuple[Source, str, str]]]:
+def expand_sources(sources: SourcesFile, base: Path,
+                   storage: StorageConfig | None = None) -> tuple[list[Source], list[tuple[Source, str, str]]]:
     """All sources in listed order, deduplicated by id, and the entries that matched nothing.
 
     Returns (sources, missing) where missing holds (source, reason, detail) for a path that does not
@@ -38,6 +41,12 @@ def expand_sources(sources: SourcesFile, base: Path) -> tuple[list[Source], list
 
         if entry.url is not None:
             found.setdefault(make(entry.url).source_id, make(entry.url))
+            continue
+        if is_object_url(entry.path):                  # a bucket: listed here, read by the workers
+            urls, problem = expand_object_path(entry.path, extensions, entry.recursive, storage or StorageConfig())
+            missing += [(make(entry.path), *problem)] if problem else []
+            for uri in urls:
+                found.setdefault(make(uri).source_id, make(uri))
             continue
         paths, problem = _expand_path(entry, base, extensions)
         if problem:
