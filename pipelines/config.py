@@ -18,6 +18,7 @@ from pydantic import Field, create_model, field_validator, model_validator
 from vividhead.configfile import StrictModel, load_yaml_model
 from vividhead.pipelines import stages as table
 from vividhead.pipelines.stages import COMMIT, DECODE, FETCH, PACK, Resources, Stage
+from vividhead.storage import StorageConfig
 from vividhead.weights import Weights, load_weights_manifest
 
 
@@ -263,9 +264,9 @@ class BuildSettings(StrictModel):
 
     def config_hash(self) -> str:
         """Hash of what decides the rows: the whole config, weights included, but not how the build runs
-        (`run`, `remote`, `resources`) or how its output is cut into shards (`shards`); the MD5 of the fetched
-        bytes already names what a remote source became."""
-        return _hash(self.model_dump(mode="json", exclude={"run", "remote", "resources", "shards"}))
+        (`run`, `remote`, `resources`, `storage`) or how its output is cut into shards (`shards`); the MD5 of
+        the fetched bytes already names what a remote source became."""
+        return _hash(self.model_dump(mode="json", exclude={"run", "remote", "resources", "shards", "storage"}))
 
 
 def build_config_model() -> type[BuildSettings]:
@@ -277,6 +278,7 @@ def build_config_model() -> type[BuildSettings]:
         run=(RunConfig, Field(default_factory=RunConfig)),
         remote=(RemoteConfig, Field(default_factory=RemoteConfig)),
         shards=(ShardsConfig, Field(default_factory=ShardsConfig)),
+        storage=(StorageConfig, Field(default_factory=StorageConfig)),   # s3:// / gs:// sources and --out
         resources=(dict[str, ResourcesConfig], Field(default_factory=dict)),   # per Ray call: fetch, decode, a stage
         weights_manifest=(Path | None, None),     # default: manifests/weights.yaml of the project, if present
         weights=(dict[str, Path | None], Field(default_factory=dict)),   # overrides of single weights entries

@@ -19,11 +19,13 @@ from typing import Any
 
 from vividhead.envfail import ENVIRONMENT_REASON, environment_message
 from vividhead.media import MediaError
+from vividhead.pipelines.bucket_sources import local_copy, object_md5
 from vividhead.pipelines.config import BuildSettings
 from vividhead.pipelines.records import Source
 from vividhead.pipelines.remote.ytdlp import fetch_video
 from vividhead.pipelines.sources import dedupe_by_md5, fetch, md5_of
 from vividhead.pipelines.units import SourceRejection, WorkUnit, plan_source, source_unit_id
+from vividhead.storage import Location, is_object_url, put_bytes
 
 
 @dataclass
@@ -34,7 +36,7 @@ class Plan:
     rejections: list[SourceRejection] = field(default_factory=list)
 
 
-def source_rows(sources: list[Source], cache_path: Path) -> list[dict[str, Any]]:
+def source_rows(sources: list[Source], cache_path: Location) -> list[dict[str, Any]]:
     """One row per source for the fetch tasks, with its MD5 when the cache knows the file."""
     cache = _cached_md5s(cache_path)
     return [{"source": pickle.dumps(s), "md5": cache.get(_stamp(s.uri))} for s in sources]
@@ -48,6 +50,8 @@ def fetch_and_probe(row: dict[str, Any], config: BuildSettings, downloads: str) 
         if source.kind == "video":                   # video pages and dataset lists: yt-dlp (pipelines/remote/)
             pieces: list[tuple[Source, Path | Exception]] = fetch_video(source, Path(downloads), config.run,
                                                                          config.remote)
+        elif is_object_url(source.uri):              # a bucket's object: copied to this worker's disk
+            pieces = [(source, local_copy(source.uri, Path(downloads), config.storage))]
         else:
             pieces = [(source, fetch(source, Path(downloads), config.run))]
     except Exception as err:  # noqa: BLE001 - judged with the piece's other failures below
@@ -64,8 +68,12 @@ def _probe_piece(source: Source, found: Path | Exception, md5: str | None,
             raise found
         if not found.is_file():
             raise MediaError("missing_file", f"{found}: no such file")
-        source = replace(source, md5=md5 or md5_of(found))
+        in_bucket = is_object_url(source.uri)
+        source = replace(source, md5=md5 or (object_md5(source.uri, config.storage) if in_bucket else None)
+                         or md5_of(found))
         result: Any = plan_source(source, str(found), config)
+        if in_bucket and isinstance(result, list):    # each decode task reads the object on its own node
+            result = [replace(unit, path=source.uri) for unit in result]
     except MediaError as err:
         result = SourceRejection(source_unit_id(source, "source"), source, "sources", err.reason, err.detail)
     except Exception as err:  # noqa: BLE001 - one bad source must not stop the build ...
@@ -95,7 +103,7 @@ def plan(rows: list[dict[str, Any]], cache_path: Path) -> Plan:
     return result
 
 
-def _cached_md5s(cache_path: Path) -> dict[str, str]:
+def _cached_md5s(cache_path: Location) -> dict[str, str]:
     """The MD5 cache; empty when there is none or it cannot be read (a cache: the MD5s are computed again)."""
     try:
         cache = json.loads(cache_path.read_text())
@@ -108,13 +116,10 @@ def _cached_md5s(cache_path: Path) -> dict[str, str]:
     return {k: v for k, v in cache.items() if isinstance(k, str) and isinstance(v, str)} if isinstance(cache, dict) else {}
 
 
-def _remember(cache_path: Path, found: dict[str | None, str]) -> None:
+def _remember(cache_path: Location, found: dict[str | None, str]) -> None:
     cache = _cached_md5s(cache_path)
     cache.update({stamp: md5 for stamp, md5 in found.items() if stamp})
-    cache_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache_path.with_name(".md5.json.tmp")
-    tmp.write_text(json.dumps(cache))
-    os.replace(tmp, cache_path)
+    put_bytes(cache_path, json.dumps(cache).encode())
 
 
 def _stamp(uri: str) -> str | None:

@@ -12,14 +12,17 @@ from dataclasses import replace
 from pathlib import Path
 
 from vividhead.paths import expand, is_glob, resolve_path, walk_once
+from vividhead.pipelines.bucket_sources import expand_object_path
 from vividhead.pipelines.config import BoxModel, RunConfig, SourceEntry, SourcesFile
 from vividhead.pipelines.lists import expand_list, video_url
 from vividhead.pipelines.records import FaceBox, Source, SourceKind
 from vividhead.pipelines.remote.hosts import HostGate
 from vividhead.pipelines.remote.http import Limits, fetch_file
+from vividhead.storage import StorageConfig, is_object_url
 
 
-def expand_sources(sources: SourcesFile, base: Path) -> tuple[list[Source], list[tuple[Source, str, str]]]:
+def expand_sources(sources: SourcesFile, base: Path,
+                   storage: StorageConfig | None = None) -> tuple[list[Source], list[tuple[Source, str, str]]]:
     """All sources in listed order, deduplicated by id, and the entries that matched nothing.
 
     Returns (sources, missing) where missing holds (source, reason, detail) for a path that does not
@@ -45,6 +48,12 @@ def expand_sources(sources: SourcesFile, base: Path) -> tuple[list[Source], list
         if entry.list_ is not None:
             for source in list_sources(entry, base):
                 _add(found, source)
+            continue
+        if is_object_url(entry.path):                  # a bucket: listed here, read by the workers
+            urls, problem = expand_object_path(entry.path, extensions, entry.recursive, storage or StorageConfig())
+            missing += [(make(entry.path), *problem)] if problem else []
+            for uri in urls:
+                found.setdefault(make(uri).source_id, make(uri))
             continue
         paths, problem = _expand_path(entry, base, extensions)
         if problem:
