@@ -120,10 +120,17 @@ def load_engine(checkpoint: Path, variant: str | None = None, device: str | None
                                 options=EngineOptions(steps=steps, crop=False))
 
 
-def fps_row(engine, reference_rgb: np.ndarray, chunks: int = 8, warmup: int = 1) -> MetricRow:
-    """The FPS metric row: engine FPS on this device, with the device named."""
+def fps_row(engine, reference_rgb: np.ndarray, chunks: int = 8, warmup: int = 1, checkpoint: Path | None = None,
+            wav2vec: Path | None = None) -> MetricRow:
+    """The FPS metric row: engine FPS on this device, with the device named (and, given the checkpoint
+    folder, the files it came from)."""
+    from vividhead.evaluation.provenance import fps_provenance
+
     timing = time_engine(engine, reference_rgb, chunks=chunks, warmup=warmup)
     detail = {"device": device_name(engine.device), "variant": engine.model.config.preset or "?",
               "steps": engine.options.steps, **{k: (round(v, 4) if isinstance(v, float) else v)
                                                for k, v in asdict(timing).items() if k != "fps"}}
-    return MetricRow.ok("FPS", timing.fps, **detail)
+    row = MetricRow.ok("FPS", timing.fps, **detail)
+    if checkpoint is not None:
+        row.provenance = fps_provenance(checkpoint, engine.audio.name, wav2vec, chunks, warmup)
+    return row

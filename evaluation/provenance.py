@@ -92,14 +92,33 @@ def _version(package: str) -> str:
 
 
 def model_file(name: str, role: str, path: Path, runtime: str) -> ModelFile:
-    """A loaded weights file: its SHA-256 from its lock record when the file matches it, else hashed now."""
+    """A loaded weights file: its SHA-256 from its lock record when the file matches it, else hashed now.
+    A folder (a checkpoint, a transformers model) is not hashed here: its lock record lists each file's."""
     integrity = verify_file(name, path)
+    if Path(path).is_dir():
+        where = "per-file SHA-256 in its weights.lock.json" if integrity.state == "lock" else "not hashed"
+        return ModelFile(name, role, str(path), None, integrity.state, _version(runtime),
+                         f"a folder ({where}); {integrity.detail}")
     sha256 = None
     found = find_record(path) if integrity.state == "lock" else None
     if found is not None and Path(path).absolute() == found[0]:
         sha256 = found[1].get("files", {}).get(".", {}).get("sha256")
     return ModelFile(name, role, str(path), sha256 or sha256_of(path), integrity.state, _version(runtime),
                      integrity.detail)
+
+
+def fps_provenance(checkpoint: Path, audio_encoder: str, wav2vec: Path | None, chunks: int,
+                   warmup: int) -> Provenance:
+    """The FPS row's: the checkpoint folder, the audio encoder, and what was timed."""
+    models = [model_file("flashhead", "FlashHead checkpoint", checkpoint, "torch")]
+    if wav2vec is not None and audio_encoder != "logmel":
+        models.append(model_file("wav2vec2", "audio encoder", wav2vec, "transformers"))
+    else:
+        models.append(ModelFile(audio_encoder, "audio encoder", None, None, "embedded", _version("torch"),
+                                "log-mel features computed in vividhead (no weights)"))
+    return Provenance(None, models, preprocessing={
+        "timed": f"{chunks} chunk(s) after {warmup} warm-up chunk(s): generation + H.264 fMP4 output encode",
+        "audio": "synthetic: a 180 Hz tone with a 3 Hz syllable envelope, 16 kHz"})
 
 
 def embedded_face_detector(configured: Path | None) -> ModelFile:

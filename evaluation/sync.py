@@ -195,6 +195,24 @@ def to_pcm16(audio: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(np.asarray(audio, dtype=np.float64) * 32768.0), -32768, 32767) / 32768.0
 
 
+def syncnet_python_inputs(detector: FaceDetector, video: Decoded) -> tuple[np.ndarray, np.ndarray] | str:
+    """The `syncnet_python` protocol's [N, 224, 224, 3] BGR face crops before their JPEG round trip, and
+    the 16-bit audio of the same frames; or why the video has no track to score. (Split out so that
+    benchmarks/sync_crop_codecs.py can put the crops through other codecs.)"""
+    times = video.times if video.times is not None else np.arange(len(video.frames)) / video.fps
+    delay = mp3_delay(video.audio_rate)
+    frames = video.frames[ffmpeg_r25_indices(video.start + times, audio_delay=delay)]
+    boxes = face_track(detector, frames)
+    track = reference_track(boxes)
+    if isinstance(track, str):
+        return track
+    start, end = track
+    per_frame = sn.SAMPLE_RATE // sn.FPS
+    crops = sn.crop_faces(frames[start:end], boxes[start:end])
+    audio = np.concatenate([np.zeros(int(round(delay * sn.SAMPLE_RATE)), np.float32), video.audio])
+    return crops, to_pcm16(audio[start * per_frame: end * per_frame])
+
+
 # ---------------------------------------------------------------------------------------- scorer
 class SyncScorer:
     """SyncNet from local weights plus a face detector; `score` gives one video's SyncResult."""
@@ -218,18 +236,10 @@ class SyncScorer:
             if crops is None:
                 return SyncResult(skipped="no face detected")
         else:
-            times = video.times if video.times is not None else np.arange(len(video.frames)) / video.fps
-            delay = mp3_delay(video.audio_rate)
-            frames = video.frames[ffmpeg_r25_indices(video.start + times, audio_delay=delay)]
-            boxes = face_track(self.detector, frames)
-            track = reference_track(boxes)
-            if isinstance(track, str):
-                return SyncResult(skipped=track)
-            start, end = track
-            per_frame = sn.SAMPLE_RATE // sn.FPS
-            crops = jpeg_round_trip(sn.crop_faces(frames[start:end], boxes[start:end]))
-            audio = np.concatenate([np.zeros(int(round(delay * sn.SAMPLE_RATE)), np.float32), video.audio])
-            audio = to_pcm16(audio[start * per_frame: end * per_frame])
+            inputs = syncnet_python_inputs(self.detector, video)
+            if isinstance(inputs, str):
+                return SyncResult(skipped=inputs)
+            crops, audio = jpeg_round_trip(inputs[0]), inputs[1]
         try:
             lip, aud = sn.embed(self.model, crops, audio)
         except ValueError as error:          # too short for one 5-frame window

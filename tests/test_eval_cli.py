@@ -53,6 +53,12 @@ def test_checkpoint_generate_then_score_on_held_back_demo_shards(demo_build: Pat
     fps = rows["FPS"]
     assert fps["value"] > 0 and fps["detail"]["device"].startswith("CPU (") and fps["detail"]["variant"] == "tiny"
     assert f"device={fps['detail']['device']}" in table and "| FPS ↑ |" in table
+    # provenance: the checkpoint folder and the embedded log-mel audio encoder of the tiny variant
+    assert [(m["name"], m["path"], m["sha256"]) for m in fps["provenance"]["models"]] == [
+        ("flashhead", str(run), None), ("logmel", None, None)]
+    settings = json.loads((out / "eval.json").read_text())["settings"]
+    assert settings["checkpoint"] == {"path": str(run), "variant": "from the checkpoint", "steps": 2, "generated": True}
+    assert set(settings["weights"]) == {"inception", "i3d", "syncnet", "flashhead"}
     # one timed chunk after one warm-up chunk: the steady chunk's new frames, every stage timed
     assert fps["detail"]["frames"] == GEOMETRY["tiny"].new_frames and fps["detail"]["warmup_chunks"] == 1
     assert set(fps["detail"]["stage_ms"]) == {"audio_encode", "dit", "vae_decode", "motion_encode", "output_encode"}

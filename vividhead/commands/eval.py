@@ -105,7 +105,8 @@ def _generate_and_time(args: argparse.Namespace, config):
     fps = None
     if "fps" in config.metrics:
         first_frame = list_videos(args.reference)[0].load().frames[0]
-        fps = fps_row(engine, first_frame, chunks=max(1, args.fps_chunks))
+        fps = fps_row(engine, first_frame, chunks=max(1, args.fps_chunks), checkpoint=args.checkpoint,
+                      wav2vec=args.wav2vec)
     return generated, fps
 
 
@@ -132,6 +133,9 @@ def run(args: argparse.Namespace) -> int:
         if args.checkpoint is not None:
             generated, fps = _generate_and_time(args, config)
         report = run_eval(generated, args.reference, weights, config, fps)
+        if args.checkpoint is not None:
+            report.settings["checkpoint"] = {"path": str(args.checkpoint), "variant": args.variant or "from the checkpoint",
+                                             "steps": args.steps, "generated": args.generated is None}
     except (FileNotFoundError, ValueError) as error:
         print(f"vividhead eval: {error}", file=sys.stderr)
         return 2
