@@ -194,6 +194,7 @@ def part_environment(part: Part, device, smoke: bool) -> None:
                cuda=torch.version.cuda, cpu_threads=torch.get_num_threads())
     env["packages"] = {name: _version(name) for name in
                        ("diffusers", "transformers", "pydantic", "av", "numpy", "triton", "onnxruntime", "mediapipe")}
+
     def fill_matmul_bf16(m: dict[str, Any]) -> None:
         n = 256 if smoke else 8192
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -341,6 +342,7 @@ def part_stream(part: Part, device, smoke: bool, variant: str, work: Path) -> No
     s["goal_fps"] = STREAM_GOALS_FPS.get(variant)
     s["outside_goal"] = OUTSIDE_GOAL
     s["first_frame_goal_s"] = FIRST_FRAME_GOAL_S
+
     def fill_flops(f: dict[str, Any]) -> None:
         f.update({k: float(v) for k, v in stream_bench.count_flops(variant, 4).items()})
     part.measure(s, "flops", fill_flops)
@@ -357,6 +359,7 @@ def part_stream(part: Part, device, smoke: bool, variant: str, work: Path) -> No
         if name != "shipped" and device.type != "cuda":
             runs[name] = skipped("speed-up runs need a GPU (--smoke runs the shipped path only)")
             continue
+
         def fill_run(run: dict[str, Any]) -> None:
             run["options"] = fields
             timed = type(engine)(engine.model, engine.codec, engine.audio, engine.geometry, device,
@@ -475,6 +478,7 @@ def part_build_stages(part: Part, device, smoke: bool, work: Path) -> None:
     audio = (0.1 * np.sin(np.arange(int(clip_s * 16000)) / 16000 * 2 * np.pi * 180)).astype(np.float32)
     b = part.data
     b["clip_seconds"] = clip_s
+
     def fill_syncnet(r: dict[str, Any]) -> None:
         from vividhead.models.syncnet import SyncNet, embed, offset_scores
 
