@@ -45,7 +45,7 @@ def run_vividhead(*args: str | Path, timeout: float = 600, check: bool = True) -
     env = {**os.environ, **OFFLINE}
     address = os.environ.get(RAY_VARIABLE)
     if address and args and args[0] == "build" and "--address" not in args:
-        env.update(RAY_ADDRESS=address, RAY_AUTH_MODE="disabled")
+        env["RAY_ADDRESS"] = address
     result = subprocess.run([sys.executable, "-m", "vividhead.cli", *map(str, args)], capture_output=True, text=True,
                             timeout=timeout, env=env)
     if check and result.returncode != 0:
@@ -87,7 +87,10 @@ def session_ray() -> Iterator[str]:
     """One local Ray head for this test process's builds (2 CPUs, as the CI machine), stopped at the end.
 
     Starting Ray costs a build several seconds; the builds of a run share this one. Each xdist worker
-    has its own, in a private temp dir, on a free port."""
+    has its own, in a private temp dir, on a free port. Token auth is off for every Ray of the session
+    (Ray turns it on when ~/.ray/auth_token exists, and then a driver and a private head disagree)."""
+    auth = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
     temp_dir = tempfile.mkdtemp(prefix="vhray", dir="/tmp")
     address = f"127.0.0.1:{free_port()}"
     try:
@@ -98,6 +101,10 @@ def session_ray() -> Iterator[str]:
         yield address
     finally:
         os.environ.pop(RAY_VARIABLE, None)
+        if auth is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = auth
         ray_stop(temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import pickle
 import subprocess
 import sys
@@ -22,6 +23,7 @@ import pytest
 import ray
 from ray import cloudpickle
 
+from conftest import RAY_VARIABLE
 from vividhead.media import frames, read_wav
 from vividhead.models.face_detect import make_face_detector
 from vividhead.pipelines import extract
@@ -216,9 +218,10 @@ def _wait_for(path: Path, seconds: float) -> bool:
 
 @pytest.fixture(scope="module")
 def local_ray():
-    """A local Ray that ships this module's functions by value (its workers cannot import a test module)."""
+    """The session's Ray, joined by this process; it ships this module's functions by value (its workers
+    cannot import a test module)."""
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    started = start_ray(None, 2)
+    started = start_ray(os.environ.get(RAY_VARIABLE), 2)
     yield
     if started:
         ray.shutdown()
