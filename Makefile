@@ -7,6 +7,8 @@ BIN    := $(VENV)/bin
 # The CPU wheel of torch 2.13.0 lies on this project's dev/CI disks; on a GPU machine pip takes the CUDA build.
 TORCH  ?= torch==2.13.0
 DEMO_OUT ?= demo-out
+# Test processes (pytest-xdist): two, for the 2-core CI machine; each module's tests stay in one process.
+TEST_WORKERS ?= 2
 
 .PHONY: setup system-packages demo test clean
 
@@ -34,7 +36,7 @@ demo: setup
 	$(BIN)/vividhead inspect $(DEMO_OUT)
 
 test: setup
-	$(BIN)/python -m pytest -q -ra tests
+	$(BIN)/python -m pytest -q -ra -n $(TEST_WORKERS) --dist loadscope tests
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) build dist *.egg-info

@@ -1,13 +1,17 @@
-"""The evaluation record: one row per metric (value, or the reason it is unavailable), per-video
-sync scores, and the settings used; written as JSON and as a readable table (Markdown)."""
+"""The evaluation record: one row per metric (value, or the reason it is unavailable, with what produced
+it and its warnings), per-video sync scores, and the settings used; written as JSON and as a readable
+table (Markdown). Figures are printed to 4 significant digits; the JSON keeps them whole."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from vividhead.evaluation.provenance import Provenance, RowWarning
 
 Better = Literal["lower", "higher", ""]
 Status = Literal["ok", "unavailable"]
@@ -32,6 +36,8 @@ class MetricRow:
     reason: str | None = None
     protocol: str | None = None                            # how it was computed (None: FPS, a timing)
     detail: dict[str, Any] = field(default_factory=dict)   # sample counts, device, spread, ...
+    provenance: Provenance | None = None                   # what produced it (None: nothing ran)
+    warnings: list[RowWarning] = field(default_factory=list)
 
     @classmethod
     def ok(cls, metric: str, value: float, protocol: str | None = None, **detail: Any) -> "MetricRow":
@@ -55,6 +61,7 @@ class VideoScore:
     sync_d: float | None = None
     offset: int | None = None
     note: str | None = None      # why a metric skipped this video
+    sync_frames: int | None = None   # 25 fps frames SyncNet scored
 
 
 @dataclass
@@ -75,19 +82,50 @@ class EvalReport:
         return json.dumps(asdict(self), indent=2, default=str)
 
 
+def figure(value: float) -> str:
+    """`value` to 4 significant digits (whole numbers from 1000 up): 0.05123, 8.310, 103.1, 12346."""
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g}"
+    decimals = 3 - math.floor(math.log10(abs(value)))
+    if decimals > 0 and abs(round(value, decimals)) >= 10 ** (4 - decimals):
+        decimals -= 1                                  # 9.9996 rounds up to 10.00, not 10.000
+    return f"{value:.{max(decimals, 0)}f}"
+
+
+def _note(key: str, value: Any) -> str:
+    return f"{key}={figure(value) if isinstance(value, float) else value}"
+
+
+def _notes(row: MetricRow) -> str:
+    if row.status != "ok":
+        notes = [f"unavailable: {row.reason}"]
+    else:
+        notes = [_note(k, v) for k, v in row.detail.items() if not isinstance(v, (list, dict))]
+    if row.provenance is not None and row.provenance.face_detector:
+        notes.insert(0, f"detector={row.provenance.face_detector}")
+    if row.warnings:
+        notes.insert(0, "⚠ " + ", ".join(w.code for w in row.warnings))
+    return ", ".join(notes) or "-"
+
+
 def format_table(report: EvalReport) -> str:
-    """A Markdown table in table order: value, direction, protocol, then counts or the reason."""
+    """A Markdown table in table order: value, direction, protocol, then warnings, the face detector and
+    counts (or the reason); the warnings in full below it."""
     arrows = {"lower": " ↓", "higher": " ↑", "": ""}
     lines = [f"generated: {report.generated}", f"reference: {report.reference or '-'}", "",
              "| metric | value | protocol | notes |", "|---|---:|---|---|"]
     order = [name for name, _ in METRIC_ORDER]
-    for row in sorted(report.rows, key=lambda r: order.index(r.metric) if r.metric in order else len(order)):
-        if row.status == "ok":
-            notes = ", ".join(f"{k}={v}" for k, v in row.detail.items() if not isinstance(v, (list, dict))) or "-"
-        else:
-            notes = f"unavailable: {row.reason}"
-        value = "n/a" if row.value is None else f"{row.value:.2f}"
-        lines.append(f"| {row.metric}{arrows[row.better]} | {value} | {row.protocol or '-'} | {notes} |")
+    rows = sorted(report.rows, key=lambda r: order.index(r.metric) if r.metric in order else len(order))
+    for row in rows:
+        value = "n/a" if row.value is None else figure(row.value)
+        lines.append(f"| {row.metric}{arrows[row.better]} | {value} | {row.protocol or '-'} | {_notes(row)} |")
+    warned: dict[str, list[str]] = {}                  # message -> the rows that carry it
+    for row in rows:
+        for warning in row.warnings:
+            warned.setdefault(warning.message, []).append(row.metric)
+    if warned:
+        lines += ["", "warnings (the figures above stand, but read them with these):"]
+        lines += [f"- {', '.join(metrics)}: {message}" for message, metrics in warned.items()]
     skipped = [v for v in report.videos if v.note]
     if skipped:
         lines += ["", "videos skipped by a metric:"] + [f"- {v.set} {v.key}: {v.note}" for v in skipped]

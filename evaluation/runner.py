@@ -3,7 +3,9 @@
 FID and FVD compare the generated set with the reference set (unpaired); Sync-C/Sync-D/offset are
 the mean over generated videos (optionally over reference videos too, as a ground-truth row); FPS
 times the stream engine on a checkpoint (`vividhead.evaluation.fps`). Each number is computed under a
-named protocol (`fid.FID_PROTOCOLS`, `fvd.FVD_PROTOCOLS`, `sync.SYNC_PROTOCOLS`) that its row records.
+named protocol (`fid.FID_PROTOCOLS`, `fvd.FVD_PROTOCOLS`, `sync.SYNC_PROTOCOLS`) that its row records,
+with its provenance (the model files loaded, the face detector, the counts on each side, the resampling;
+`provenance.py`) and its warnings (too few samples, skipped videos, offsets at the search limit).
 A metric whose weights or inputs are missing is reported as unavailable with the reason, never estimated.
 """
 
@@ -16,10 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vividhead import __version__
+from vividhead.evaluation import provenance as prov
 from vividhead.evaluation.fid import FIDConfig, FIDFeatures
 from vividhead.evaluation.frechet import frechet_distance_features
 from vividhead.evaluation.fvd import FVDConfig, FVDFeatures
+from vividhead.evaluation.provenance import ModelFile, Provenance, SetCounts
 from vividhead.evaluation.report import REFERENCE_SUFFIX, EvalReport, MetricRow, VideoScore
 from vividhead.evaluation.sync import DEFAULT_SYNC_PROTOCOL, SYNC_PROTOCOLS, SyncScorer
 from vividhead.evaluation.videos import VideoItem, list_videos
@@ -82,15 +85,29 @@ def _missing_weights(weights: Weights, name: str, flag: str, expected: str) -> s
     return f"no {name} weights ({where}); pass {flag} PATH to {expected} or set `{name}` in the weights manifest"
 
 
+def _set_counts(per_video: list[np.ndarray], scores: list[VideoScore], clip_frames: int | None = None) -> SetCounts:
+    """What one side gave a Fréchet metric: `per_video` holds the feature rows of each contributing video."""
+    samples = sum(len(f) for f in per_video)
+    frames = samples * clip_frames if clip_frames else samples
+    return SetCounts(len(per_video), frames, samples if clip_frames else None, len(scores) - len(per_video),
+                     tuple(sorted({v.fps for v in scores})))
+
+
 def _frechet_row(metric: str, generated: list[np.ndarray], reference: list[np.ndarray], unit: str,
-                 protocol: str, ddof: int = 1) -> MetricRow:
+                 protocol: str, ddof: int = 1, provenance: Provenance | None = None) -> MetricRow:
     gen = np.concatenate(generated) if generated else np.empty((0, 0))
     ref = np.concatenate(reference) if reference else np.empty((0, 0))
     if len(gen) < 2 or len(ref) < 2:
-        return MetricRow.unavailable(metric, f"needs at least 2 {unit} per set; got {len(gen)} generated, {len(ref)} reference",
-                                     protocol)
-    return MetricRow.ok(metric, frechet_distance_features(gen, ref, ddof), protocol,
-                        **{f"generated_{unit}": len(gen), f"reference_{unit}": len(ref)})
+        row = MetricRow.unavailable(metric, f"needs at least 2 {unit} per set; got {len(gen)} generated, "
+                                            f"{len(ref)} reference", protocol)
+    else:
+        row = MetricRow.ok(metric, frechet_distance_features(gen, ref, ddof), protocol,
+                           **{f"generated_{unit}": len(gen), f"reference_{unit}": len(ref)})
+        row.warnings = prov.few_samples(metric, len(gen), len(ref))
+        if provenance is not None and metric == "FVD":
+            row.warnings += prov.frame_rates_differ(provenance.generated, provenance.reference)
+    row.provenance = provenance
+    return row
 
 
 SYNC_METRICS = ("Sync-C", "Sync-D", "AV offset")
@@ -107,22 +124,27 @@ def _sync_rows(scores: list[VideoScore], protocol: str, vshift: int = 15, suffix
     d = np.array([s.sync_d for s in scored])
     off = np.array([s.offset for s in scored], dtype=float)
     n = {"videos": len(scored), "skipped": len(scores) - len(scored)}
-    rows = [MetricRow.ok("Sync-C", c.mean(), protocol, std=round(float(c.std()), 3), **n),
-            MetricRow.ok("Sync-D", d.mean(), protocol, std=round(float(d.std()), 3), **n),
-            MetricRow.ok("AV offset", np.abs(off).mean(), protocol,
-                         at_search_limit=round(float(np.mean(np.abs(off) >= vshift)), 3), search_limit=vshift,
-                         signed_mean=round(float(off.mean()), 2), **n)]
+    at_limit = int(np.sum(np.abs(off) >= vshift))
+    rows = [MetricRow.ok("Sync-C", c.mean(), protocol, std=float(c.std()), **n),
+            MetricRow.ok("Sync-D", d.mean(), protocol, std=float(d.std()), **n),
+            MetricRow.ok("AV offset", np.abs(off).mean(), protocol, videos_at_search_limit=at_limit,
+                         share_at_search_limit=at_limit / len(scored), search_limit=vshift,
+                         signed_mean=float(off.mean()), **n)]
+    warnings = prov.sync_warnings(len(scored), len(scores) - len(scored), at_limit, vshift)
     for row in rows:
         row.metric += suffix
+        row.warnings = list(warnings)
     return rows
 
 
 class _Metrics:
-    """The metric backends that have their weights, and the reasons for those that do not."""
+    """The metric backends that have their weights, the model files each loaded, and the reasons for
+    those that do not."""
 
     def __init__(self, config: EvalConfig, weights: Weights, device: torch.device, has_reference: bool) -> None:
         self.fid = self.fvd = self.sync = None
         self.unavailable: dict[str, str] = {}
+        self.models: dict[str, list[ModelFile]] = {}
         wanted = set(config.metrics)
         if not has_reference:
             for name in wanted & {"fid", "fvd"}:
@@ -131,15 +153,25 @@ class _Metrics:
             reason = _missing_weights(weights, "inception", "--inception", "pt_inception-2015-12-05-6726825d.pth")
             self.fid = FIDFeatures(weights.inception, device, config.fid) if reason is None else None
             self.unavailable.update({"fid": reason} if reason else {})
+            if self.fid is not None:
+                self.models["fid"] = [prov.model_file("inception", "FID Inception-v3", weights.inception, "torch")]
         if "fvd" in wanted and "fvd" not in self.unavailable:
             reason = _missing_weights(weights, "i3d", "--i3d", "i3d_torchscript.pt")
             self.fvd = FVDFeatures(weights.i3d, device, config.fvd) if reason is None else None
             self.unavailable.update({"fvd": reason} if reason else {})
+            if self.fvd is not None:
+                self.models["fvd"] = [prov.model_file("i3d", "FVD I3D (TorchScript)", weights.i3d, "torch")]
         if "sync" in wanted:
             reason = _missing_weights(weights, "syncnet", "--syncnet", "syncnet_v2.model")
             self.sync = (SyncScorer(weights.syncnet, device, weights.available("scrfd"), config.vshift, config.sync_protocol)
                          if reason is None else None)
             self.unavailable.update({"sync": reason} if reason else {})
+            if self.sync is not None:
+                scrfd = weights.available("scrfd") if self.sync.detector.name == "scrfd" else None
+                self.models["sync"] = [
+                    prov.model_file("syncnet", "SyncNet v2", weights.syncnet, "torch"),
+                    prov.model_file("scrfd", "face detector (Sync face boxes)", scrfd, "onnxruntime") if scrfd
+                    else prov.embedded_face_detector(weights.scrfd)]
 
 
 def _score_set(items: list[VideoItem], name: str, metrics: _Metrics, with_sync: bool,
@@ -161,10 +193,30 @@ def _score_set(items: list[VideoItem], name: str, metrics: _Metrics, with_sync: 
         if with_sync and metrics.sync is not None:
             result = metrics.sync.score(video)
             score.sync_c, score.sync_d, score.offset = result.sync_c, result.sync_d, result.offset
+            score.sync_frames = result.frames
             if result.skipped:
                 score.note = f"sync: {result.skipped}"
         scores.append(score)
     return scores
+
+
+def _sync_provenance(protocol: str, metrics: _Metrics, side: str, scores: list[VideoScore]) -> Provenance:
+    scored = [s for s in scores if s.sync_c is not None]
+    counts = SetCounts(len(scored), sum(s.sync_frames or 0 for s in scored), None, len(scores) - len(scored),
+                       tuple(sorted({s.fps for s in scores})))
+    return Provenance(protocol, metrics.models["sync"], **{side: counts}, face_detector=metrics.sync.detector.name,
+                      preprocessing=prov.sync_preprocessing(protocol))
+
+
+def _settings(config: EvalConfig) -> dict:
+    """The configuration of the metrics that were asked for (a Sync-only run lists no FID or FVD settings)."""
+    chosen = set(config.metrics)
+    settings = asdict(config)
+    for name, keys in (("fid", ("fid",)), ("fvd", ("fvd",)), ("sync", ("sync_protocol", "sync_reference", "vshift"))):
+        if name not in chosen:
+            for key in keys:
+                settings.pop(key)
+    return settings
 
 
 def _list(locations: Path | list[Path]) -> list[VideoItem]:
@@ -191,28 +243,46 @@ def run_eval(generated: Path | list[Path], reference: Path | None, weights: Weig
         if metrics.sync is not None:
             metrics.sync.close()
 
+    gen_videos = [v for v in videos if v.set == "generated"]
+    ref_videos = [v for v in videos if v.set == "reference"]
     rows: list[MetricRow] = []
     if "fid" in config.metrics:
-        rows.append(_frechet_row("FID", gen_feats["fid"], ref_feats["fid"], "frames", config.fid.protocol) if metrics.fid
-                    else MetricRow.unavailable("FID", metrics.unavailable["fid"], config.fid.protocol))
+        if metrics.fid is None:
+            rows.append(MetricRow.unavailable("FID", metrics.unavailable["fid"], config.fid.protocol))
+        else:
+            source = Provenance(config.fid.protocol, metrics.models["fid"], _set_counts(gen_feats["fid"], gen_videos),
+                                _set_counts(ref_feats["fid"], ref_videos),
+                                preprocessing=prov.fid_preprocessing(config.fid.frames_per_video))
+            rows.append(_frechet_row("FID", gen_feats["fid"], ref_feats["fid"], "frames", config.fid.protocol,
+                                     provenance=source))
     if "fvd" in config.metrics:
-        rows.append(_frechet_row("FVD", gen_feats["fvd"], ref_feats["fvd"], "clips", config.fvd.protocol,
-                                 config.fvd.covariance_ddof) if metrics.fvd
-                    else MetricRow.unavailable("FVD", metrics.unavailable["fvd"], config.fvd.protocol))
+        if metrics.fvd is None:
+            rows.append(MetricRow.unavailable("FVD", metrics.unavailable["fvd"], config.fvd.protocol))
+        else:
+            fvd = config.fvd
+            source = Provenance(fvd.protocol, metrics.models["fvd"],
+                                _set_counts(gen_feats["fvd"], gen_videos, fvd.clip_frames),
+                                _set_counts(ref_feats["fvd"], ref_videos, fvd.clip_frames),
+                                preprocessing=prov.fvd_preprocessing(fvd.protocol, fvd.clips_per_video, fvd.seed,
+                                                                     fvd.clip_frames))
+            rows.append(_frechet_row("FVD", gen_feats["fvd"], ref_feats["fvd"], "clips", fvd.protocol,
+                                     fvd.covariance_ddof, source))
     if "sync" in config.metrics:
         if metrics.sync is None:
             rows += [MetricRow.unavailable(m, metrics.unavailable["sync"], config.sync_protocol) for m in SYNC_METRICS]
         else:
-            rows += _sync_rows([v for v in videos if v.set == "generated"], config.sync_protocol, config.vshift)
+            sets = [("generated", gen_videos, "")]
             if config.sync_reference and ref_items:
-                rows += _sync_rows([v for v in videos if v.set == "reference"], config.sync_protocol, config.vshift,
-                                   REFERENCE_SUFFIX)
+                sets.append(("reference", ref_videos, REFERENCE_SUFFIX))
+            for side, scores, suffix in sets:
+                source = _sync_provenance(config.sync_protocol, metrics, side, scores)
+                for row in _sync_rows(scores, config.sync_protocol, config.vshift, suffix):
+                    row.provenance = source
+                    rows.append(row)
     if "fps" in config.metrics:
         rows.append(fps_row or MetricRow.unavailable("FPS", "FPS times the stream engine: pass --checkpoint W"))
 
-    settings = {**asdict(config), "device": device_name(device),
-                "weights": {k: str(getattr(weights, k)) for k in ("inception", "i3d", "syncnet", "scrfd")
-                            if getattr(weights, k) is not None}}
-    versions = {"vividhead": __version__, "torch": torch.__version__}
+    settings = {**_settings(config), "device": device_name(device), "weights": prov.used_weights(rows)}
+    versions = prov.versions(rows)
     where = str(generated) if isinstance(generated, Path) else ", ".join(sorted({str(p.parent) for p in generated})) or "-"
     return EvalReport(where, str(reference) if reference else None, rows, videos, settings, versions)

@@ -51,6 +51,7 @@ class SyncResult:
     offset: int | None = None
     windows: int = 0
     skipped: str | None = None
+    frames: int = 0          # 25 fps face crops that reached SyncNet
 
 
 # ------------------------------------------------------------------------------ 25 fps resampling
@@ -234,7 +235,7 @@ class SyncScorer:
         except ValueError as error:          # too short for one 5-frame window
             return SyncResult(skipped=str(error))
         result = sn.offset_scores(lip, aud, self.vshift)
-        return SyncResult(result.lse_c, result.lse_d, result.offset, result.n_windows)
+        return SyncResult(result.lse_c, result.lse_d, result.offset, result.n_windows, frames=len(crops))
 
     def close(self) -> None:
         self.detector.close()

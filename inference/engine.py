@@ -39,6 +39,7 @@ from vividhead.models.sampler import sample_chunk
 from vividhead.models.vae import VideoCodec, load_codec
 
 FIRST_CHUNK_MODES = ("new", "full")
+COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def choose_device(requested: str | None = None) -> torch.device:
@@ -61,12 +62,15 @@ class EngineOptions:
     crop: bool = False                # named option: face-crop the reference like the build (the release does not)
     first_chunk: str = "new"          # "new": the release's streaming mode; "full": a 33-frame first chunk
     compile: bool = False             # torch.compile the DiT (GPU)
+    compile_mode: str | None = None   # torch.compile mode: None (default), "reduce-overhead" (CUDA graphs), "max-autotune"
     seed: int = 0
     sequence_parallel: bool = False   # split DiT tokens across torchrun ranks with xDiT (inference/parallel.py)
 
     def __post_init__(self) -> None:
         if self.first_chunk not in FIRST_CHUNK_MODES:
             raise ValueError(f"first_chunk must be one of {FIRST_CHUNK_MODES}, got {self.first_chunk!r}")
+        if self.compile_mode not in COMPILE_MODES:
+            raise ValueError(f"compile_mode must be one of {COMPILE_MODES}, got {self.compile_mode!r}")
         if not 0 <= float(self.color_correction) <= 1:
             raise ValueError(f"color_correction strength must be in [0, 1], got {self.color_correction}")
 
@@ -160,7 +164,7 @@ class FlashHeadEngine:
             sp = SequenceParallel(model.config.num_heads)
             enable(model, sp)
             self.is_main = sp.is_main
-        self.denoiser = torch.compile(model, dynamic=False) if options.compile else model
+        self.denoiser = torch.compile(model, dynamic=False, mode=options.compile_mode) if options.compile else model
 
     @classmethod
     def load(cls, weights: Path, variant: str, *, device: str | None = None, wav2vec: Path | None = None,

@@ -16,12 +16,12 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 
 from vividhead.envfail import InputError
-from vividhead.manifest import FIXED_COLUMNS
-from vividhead.paths import expand, is_glob
+from vividhead.manifest import FIXED_COLUMNS, read_schema
+from vividhead.paths import is_glob
 from vividhead.shards import Sample, iter_samples, shard_files
+from vividhead.storage import Location, arrow_files, expand_location
 
 BATCH_ROWS = 65_536
 REQUIRED_COLUMNS = ("key", "status")        # without these a Parquet file is not a manifest
@@ -59,8 +59,8 @@ class Dataset:
         return infos
 
 
-def _expand(argument: str) -> list[Path]:
-    matches = expand(argument)
+def _expand(argument: str) -> list[Location]:
+    matches = expand_location(argument)
     if not matches:
         raise InspectError(f"{argument}: the glob matches no file or directory" if is_glob(argument) else
                            f"{argument}: no such file or directory (expected a build directory, shards or a glob)")
@@ -143,7 +143,7 @@ def manifest_schema(dataset: Dataset) -> pa.Schema:
     schemas = []
     for path in dataset.manifests:
         try:
-            schema = pq.read_schema(path)
+            schema = read_schema(path)
         except (OSError, pa.ArrowInvalid) as error:
             raise InspectError(f"{path}: not a readable Parquet manifest ({error})") from error
         check_manifest_schema(path, schema)
@@ -163,7 +163,8 @@ def manifest_batches(dataset: Dataset, columns: Iterable[str] | None = None,
     schema = manifest_schema(dataset)
     wanted = list(dict.fromkeys(columns)) if columns is not None else schema.names
     present = [name for name in wanted if name in schema.names]
-    scanner = pads.dataset(list(map(str, dataset.manifests)), schema=schema, format="parquet").scanner(
+    files, filesystem = arrow_files(dataset.manifests)
+    scanner = pads.dataset(files, filesystem=filesystem, schema=schema, format="parquet").scanner(
         columns=present, batch_size=batch_rows, batch_readahead=2, fragment_readahead=1)
     for batch in scanner.to_batches():
         if batch.num_rows == 0:

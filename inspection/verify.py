@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import soundfile
 
 from vividhead.inspection.reader import Dataset, manifest_batches
+from vividhead.manifest import row_count
 from vividhead.media import MediaError, count_frames, probe, read_npy, read_png
 from vividhead.shards import SAMPLE_ORDER, iter_samples
 
@@ -171,7 +171,7 @@ def has_end_marker(shard: Path) -> bool:
     size = shard.stat().st_size
     if size < 1024 or size % 512:
         return False
-    with open(shard, "rb") as handle:
+    with shard.open("rb") as handle:
         handle.seek(size - 1024)
         return not any(handle.read(1024))
 
@@ -236,8 +236,8 @@ def check_consolidation(dataset: Dataset, problems: Problems) -> None:
         consolidated, parts = root / "manifest.parquet", sorted((root / "manifest").glob("*.parquet"))
         if not consolidated.is_file() or not parts:
             continue
-        whole = pq.read_metadata(consolidated).num_rows
-        in_parts = sum(pq.read_metadata(part).num_rows for part in parts)
+        whole = row_count(consolidated)
+        in_parts = sum(row_count(part) for part in parts)
         if whole != in_parts:
             problems.add("manifest", f"{root.name}/manifest.parquet has {whole} rows but its {len(parts)} "
                                      f"manifest/*.parquet parts hold {in_parts}")

@@ -26,6 +26,7 @@ its own window; the build keeps those rows from the window that made them (see d
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -116,11 +117,21 @@ class Wav2Vec2Encoder:
         self.layers = self.model.config.num_hidden_layers
         self.dim = self.model.config.hidden_size
         self._torch = torch
+        # The layer outputs are caught with forward hooks on the shared model: two calls at once (stream
+        # sessions on their own threads) would each catch both calls' layers. One call at a time.
+        self._lock = threading.Lock()
 
     def __call__(self, audio: np.ndarray, n_frames: int) -> np.ndarray:
         torch = self._torch
         values = self.processor(audio, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_values
         values = values.to(self.device, torch.float32)                        # [1, samples]
+        with self._lock:
+            outputs = self._layer_outputs(values, n_frames)
+        return torch.stack(outputs, dim=2)[0].float().cpu().numpy()          # [n_frames, layers, dim]
+
+    def _layer_outputs(self, values, n_frames: int) -> list:
+        """The transformer layers' outputs for one input; the caller holds the lock."""
+        torch = self._torch
         outputs: list[torch.Tensor] = []
         hooks = [layer.register_forward_hook(lambda _m, _i, out: outputs.append(out[0] if isinstance(out, tuple) else out))
                  for layer in self.model.encoder.layers]
@@ -133,7 +144,7 @@ class Wav2Vec2Encoder:
         finally:
             for hook in hooks:
                 hook.remove()
-        return torch.stack(outputs, dim=2)[0].float().cpu().numpy()          # [n_frames, layers, dim]
+        return outputs
 
 
 @dataclass(frozen=True)

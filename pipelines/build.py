@@ -35,12 +35,13 @@ from vividhead.pipelines.stage_actor import ClipStageActor
 from vividhead.pipelines.summary import BuildSummary, count, write_build_json
 from vividhead.pipelines.units import SourceRejection, source_unit_id
 from vividhead.shards import shard_files
+from vividhead.storage import Location, location
 
 
-def run_build(sources_file: SourcesFile, base: Path, out_dir: Path, config: BuildSettings,
+def run_build(sources_file: SourcesFile, base: Path, out_dir: Location, config: BuildSettings,
               address: str | None = None, workers: int | None = None, progress: bool = True) -> BuildSummary:
     started = time.time()
-    out = OutputDir(Path(out_dir).resolve())
+    out = OutputDir(location(str(out_dir), config.storage).resolve())
     out.root.mkdir(parents=True, exist_ok=True)
     weights = resolve_weights(config)
     hashes = {"config_hash": config.config_hash(), "content_hash": config.content_hash(),
@@ -60,7 +61,7 @@ def run_build(sources_file: SourcesFile, base: Path, out_dir: Path, config: Buil
         cluster = ray.cluster_resources()
 
         # 1-2. sources, probe: expand sources.yaml (driver); fetch, MD5 and probe each source (tasks); dedupe (driver)
-        sources, missing = expand_sources(sources_file, base)
+        sources, missing = expand_sources(sources_file, base, config.storage)
         rejections = [SourceRejection(source_unit_id(source, "missing"), source, "sources", reason, detail)
                       for source, reason, detail in missing]
         fetched = []
@@ -85,7 +86,7 @@ def run_build(sources_file: SourcesFile, base: Path, out_dir: Path, config: Buil
         if todo:
             # 3-7. segment, normalize, face, flow, visibility: one decode pass per work unit (tasks), clip by clip
             r = on_cluster(config.ray_resources("decode"), cluster, pool=False)
-            ds = unit_dataset(todo).flat_map(extract_rows, fn_args=(config, str(out.staging)),
+            ds = unit_dataset(todo).flat_map(extract_rows, fn_args=(config, str(out.staging), str(out.downloads)),
                                              num_cpus=r.num_cpus, num_gpus=r.num_gpus, concurrency=r.concurrency,
                                              max_retries=config.run.max_retries)
 
@@ -98,7 +99,7 @@ def run_build(sources_file: SourcesFile, base: Path, out_dir: Path, config: Buil
             # commit: each clip becomes a segment on its worker; full shards are packed by tasks (pipelines/commit.py)
             r = on_cluster(config.ray_resources("commit"), cluster, pool=False)
             committed = {unit.unit_id: points[unit.unit_id].keys for unit in todo if points[unit.unit_id].keys}
-            ds = ds.map(write_segment, fn_args=(str(out.root), hashes, committed),
+            ds = ds.map(write_segment, fn_args=(out.root, hashes, committed),
                         num_cpus=r.num_cpus, num_gpus=r.num_gpus, concurrency=r.concurrency,
                         max_retries=config.run.max_retries)
             for record in rows_as_made(ds):
@@ -106,6 +107,8 @@ def run_build(sources_file: SourcesFile, base: Path, out_dir: Path, config: Buil
         committer.finish_missing(todo, "the unit's worker failed after run.max_retries retries")
         committer.finish()
         shutil.rmtree(out.staging, ignore_errors=True)       # every clip is committed: nothing is staged
+        if out.remote:
+            shutil.rmtree(out.downloads.parent, ignore_errors=True)   # this node's copies of bucket sources
     finally:
         committer.close()
         if started_ray:

@@ -100,7 +100,7 @@ class Committer:
             failed = Clip(key=f"{unit.unit_id}_failed", source=unit.source, start=unit.start, end=unit.end,
                           status="failed", reject_stage="extract", reject_reason="worker_died", reject_detail=detail)
             record = write_segment({"unit": unit.unit_id, "clip": pickle.dumps(failed), "pieces": 0},
-                                   str(self.out.root), self.hashes, {})
+                                   self.out.root, self.hashes, {})
             self.add(record)
 
     def finish(self) -> None:
@@ -125,7 +125,7 @@ class Committer:
 
     def _send(self, segments: list[Segment]) -> None:
         paths = [s.path for s in sorted(segments, key=lambda s: (s.unit, s.key))]
-        self.packs.append(self._pack.remote(str(self.out.root), pack_name(self.number), paths, self.metric_types,
+        self.packs.append(self._pack.remote(self.out.root, pack_name(self.number), paths, self.metric_types,
                                             self.hashes["stages_hash"]))
         self.number += 1
 

@@ -11,24 +11,50 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, create_model, field_validator, model_validator
 
 from vividhead.configfile import StrictModel, load_yaml_model
 from vividhead.pipelines import stages as table
 from vividhead.pipelines.stages import COMMIT, DECODE, FETCH, PACK, Resources, Stage
+from vividhead.storage import StorageConfig
 from vividhead.weights import Weights, load_weights_manifest
 
 
 # ----------------------------------------------------------------------------------------- sources
 
 
+class BoxModel(StrictModel):
+    """A listed face box: corners in a `ref_width` x `ref_height` frame (1 x 1: fractions of the frame)."""
+
+    x0: float = Field(ge=0)
+    y0: float = Field(ge=0)
+    x1: float = Field(ge=0)
+    y1: float = Field(ge=0)
+    ref_width: float | None = Field(1.0, gt=0)
+    ref_height: float | None = Field(1.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_list(cls, value: Any) -> Any:
+        if isinstance(value, (list, tuple)) and len(value) == 4:
+            return dict(zip(("x0", "y0", "x1", "y1"), value))
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "BoxModel":
+        if self.x1 < self.x0 or self.y1 < self.y0:
+            raise ValueError(f"box corners must be ordered (x0 <= x1, y0 <= y1), got {self.x0, self.y0, self.x1, self.y1}")
+        return self
+
+
 class TimeRange(StrictModel):
-    """A given [start, end) range in seconds, for datasets that ship timestamps."""
+    """A given [start, end) range in seconds, for datasets that ship timestamps, with the list's face box."""
 
     start: float = Field(ge=0)
     end: float = Field(gt=0)
+    box: BoxModel | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -58,11 +84,33 @@ class GivenAttributes(StrictModel):
         return str(value) if isinstance(value, (int, float)) else value
 
 
+LIST_FORMATS = ("hdtf", "voxceleb2", "celebvhq", "talkinghead1kh", "avspeech", "talkvid")
+
+
+class ListRef(StrictModel):
+    """`list:` in sources.yaml: a published dataset list (docs/sources.md) that expands into `video:` sources."""
+
+    format: Literal["hdtf", "voxceleb2", "celebvhq", "talkinghead1kh", "avspeech", "talkvid"]
+    path: str                                       # the list's file or folder, relative to sources.yaml
+    fps: float | None = Field(None, gt=0)           # talkinghead1kh: frame rate of its frame indices (default 25)
+    url_template: str | None = None                 # how an ID becomes a URL; default the YouTube watch page
+
+    @field_validator("url_template")
+    @classmethod
+    def _has_id(cls, value: str | None) -> str | None:
+        if value is not None and "{id}" not in value:
+            raise ValueError(f"url_template must contain {{id}}, got {value!r}")
+        return value
+
+
 class SourceEntry(StrictModel):
-    """One entry of sources.yaml: a file, glob, directory (`path`) or an http(s) URL (`url`)."""
+    """One entry of sources.yaml: a file, glob, directory (`path`), an http(s) file (`url`), a video page or
+    YouTube ID fetched with yt-dlp (`video`), or a published list (`list`)."""
 
     path: str | None = None
     url: str | None = None
+    video: str | None = None
+    list_: ListRef | None = Field(None, alias="list")   # `list:` in YAML
     dataset: str = "default"
     ranges: list[TimeRange] = Field(default_factory=list)
     attributes: GivenAttributes = Field(default_factory=GivenAttributes)
@@ -78,8 +126,10 @@ class SourceEntry(StrictModel):
 
     @model_validator(mode="after")
     def _one_location(self) -> "SourceEntry":
-        if (self.path is None) == (self.url is None):
-            raise ValueError("give exactly one of `path` (file, glob or directory) or `url` (http/https)")
+        given = [k for k, v in (("path", self.path), ("url", self.url), ("video", self.video), ("list", self.list_)) if v is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of `path` (file, glob or directory), `url` (http/https file), "
+                             f"`video` (a YouTube ID or a page yt-dlp supports) or `list` (a dataset list); got {given}")
         if self.url is not None and not self.url.startswith(("http://", "https://")):
             raise ValueError(f"url must start with http:// or https://, got {self.url!r}")
         return self
@@ -111,8 +161,26 @@ class RunConfig(StrictModel):
     """How the build runs: downloads, retries and faults."""
 
     download_timeout: float = Field(30.0, gt=0)      # seconds without data before a URL download fails
+    download_deadline: float = Field(3600.0, gt=0)   # seconds for one whole download (a file, or one video's sections)
+    download_min_rate: float = Field(1024.0, ge=0)   # bytes/s over `download_rate_window`; slower fails (0: no floor)
+    download_rate_window: float = Field(30.0, gt=0)  # seconds over which the minimum rate is measured
     max_download_bytes: int = Field(20 * 1024**3, gt=0)  # larger downloads are rejected
     max_retries: int = Field(2, ge=0)                # Ray retries of a task whose worker died
+
+
+class RemoteConfig(StrictModel):
+    """Video-site sources (`video:`, `list:`) fetched with yt-dlp: format, politeness, credentials."""
+
+    min_short_side: int = Field(512, gt=0)           # the smallest video whose short side reaches this (+ best audio)
+    exact_cuts: bool = True                          # re-encode at range cuts (force_keyframes_at_cuts), else keyframes
+    sections: bool = True                            # download only the listed ranges where the site allows it
+    per_host: int = Field(2, ge=1)                   # downloads at once per host (per machine)
+    spacing: float = Field(1.0, ge=0)                # seconds between starts of requests to one host
+    retries: int = Field(4, ge=0)                    # retries of a rate-limited (HTTP 429) download ...
+    backoff: float = Field(5.0, ge=0)                # ... after backoff x 2^attempt seconds ...
+    max_backoff: float = Field(300.0, ge=0)          # ... at most this long
+    cookies: Path | None = None                      # a Netscape cookies.txt (sign-in prompts), relative to the config
+    proxy: str | None = None                         # e.g. socks5://127.0.0.1:1080
 
 
 class ShardsConfig(StrictModel):
@@ -196,8 +264,9 @@ class BuildSettings(StrictModel):
 
     def config_hash(self) -> str:
         """Hash of what decides the rows: the whole config, weights included, but not how the build runs
-        (`run`, `resources`) or how its output is cut into shards (`shards`)."""
-        return _hash(self.model_dump(mode="json", exclude={"run", "resources", "shards"}))
+        (`run`, `remote`, `resources`, `storage`) or how its output is cut into shards (`shards`); the MD5 of
+        the fetched bytes already names what a remote source became."""
+        return _hash(self.model_dump(mode="json", exclude={"run", "remote", "resources", "shards", "storage"}))
 
 
 def build_config_model() -> type[BuildSettings]:
@@ -207,7 +276,9 @@ def build_config_model() -> type[BuildSettings]:
         "BuildConfig", __base__=BuildSettings, __module__=__name__, **sections,
         encode=(EncodeConfig, Field(default_factory=EncodeConfig)),
         run=(RunConfig, Field(default_factory=RunConfig)),
+        remote=(RemoteConfig, Field(default_factory=RemoteConfig)),
         shards=(ShardsConfig, Field(default_factory=ShardsConfig)),
+        storage=(StorageConfig, Field(default_factory=StorageConfig)),   # s3:// / gs:// sources and --out
         resources=(dict[str, ResourcesConfig], Field(default_factory=dict)),   # per Ray call: fetch, decode, a stage
         weights_manifest=(Path | None, None),     # default: manifests/weights.yaml of the project, if present
         weights=(dict[str, Path | None], Field(default_factory=dict)),   # overrides of single weights entries
@@ -242,6 +313,9 @@ def load_build_config(path: Path | None, model: type[BuildSettings] | None = Non
     if config.weights_manifest is not None and not config.weights_manifest.is_absolute():
         config = config.model_copy(update={"weights_manifest": base / config.weights_manifest})
     weights = {k: (base / v if v is not None and not v.is_absolute() else v) for k, v in config.weights.items()}
+    remote = getattr(config, "remote", None)
+    if remote is not None and remote.cookies is not None and not remote.cookies.is_absolute():
+        config = config.model_copy(update={"remote": remote.model_copy(update={"cookies": base / remote.cookies})})
     return config.model_copy(update={"weights": weights})
 
 

@@ -24,6 +24,7 @@ there on as an unbroken pass would.
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import time
 import traceback
@@ -42,7 +43,8 @@ from vividhead.envfail import ENVIRONMENT_REASON, environment_message
 from vividhead.media import ClipEncoder, MediaError, UnitDecoder, frame_at, png_bytes, write_wav
 from vividhead.models.face_detect import Face, FaceDetector, crop_box, main_face, make_face_detector
 from vividhead.models.face_mesh import face_mask
-from vividhead.pipelines import face_track, scenes
+from vividhead.pipelines import face_track, framing, scenes
+from vividhead.pipelines.bucket_sources import local_copy
 from vividhead.pipelines.config import BuildConfig, resolve_weights
 from vividhead.pipelines.face_track import FaceTrack
 from vividhead.pipelines.motion import FlowObserver, resize_width
@@ -50,6 +52,7 @@ from vividhead.pipelines.records import Attribute, Clip, Frame, Observer, StageR
 from vividhead.pipelines.scenes import SceneCuts
 from vividhead.pipelines.units import WorkUnit, probe_metrics
 from vividhead.pipelines.visibility import Visibility
+from vividhead.storage import is_object_url
 
 
 # The byte size past which Ray Data closes an output block: one byte makes every row its own block.
@@ -92,18 +95,22 @@ def _current_block_size(size: int) -> Iterator[None]:
         context.target_max_block_size = before
 
 
-def extract_rows(row: dict[str, Any], config: BuildConfig, staging: str) -> Iterator[dict[str, Any]]:
+def extract_rows(row: dict[str, Any], config: BuildConfig, staging: str,
+                 downloads: str | None = None) -> Iterator[dict[str, Any]]:
     """Stages 3-7 of one unit (a Ray task): each clip's row as soon as its piece ends.
 
     A row is {"unit": unit id, "clip": pickled Clip, "pieces": n}: n is 0 except on the unit's last
     row, where it counts the rows this task yielded for the unit, so the driver knows the unit is
     whole once it holds that many. An error ends the unit with one failed row over the part not yet
-    made (its n counts the rows before it too).
+    made (its n counts the rows before it too). A unit of a source in a bucket reads the object's
+    local copy in `downloads`, made on this node if no task here made it before.
     """
     unit: WorkUnit = pickle.loads(row["unit"])
     node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
     sent, made_to = 0, unit.start if unit.resume_at is None else unit.resume_at
     try:
+        if is_object_url(unit.path):
+            unit = dataclasses.replace(unit, path=str(local_copy(unit.path, Path(downloads or staging), config.storage)))
         scrfd = resolve_weights(config).available("scrfd")
         detector = make_face_detector(config.face.detector, scrfd, config.face.model_selection,
                                       config.face.min_confidence)
@@ -147,6 +154,7 @@ class _Piece:
     n: int = 0                                         # frames encoded
     first_crop: np.ndarray | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    listed_missed: bool = False                        # faces were found, but none in the list's face box
 
     def spend(self, stage: str, seconds: float) -> None:
         self.timings[stage] = self.timings.get(stage, 0.0) + seconds
@@ -229,9 +237,12 @@ class UnitExtractor:
         if piece.state == "search" and offset % self.detect_every == 0:
             if offset > self.search_frames:
                 piece.state = "rejected"
-                piece.reject = ("face", "no_face", f"no face within {self.config.face.search_seconds} s of the piece start")
+                piece.reject = self._not_found(piece)
             elif faces := self._faces(frame.rgb, piece):
-                self._open(piece, frame, faces)
+                listed = faces if self.unit.box is None else framing.listed_faces(faces, self.unit.box, frame.rgb)
+                piece.listed_missed = piece.listed_missed or not listed
+                if listed:
+                    self._open(piece, frame, listed)
         if piece.state != "open":
             return
         tick = time.perf_counter()
@@ -249,6 +260,13 @@ class UnitExtractor:
             observer.update(frame)
             piece.spend(stage, time.perf_counter() - tick)
         piece.n += 1
+
+    def _not_found(self, piece: _Piece) -> tuple[str, str, str]:
+        seconds = self.config.face.search_seconds
+        if piece.listed_missed:
+            return ("face", "listed_face_not_found",
+                    f"faces were found, but none inside the list's face box within {seconds} s of the piece start")
+        return ("face", "no_face", f"no face within {seconds} s of the piece start")
 
     def _open(self, piece: _Piece, frame: Frame, faces: list[Face]) -> None:
         cfg = self.config

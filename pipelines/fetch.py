@@ -1,7 +1,8 @@
 """Stages 1-2 around their Ray call: the rows it reads, the work each task does, and the plan it yields.
 
 `source_rows` lists the sources with their cached MD5s; `fetch_and_probe` (one Ray task per
-source) downloads a URL, hashes the bytes and probes the file into work units or a rejection;
+source) downloads a URL (a video page through yt-dlp, section by section: pipelines/remote/),
+hashes the bytes and probes each file into work units or a rejection;
 `plan` (on the driver) deduplicates by MD5, remembers the MD5s, and returns the work units and
 the source-level rows to commit. MD5s are cached in OUT/.cache/md5.json by (path, size, mtime).
 """
@@ -12,16 +13,19 @@ import json
 import os
 import pickle
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from vividhead.envfail import ENVIRONMENT_REASON, environment_message
 from vividhead.media import MediaError
+from vividhead.pipelines.bucket_sources import local_copy, object_md5
 from vividhead.pipelines.config import BuildSettings
 from vividhead.pipelines.records import Source
+from vividhead.pipelines.remote.ytdlp import fetch_video
 from vividhead.pipelines.sources import dedupe_by_md5, fetch, md5_of
 from vividhead.pipelines.units import SourceRejection, WorkUnit, plan_source, source_unit_id
+from vividhead.storage import Location, is_object_url, put_bytes
 
 
 @dataclass
@@ -32,22 +36,44 @@ class Plan:
     rejections: list[SourceRejection] = field(default_factory=list)
 
 
-def source_rows(sources: list[Source], cache_path: Path) -> list[dict[str, Any]]:
+def source_rows(sources: list[Source], cache_path: Location) -> list[dict[str, Any]]:
     """One row per source for the fetch tasks, with its MD5 when the cache knows the file."""
     cache = _cached_md5s(cache_path)
     return [{"source": pickle.dumps(s), "md5": cache.get(_stamp(s.uri))} for s in sources]
 
 
 def fetch_and_probe(row: dict[str, Any], config: BuildSettings, downloads: str) -> dict[str, Any]:
-    """Stages 1-2 for one source (a Ray task): (source with md5, its work units or its rejection)."""
+    """Stages 1-2 for one source (a Ray task): [(source with md5, its work units or its rejection)], one pair
+    per piece (a video source fetched as sections has one piece per section)."""
     source: Source = pickle.loads(row["source"])
     try:
-        path = fetch(source, Path(downloads), config.run)
-        if not path.is_file():
-            raise MediaError("missing_file", f"{path}: no such file")
-        md5 = row.get("md5") or md5_of(path)
-        source = Source(source.source_id, source.uri, source.dataset, source.ranges, source.attributes, md5)
-        result: Any = plan_source(source, str(path), config)
+        if source.kind == "video":                   # video pages and dataset lists: yt-dlp (pipelines/remote/)
+            pieces: list[tuple[Source, Path | Exception]] = fetch_video(source, Path(downloads), config.run,
+                                                                         config.remote)
+        elif is_object_url(source.uri):              # a bucket's object: copied to this worker's disk
+            pieces = [(source, local_copy(source.uri, Path(downloads), config.storage))]
+        else:
+            pieces = [(source, fetch(source, Path(downloads), config.run))]
+    except Exception as err:  # noqa: BLE001 - judged with the piece's other failures below
+        pieces = [(source, err)]
+    md5 = row.get("md5") if source.kind != "video" else None
+    return {"planned": pickle.dumps([_probe_piece(piece, found, md5, config) for piece, found in pieces])}
+
+
+def _probe_piece(source: Source, found: Path | Exception, md5: str | None,
+                 config: BuildSettings) -> tuple[Source, Any]:
+    """(source with md5, its work units or its rejection) for one fetched file, or the reason it has none."""
+    try:
+        if isinstance(found, Exception):
+            raise found
+        if not found.is_file():
+            raise MediaError("missing_file", f"{found}: no such file")
+        in_bucket = is_object_url(source.uri)
+        source = replace(source, md5=md5 or (object_md5(source.uri, config.storage) if in_bucket else None)
+                         or md5_of(found))
+        result: Any = plan_source(source, str(found), config)
+        if in_bucket and isinstance(result, list):    # each decode task reads the object on its own node
+            result = [replace(unit, path=source.uri) for unit in result]
     except MediaError as err:
         result = SourceRejection(source_unit_id(source, "source"), source, "sources", err.reason, err.detail)
     except Exception as err:  # noqa: BLE001 - one bad source must not stop the build ...
@@ -55,12 +81,12 @@ def fetch_and_probe(row: dict[str, Any], config: BuildSettings, downloads: str) 
         result = SourceRejection(source_unit_id(source, "source"), source, "sources",
                                  ENVIRONMENT_REASON if env else "error", env or f"{type(err).__name__}: {err}",
                                  status="failed")
-    return {"planned": pickle.dumps((source, result))}
+    return source, result
 
 
 def plan(rows: list[dict[str, Any]], cache_path: Path) -> Plan:
     """Dedupe the fetched sources by MD5 (first listing wins), cache the MD5s, return the plan."""
-    planned: list[tuple[Source, Any]] = [pickle.loads(row["planned"]) for row in rows]
+    planned: list[tuple[Source, Any]] = [pair for row in rows for pair in pickle.loads(row["planned"])]
     _remember(cache_path, {_stamp(source.uri): source.md5 for source, _ in planned if source.md5})
     _, duplicates = dedupe_by_md5([source for source, _ in planned if source.md5])
     originals = {dup.source_id: original for dup, original in duplicates}
@@ -77,7 +103,7 @@ def plan(rows: list[dict[str, Any]], cache_path: Path) -> Plan:
     return result
 
 
-def _cached_md5s(cache_path: Path) -> dict[str, str]:
+def _cached_md5s(cache_path: Location) -> dict[str, str]:
     """The MD5 cache; empty when there is none or it cannot be read (a cache: the MD5s are computed again)."""
     try:
         cache = json.loads(cache_path.read_text())
@@ -90,13 +116,10 @@ def _cached_md5s(cache_path: Path) -> dict[str, str]:
     return {k: v for k, v in cache.items() if isinstance(k, str) and isinstance(v, str)} if isinstance(cache, dict) else {}
 
 
-def _remember(cache_path: Path, found: dict[str | None, str]) -> None:
+def _remember(cache_path: Location, found: dict[str | None, str]) -> None:
     cache = _cached_md5s(cache_path)
     cache.update({stamp: md5 for stamp, md5 in found.items() if stamp})
-    cache_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache_path.with_name(".md5.json.tmp")
-    tmp.write_text(json.dumps(cache))
-    os.replace(tmp, cache_path)
+    put_bytes(cache_path, json.dumps(cache).encode())
 
 
 def _stamp(uri: str) -> str | None:

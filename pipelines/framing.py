@@ -7,6 +7,8 @@ Pure measures over face boxes, shared by the face track (stage 5) and visibility
   penalised for where it starts, only for moving. When the drift passes `face.max_drift` the face
   is leaving the crop: the decode pass ends the clip at that frame and a new piece starts there,
   which re-centres a new crop on the face (docs/filters.md).
+- `listed_faces`: the detections that a dataset list's face box points at (a box, or AVSpeech's face
+  centre); a piece whose faces all miss the box is rejected as `listed_face_not_found`.
 - `comparable_faces`: the other faces of a full frame whose box side is at least `min_share` of the
   speaker's, the paper's "single visible speaker" rule (section 2.1) counts them at 1 fps.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from vividhead.models.face_detect import Face
+from vividhead.pipelines.records import FaceBox
 
 
 def drift(face: Face, start: Face, crop_side: float) -> float:
@@ -40,6 +43,17 @@ def speaker(faces: list[Face], crop: tuple[int, int, int]) -> Face | None:
     if not inside:
         return None
     return min(inside, key=lambda f: np.hypot(f.center[0] - x - side / 2, f.center[1] - y - side / 2))
+
+
+def listed_faces(faces: list[Face], box: FaceBox, frame: np.ndarray) -> list[Face]:
+    """The faces a list's face box points at: those whose centre lies inside the box or, for a point box
+    (a listed face centre), whose own box holds the point. The detector still has to find the face: the
+    list only chooses among detections, in a crowded frame the listed speaker."""
+    h, w = frame.shape[:2]
+    x0, y0, x1, y1 = box.in_frame(w, h)
+    if x1 - x0 < 1 and y1 - y0 < 1:
+        return [f for f in faces if f.x0 <= x0 <= f.x1 and f.y0 <= y0 <= f.y1]
+    return [f for f in faces if x0 <= f.center[0] <= x1 and y0 <= f.center[1] <= y1]
 
 
 def comparable_faces(faces: list[Face], crop: tuple[int, int, int], min_share: float) -> int:

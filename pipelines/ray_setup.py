@@ -1,6 +1,7 @@
 """Ray for `vividhead build`: start or join it quietly, and turn the stage table's resources into call arguments.
 
-`start_ray` joins `--address`, or starts a local Ray limited to this machine's CPUs (or `--workers`).
+`start_ray` joins `--address` (or RAY_ADDRESS, which Ray itself would join anyway), or starts a local Ray
+limited to this machine's CPUs (or `--workers`).
 `on_cluster` fills in what a Ray call leaves open, from what the cluster reports: a GPU share on a
 cluster without GPUs becomes 0 (the stage runs on the CPU), and an actor pool without a declared
 size may grow until its GPU shares fill the GPUs, or to one actor per two CPUs without GPUs (so a
@@ -20,9 +21,11 @@ from vividhead.pipelines.stages import Resources
 
 
 def start_ray(address: str | None, workers: int | None) -> bool:
-    """Join `address`, or start a quiet local Ray; True when this call started it (and must shut it down)."""
+    """Join `address` (default: RAY_ADDRESS), or start a quiet local Ray; True when this call started it (and must
+    shut it down). A cluster that is joined has its own CPUs: `workers` sizes only a local Ray."""
     if ray.is_initialized():
         return False
+    address = address or os.environ.get("RAY_ADDRESS") or None
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     # Ray Data calls `max_retries` a deprecated remote argument but offers no named one for it yet.
     warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")

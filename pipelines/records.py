@@ -29,15 +29,49 @@ class Attribute:
 
 
 @dataclass(frozen=True)
+class FaceBox:
+    """A face box given by a list, in the units of a reference frame.
+
+    Corners (x0, y0, x1, y1) are in a `ref_width` x `ref_height` frame: 1 x 1 means fractions of the
+    frame; a list's pixel boxes give its own reference size. Only a reference height (HDTF gives the
+    video's height) scales both axes by it. A box with x0 == x1 and y0 == y1 is a point (AVSpeech's
+    face centre).
+    """
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    ref_width: float | None = 1.0
+    ref_height: float | None = 1.0
+
+    def in_frame(self, width: int, height: int) -> tuple[float, float, float, float]:
+        """The box in the pixels of a `width` x `height` frame."""
+        sy = height / self.ref_height if self.ref_height else 1.0
+        sx = width / self.ref_width if self.ref_width else sy
+        return self.x0 * sx, self.y0 * sy, self.x1 * sx, self.y1 * sy
+
+
+SourceKind = Literal["path", "url", "video"]
+
+
+@dataclass(frozen=True)
 class Source:
     """One input video as listed (or expanded) from sources.yaml."""
 
     source_id: str                                    # stable id: the dataset name plus path or URL
-    uri: str                                          # local path or http(s) URL
+    uri: str                                          # local path, http(s) URL of a file, or a video page URL
     dataset: str = "default"
     ranges: tuple[tuple[float, float], ...] = ()      # given [start, end) seconds; empty = detect scenes
     attributes: tuple[tuple[str, str], ...] = ()      # given attributes: (name, value)
     md5: str | None = None                            # of the bytes, filled after download/hash
+    kind: SourceKind = "path"                         # path: local; url: a file over http(s); video: via yt-dlp
+    boxes: tuple[FaceBox | None, ...] = ()            # a listed face box per range (empty: none given)
+    fetched: tuple[tuple[str, str], ...] = ()         # how a remote source was fetched: format id, resolution, codec
+
+    def box(self, index: int) -> FaceBox | None:
+        """The listed face box of range `index`, if the list gave one."""
+        return self.boxes[index] if index < len(self.boxes) else None
 
 
 @dataclass

@@ -28,10 +28,9 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from vividhead.buildlock import LOCK_NAME
-from vividhead.manifest import write_atomic
+from vividhead.manifest import read_schema, read_table, write_atomic
 from vividhead.pipelines import stages as table
 from vividhead.pipelines.output import OutputDir, pack_number
 from vividhead.pipelines.records import STATUSES
@@ -39,6 +38,7 @@ from vividhead.pipelines.rows import STAGES_KEY, row_problem, sample_json, write
 from vividhead.pipelines.segments import Segment, read_segment_rows, recover
 from vividhead.pipelines.units import ResumePoint, WorkUnit, resume_point
 from vividhead.shards import iter_samples, write_shard
+from vividhead.storage import Location, stamp
 
 PIECE_COLUMNS = ("key", "unit", "status", "start", "end", "segment.piece_start", "segment.end_reason")
 LEDGER_COLUMNS = (*PIECE_COLUMNS, "config_hash", "content_hash")
@@ -106,7 +106,10 @@ def prepare(out: OutputDir, config: Any, hashes: dict[str, str], metric_types: d
 
 def _temporary_files(out: OutputDir) -> list[Path]:
     """What a killed run can leave half-written: `.NAME.tmp` files (shards, parts, segments, the ledger,
-    build.json, manifest.parquet) and partial downloads. The lock's own temporary files are the lock's."""
+    build.json, manifest.parquet) and partial downloads. The lock's own temporary files are the lock's.
+    A bucket holds no temporary objects: every object is put whole."""
+    if out.remote:
+        return list(out.downloads.glob(".*.part"))
     found = [path for folder in (out.shards, out.parts, out.segments, out.ledger.parent)
              for path in folder.rglob(".*.tmp")]
     found += [path for path in out.root.glob(".*.tmp") if not path.name.startswith(LOCK_NAME)]
@@ -118,9 +121,8 @@ LEDGER_SCHEMA = pa.schema([("part", pa.string()), *[(c, pa.float64() if c in ("s
                                                      else pa.string()) for c in LEDGER_COLUMNS]])
 
 
-def _stamp(path: Path) -> list[int]:
-    stat = path.stat()
-    return [stat.st_size, stat.st_mtime_ns]
+def _stamp(path: Location) -> list[Any]:
+    return stamp(path)
 
 
 def _ledger(out: OutputDir, state: ResumeState) -> pa.Table:
@@ -156,7 +158,7 @@ def _read_ledger(out: OutputDir, state: ResumeState) -> pa.Table | None:
     if not out.ledger.exists():
         return None
     try:
-        cached = pq.read_table(out.ledger)
+        cached = read_table(out.ledger)
         json.loads((cached.schema.metadata or {}).get(STAMPS_KEY, b"{}"))
         if not cached.schema.remove_metadata().equals(LEDGER_SCHEMA):
             raise ValueError("its columns are not the ledger's")
@@ -168,7 +170,7 @@ def _read_ledger(out: OutputDir, state: ResumeState) -> pa.Table | None:
 
 def _part_ledger(out: OutputDir, name: str) -> pa.Table:
     """The ledger rows of one part."""
-    part = pq.read_table(out.part(name), columns=[c for c in LEDGER_COLUMNS if c in pq.read_schema(out.part(name)).names])
+    part = read_table(out.part(name), columns=[c for c in LEDGER_COLUMNS if c in read_schema(out.part(name)).names])
     columns = {"part": pa.array([name] * part.num_rows, pa.string())}
     for column in LEDGER_COLUMNS:
         kind = LEDGER_SCHEMA.field(column).type
@@ -189,8 +191,8 @@ def _unreadable_rows(ledger: pa.Table) -> pa.ChunkedArray:
 def _rewrite(out: OutputDir, name: str, config: Any, hashes: dict[str, str], metric_types: dict[str, str],
              state: ResumeState) -> None:
     """Drop, re-decide or keep each row of one part; rewrite its shard (first) and the part (the commit)."""
-    rows = pq.read_table(out.part(name)).to_pylist()
-    stored = (pq.read_schema(out.part(name)).metadata or {}).get(STAGES_KEY, b"").decode()
+    rows = read_table(out.part(name)).to_pylist()
+    stored = (read_schema(out.part(name)).metadata or {}).get(STAGES_KEY, b"").decode()
     kept_before = {row["key"] for row in rows if row["status"] == "kept"}
     unreadable = {index: why for index, row in enumerate(rows) if (why := row_problem(row)) is not None}
     for index, why in unreadable.items():
@@ -256,18 +258,18 @@ def _pending_segments(out: OutputDir, hashes: dict[str, str], state: ResumeState
     segments that cannot be read (made again, the reason recorded)."""
     segments, damaged = read_segment_rows(out)
     for path, why in damaged.items():
-        _drop(out, Path(path), f"unreadable segment: {why}", state)
-        state.redo[Path(path).parent.name] = f"its segment was unreadable: {why}"
+        _drop(out, out.at(path), f"unreadable segment: {why}", state)
+        state.redo[out.at(path).parent.name] = f"its segment was unreadable: {why}"
     rows = []
     for row in segments:
         path = row.pop("_segment")
         if (row["key"] or row["unit"]) in packed:
-            Path(path).unlink()
+            out.at(path).unlink()
             continue
         if row["status"] == "failed" or row["config_hash"] != hashes["config_hash"]:
             state.redo[row["unit"]] = "failed before" if row["status"] == "failed" else "its segment predates the config"
             state.config_changed |= row["config_hash"] != hashes["config_hash"]
-            Path(path).unlink()
+            out.at(path).unlink()
             continue
         hours = (row.get("duration") or 0.0) / 3600      # a source-level row has no duration
         state.pending.append(Segment(row["unit"], row["key"] or row["unit"], path, row["status"], row.pop("_bytes"),
@@ -276,7 +278,7 @@ def _pending_segments(out: OutputDir, hashes: dict[str, str], state: ResumeState
     return rows
 
 
-def _drop(out: OutputDir, path: Path, why: str, state: ResumeState, then: str = "its clip is made again") -> None:
+def _drop(out: OutputDir, path: Location, why: str, state: ResumeState, then: str = "its clip is made again") -> None:
     """Delete a file that resume cannot read, and say so (`_note`)."""
     _note(state, str(path.relative_to(out.root)), why, then)
     path.unlink(missing_ok=True)

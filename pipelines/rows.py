@@ -22,7 +22,8 @@ STAGES_KEY = b"vividhead.stages_hash"              # Parquet metadata: the hash 
 def _source_columns(source: Source) -> dict[str, Any]:
     given = dict(source.attributes)
     row: dict[str, Any] = {"source_id": safe_text(source.source_id), "dataset": source.dataset,
-                           "uri": safe_text(source.uri), "md5": source.md5}
+                           "uri": safe_text(source.uri), "md5": source.md5,
+                           **{f"sources.{name}": value for name, value in source.fetched}}   # remote: format, offset
     for name in ATTRIBUTES:
         row[name] = given.get(name, "unknown")
         row[f"{name}_provenance"] = "given" if name in given else "unknown"

@@ -12,13 +12,13 @@ part, in an order that a kill at any moment cannot break:
 3. `manifest/shard-N.parquet` gets every row (the commit marker: a shard without its part is an orphan);
 4. the segments, then the intent, are deleted.
 `recover` finishes or undoes a pack that a kill interrupted: with its part the leftover segments
-are deleted, without it the shard is. Readers only ever list complete shards and parts.
+are deleted, without it the shard is. Readers only ever list complete shards and parts. In a bucket each step is a whole-object put in
+the same order, and each delete is one request, so the same argument holds there.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import tarfile
 from dataclasses import dataclass
@@ -31,6 +31,7 @@ from vividhead.pipelines.records import Clip
 from vividhead.pipelines.rows import clip_row, row_from_json, row_problem, sample_json, source_row, write_part
 from vividhead.pipelines.units import SourceRejection
 from vividhead.shards import ShardWriter, iter_samples
+from vividhead.storage import Location, put_bytes
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class Segment:
     hours: float = 0.0
 
 
-def write_segment(row: dict[str, Any], out_root: str, hashes: dict[str, str],
+def write_segment(row: dict[str, Any], out_root: Location, hashes: dict[str, str],
                   committed: dict[str, frozenset[str]]) -> dict[str, Any]:
     """Commit one clip as a segment (a Ray task); returns the small record the driver needs.
 
@@ -62,7 +63,7 @@ def write_segment(row: dict[str, Any], out_root: str, hashes: dict[str, str],
         elif clip.key in committed.get(unit, ()):
             record["duplicate"] = True
         else:
-            path = OutputDir(Path(out_root)).segment(unit, clip.key)
+            path = OutputDir(out_root).segment(unit, clip.key)
             record["path"], record["bytes"] = str(path), _write(path, clip.key, _files(clip, clip_row(clip, unit, hashes)))
     except OSError as err:
         record["env"] = environment_message(err, where=out_root) or f"{type(err).__name__}: {err}"
@@ -87,10 +88,10 @@ def _files(clip: Clip, row: dict[str, Any]) -> dict[str, bytes]:
             "json": sample_json(row)}
 
 
-def _write(path: Path, key: str, files: dict[str, bytes]) -> int:
+def _write(path: Location, key: str, files: dict[str, bytes]) -> int:
     with ShardWriter(path) as writer:
         writer.add(key, files)
-    return path.stat().st_size
+    return writer.size
 
 
 def read_segment_rows(out: OutputDir) -> tuple[list[dict[str, Any]], dict[str, str]]:
@@ -112,7 +113,7 @@ class SegmentError(ValueError):
     """A segment that cannot be read; the message says why."""
 
 
-def read_segment_row(path: Path) -> dict[str, Any]:
+def read_segment_row(path: Location) -> dict[str, Any]:
     """The manifest row of one segment, after reading every member header (a truncated tar fails here)."""
     try:
         samples = list(iter_samples(path, {"json"}))
@@ -133,9 +134,9 @@ def read_segment_row(path: Path) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------ pack
-def pack(out_root: str, name: str, paths: list[str], metric_types: dict[str, str], stages_hash: str) -> str | None:
+def pack(out_root: Location, name: str, paths: list[str], metric_types: dict[str, str], stages_hash: str) -> str | None:
     """Pack segments into shard `name` and its manifest part (a Ray task); None, or an environment failure."""
-    out = OutputDir(Path(out_root))
+    out = OutputDir(out_root)
     try:
         if out.part(name).exists():                    # Ray retried a pack whose first try committed
             _finish(out, name, paths)
@@ -144,7 +145,7 @@ def pack(out_root: str, name: str, paths: list[str], metric_types: dict[str, str
         rows, kept = [], 0
         with ShardWriter(out.shard(name)) as writer:
             for path in paths:
-                for sample in iter_samples(Path(path)):
+                for sample in iter_samples(out.at(path)):
                     row = row_from_json(sample.files["json"])
                     if row["status"] == "kept":
                         row["shard"] = out.shard(name).name
@@ -175,7 +176,7 @@ def recover(out: OutputDir) -> int:
     return undone
 
 
-def _intent_paths(intent: Path) -> list[str]:
+def _intent_paths(intent: Location) -> list[str]:
     """The segments an intent lists; none when it cannot be read (resume then deletes the packed segments
     by their keys, `resume._pending_segments`)."""
     try:
@@ -187,18 +188,13 @@ def _intent_paths(intent: Path) -> list[str]:
 
 def _finish(out: OutputDir, name: str, paths: list[str]) -> None:
     for path in paths:
-        Path(path).unlink(missing_ok=True)
+        out.at(path).unlink(missing_ok=True)
         try:
-            Path(path).parent.rmdir()
+            out.at(path).parent.rmdir()
         except OSError:
             pass                                       # the unit still has segments (or others share it)
     out.intent(name).unlink(missing_ok=True)
 
 
-def _atomic_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp"
-    tmp.write_text(json.dumps(data))
-    with open(tmp, "rb+") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+def _atomic_json(path: Location, data: Any) -> None:
+    put_bytes(path, json.dumps(data).encode())

@@ -8,19 +8,21 @@ deduplicated by source id here; by MD5 once the bytes are hashed (`dedupe_by_md5
 from __future__ import annotations
 
 import hashlib
-import socket
-import urllib.error
-import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
-from vividhead.media import MediaError
 from vividhead.paths import expand, is_glob, resolve_path, walk_once
-from vividhead.pipelines.config import RunConfig, SourceEntry, SourcesFile
-from vividhead.pipelines.records import Source
+from vividhead.pipelines.bucket_sources import expand_object_path
+from vividhead.pipelines.config import BoxModel, RunConfig, SourceEntry, SourcesFile
+from vividhead.pipelines.lists import expand_list, video_url
+from vividhead.pipelines.records import FaceBox, Source, SourceKind
+from vividhead.pipelines.remote.hosts import HostGate
+from vividhead.pipelines.remote.http import Limits, fetch_file
+from vividhead.storage import StorageConfig, is_object_url
 
 
-def expand_sources(sources: SourcesFile, base: Path) -> tuple[list[Source], list[tuple[Source, str, str]]]:
+def expand_sources(sources: SourcesFile, base: Path,
+                   storage: StorageConfig | None = None) -> tuple[list[Source], list[tuple[Source, str, str]]]:
     """All sources in listed order, deduplicated by id, and the entries that matched nothing.
 
     Returns (sources, missing) where missing holds (source, reason, detail) for a path that does not
@@ -32,12 +34,26 @@ def expand_sources(sources: SourcesFile, base: Path) -> tuple[list[Source], list
     for entry in sources.sources:
         attributes = tuple((k, v) for k, v in entry.attributes.model_dump().items() if v is not None)
         ranges = tuple((r.start, r.end) for r in entry.ranges)
+        boxes = tuple(_face_box(r.box) for r in entry.ranges) if any(r.box for r in entry.ranges) else ()
 
-        def make(uri: str) -> Source:
-            return Source(f"{entry.dataset}:{uri}", uri, entry.dataset, ranges, attributes)
+        def make(uri: str, kind: SourceKind = "path") -> Source:
+            return Source(f"{entry.dataset}:{uri}", uri, entry.dataset, ranges, attributes, kind=kind, boxes=boxes)
 
         if entry.url is not None:
-            found.setdefault(make(entry.url).source_id, make(entry.url))
+            found.setdefault(make(entry.url).source_id, make(entry.url, "url"))
+            continue
+        if entry.video is not None:
+            _add(found, make(video_url(entry.video), "video"))
+            continue
+        if entry.list_ is not None:
+            for source in list_sources(entry, base):
+                _add(found, source)
+            continue
+        if is_object_url(entry.path):                  # a bucket: listed here, read by the workers
+            urls, problem = expand_object_path(entry.path, extensions, entry.recursive, storage or StorageConfig())
+            missing += [(make(entry.path), *problem)] if problem else []
+            for uri in urls:
+                found.setdefault(make(uri).source_id, make(uri))
             continue
         paths, problem = _expand_path(entry, base, extensions)
         if problem:
@@ -47,6 +63,38 @@ def expand_sources(sources: SourcesFile, base: Path) -> tuple[list[Source], list
             source = make(str(path))
             found.setdefault(source.source_id, source)
     return list(found.values()), missing
+
+
+def list_sources(entry: SourceEntry, base: Path) -> list[Source]:
+    """The `video` sources of a `list:` entry: the list's IDs, ranges, boxes and attributes (the list's
+    attributes win over the entry's). Its dataset is the entry's, else the list format's name."""
+    ref = entry.list_
+    dataset = entry.dataset if entry.dataset != "default" else ref.format
+    defaults = {k: v for k, v in entry.attributes.model_dump().items() if v is not None}
+    out = []
+    for listed in expand_list(ref.format, resolve_path(ref.path, base), ref.fps):
+        uri = video_url(listed.video, ref.url_template)
+        given = tuple({**defaults, **listed.attributes}.items())
+        boxes = tuple(listed.boxes) if any(b is not None for b in listed.boxes) else ()
+        out.append(Source(f"{dataset}:{uri}", uri, dataset, tuple(listed.ranges), given, kind="video", boxes=boxes))
+    return out
+
+
+def _add(found: dict[str, Source], source: Source) -> None:
+    """Add a source; a video listed again (twice in a list, or in two entries) gains the new ranges."""
+    old = found.get(source.source_id)
+    if old is None:
+        found[source.source_id] = source
+        return
+    new = [(r, b) for r, b in zip(source.ranges, source.boxes or (None,) * len(source.ranges)) if r not in old.ranges]
+    if new and old.ranges:
+        boxes = (old.boxes or (None,) * len(old.ranges)) + tuple(b for _, b in new)
+        found[source.source_id] = replace(old, ranges=old.ranges + tuple(r for r, _ in new),
+                                          boxes=boxes if any(b is not None for b in boxes) else ())
+
+
+def _face_box(box: BoxModel | None) -> FaceBox | None:
+    return None if box is None else FaceBox(box.x0, box.y0, box.x1, box.y1, box.ref_width, box.ref_height)
 
 
 def _expand_path(entry: SourceEntry, base: Path, extensions: set[str]) -> tuple[list[Path], tuple[str, str] | None]:
@@ -68,47 +116,11 @@ def _walk(root: Path, extensions: set[str], recursive: bool) -> list[Path]:
             if Path(name).suffix.lower() in extensions and (folder / name).is_file()]
 
 
-def fetch(source: Source, downloads: Path, run: RunConfig) -> Path:
-    """The local file of a source: the path itself, or the URL downloaded into `downloads`."""
+def fetch(source: Source, downloads: Path, run: RunConfig, gate: HostGate | None = None) -> Path:
+    """The local file of a source: the path itself, or the URL downloaded into `downloads` (pipelines/remote/)."""
     if not source.uri.startswith(("http://", "https://")):
         return Path(source.uri)
-    name = hashlib.sha1(source.uri.encode()).hexdigest()[:16]
-    target = downloads / f"{name}{Path(source.uri.split('?')[0]).suffix[:8]}"
-    if target.exists():
-        return target
-    downloads.mkdir(parents=True, exist_ok=True)
-    partial = downloads / f".{target.name}.part"
-    try:
-        _download(source.uri, partial, run)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    partial.replace(target)
-    return target
-
-
-def _download(url: str, partial: Path, run: RunConfig) -> None:
-    """Stream `url` into `partial`; timeouts and the size cap raise MediaError with a reason."""
-    try:
-        with urllib.request.urlopen(url, timeout=run.download_timeout) as response:
-            length = int(response.headers.get("Content-Length") or 0)
-            if length > run.max_download_bytes:
-                raise MediaError("download_too_large",
-                                 f"{url}: {length} bytes > run.max_download_bytes {run.max_download_bytes}")
-            size = 0
-            with open(partial, "wb") as handle:
-                while chunk := response.read(1 << 20):
-                    size += len(chunk)
-                    if size > run.max_download_bytes:
-                        raise MediaError("download_too_large",
-                                         f"{url}: more than run.max_download_bytes {run.max_download_bytes} bytes")
-                    handle.write(chunk)
-    except urllib.error.HTTPError as err:
-        raise MediaError("download_failed", f"{url}: HTTP {err.code} {err.reason}") from None
-    except (socket.timeout, TimeoutError):
-        raise MediaError("download_stalled", f"{url}: no data for run.download_timeout {run.download_timeout} s") from None
-    except urllib.error.URLError as err:
-        raise MediaError("download_failed", f"{url}: {err.reason}") from None
+    return fetch_file(source.uri, downloads, Limits.of(run), gate or HostGate(downloads / ".hosts"))
 
 
 def md5_of(path: Path) -> str:

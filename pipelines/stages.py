@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from vividhead.pipelines import face_track, motion, occlusion, scenes, speech, sync, units, visibility
+from vividhead.pipelines import face_track, motion, occlusion, remote, scenes, speech, sync, units, visibility
 from vividhead.pipelines.annotate import AnnotateStage
 from vividhead.pipelines.filter_config import (AnnotateConfig, FaceConfig, FlowConfig, NormalizeConfig,
                                                OcclusionConfig, SegmentConfig, SpeechConfig, SyncConfig,
@@ -77,7 +77,7 @@ PACK = Resources(num_cpus=0.25)        # segments packed into a training-sized s
 PASS_METRICS: Mapping[str, str] = MappingProxyType({"extract.node": "str"})   # the Ray node that decoded the unit
 
 STAGES: tuple[Stage, ...] = (
-    Stage(1, "sources", "fetch"),
+    Stage(1, "sources", "fetch", metrics=remote.METRICS),
     Stage(2, "probe", "fetch", metrics=units.METRICS),
     Stage(3, "segment", "decode", SegmentConfig, scenes.METRICS, {"min_seconds": Threshold("seconds")},
           scenes.decide, ("too_short",)),

@@ -8,7 +8,6 @@ inspect funnel reads).
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -18,6 +17,7 @@ import pyarrow as pa
 from vividhead import __version__
 from vividhead.pipelines.output import OutputDir
 from vividhead.pipelines.records import STATUSES
+from vividhead.storage import put_bytes
 
 @dataclass
 class BuildSummary:
@@ -63,6 +63,4 @@ def write_build_json(out: OutputDir, config: Any, hashes: dict[str, str], stages
     record = {"version": __version__, **hashes, "config": config.model_dump(mode="json"), "stages": stages,
               "totals": summary.clips, "hours": summary.hours, "this_run": asdict(summary),
               "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    tmp = out.root / ".build.json.tmp"
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, out.root / "build.json")
+    put_bytes(out.root / "build.json", json.dumps(record, indent=2, sort_keys=True, default=str).encode())

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from vividhead.media import MediaError, Probe, frame_at, probe
-from vividhead.pipelines.records import Source
+from vividhead.pipelines.records import FaceBox, Source
 
 if TYPE_CHECKING:                      # the build config is made from the stage table, which names this module
     from vividhead.pipelines.config import BuildConfig
@@ -51,6 +51,7 @@ class WorkUnit:
     resume_at: float | None = None          # seconds: the end of the last committed piece; the pass starts here
     resume_starts_at_cut: bool = False      # that piece ended at a scene cut, so the next one starts at it
     resume_last_cut: float | None = None    # seconds: the last scene cut before resume_at (None: none in the unit)
+    box: FaceBox | None = None              # the list's face box for this range: stage 5 opens on the face it holds
 
     def resumed(self, point: ResumePoint) -> WorkUnit:
         """This unit, restarting where `point` says (unchanged when nothing of it was committed)."""
@@ -137,8 +138,9 @@ def plan_source(source: Source, path: str, config: BuildConfig) -> list[WorkUnit
         detail = "; ".join(text for _, _, text in problems)
         return SourceRejection(source_unit_id(source, "source"), source, stage, reason, detail, info=info)
     if source.ranges:
-        ranges = [(max(0.0, s), min(e, info.duration)) for s, e in source.ranges]
-        units = [WorkUnit(unit_id(source.md5, s, e), source, path, s, e, True, info) for s, e in ranges if e > s]
+        ranges = [(max(0.0, s), min(e, info.duration), source.box(i)) for i, (s, e) in enumerate(source.ranges)]
+        units = [WorkUnit(unit_id(source.md5, s, e), source, path, s, e, True, info, box=box)
+                 for s, e, box in ranges if e > s]
         if not units:
             return SourceRejection(source_unit_id(source, "source"), source, "segment", "range_outside_source",
                                    f"no given range lies inside the source's {info.duration:.2f} s", info=info)

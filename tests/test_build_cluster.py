@@ -9,9 +9,6 @@ only the processes started here (found by that temp dir in their command line) a
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,35 +18,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import run_vividhead
-
-RAY = Path(sys.executable).with_name("ray")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _ray(*args: str) -> None:
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    env.pop("RAY_ADDRESS", None)
-    result = subprocess.run([str(RAY), "start", *args], capture_output=True, text=True, timeout=180, env=env)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-
-
-def _stop(temp_dir: str) -> None:
-    """SIGKILL, by pid, the processes whose command line names this cluster's private temp dir."""
-    needle = temp_dir.encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if needle in (entry / "cmdline").read_bytes():
-                os.kill(int(entry.name), signal.SIGKILL)
-        except (OSError, ProcessLookupError):
-            continue
+from conftest import free_port, ray_start, ray_stop, run_vividhead
 
 
 @pytest.fixture()
@@ -58,16 +27,16 @@ def two_node_cluster(monkeypatch: pytest.MonkeyPatch):
     # `ray start --address` does not; a private test cluster states its mode for every process.
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     temp_dir = tempfile.mkdtemp(prefix="vhray", dir="/tmp")
-    port = _free_port()
+    port = free_port()
     common = ["--object-store-memory", str(200 * 1024**2), "--disable-usage-stats"]
     try:
-        _ray("--head", "--num-cpus", "0", "--node-ip-address", "127.0.0.1", "--port", str(port),
-             "--temp-dir", temp_dir, "--include-dashboard", "false", *common)
-        _ray("--address", f"127.0.0.1:{port}", "--num-cpus", "2", "--node-ip-address", "127.0.0.1",
-             "--temp-dir", temp_dir, *common)
+        ray_start("--head", "--num-cpus", "0", "--node-ip-address", "127.0.0.1", "--port", str(port),
+                  "--temp-dir", temp_dir, "--include-dashboard", "false", *common)
+        ray_start("--address", f"127.0.0.1:{port}", "--num-cpus", "2", "--node-ip-address", "127.0.0.1",
+                  "--temp-dir", temp_dir, *common)
         yield f"127.0.0.1:{port}"
     finally:
-        _stop(temp_dir)
+        ray_stop(temp_dir)
         time.sleep(1)
 
 

@@ -253,7 +253,9 @@ def test_report_offset_is_mean_absolute_with_the_share_at_the_search_limit():
               VideoScore("d", "d", "generated", 100, 25.0, 5.0, 8.0, -1)]
     offset = {r.metric: r for r in _sync_rows(scores, "syncnet_python")}["AV offset"]
     assert offset.value == 8.0 and offset.detail["signed_mean"] == 0.0   # a signed mean would read "perfect"
-    assert offset.detail["at_search_limit"] == 0.5 and offset.protocol == "syncnet_python"
+    assert offset.detail["videos_at_search_limit"] == 2 and offset.detail["share_at_search_limit"] == 0.5
+    assert offset.protocol == "syncnet_python"
+    assert [w.code for w in offset.warnings] == ["offset_at_search_limit"] and "2 of 4 videos" in offset.warnings[0].message
 
 
 def test_table_rows_go_quality_then_sync_then_speed_with_protocols():
@@ -264,7 +266,7 @@ def test_table_rows_go_quality_then_sync_then_speed_with_protocols():
     metrics = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert metrics == ["FID ↓", "FVD ↓", "Sync-C ↑", "AV offset ↓", "Sync-C (reference) ↑", "FPS ↑"]
     assert "  |" not in table.replace("|---", "")
-    assert "| FVD ↓ | 100.00 | stylegan-v |" in table and "| FPS ↑ | 30.00 | - | device=x |" in table
+    assert "| FVD ↓ | 100.0 | stylegan-v |" in table and "| FPS ↑ | 30.00 | - | device=x |" in table
 
 
 def test_help_shows_the_defaults():

@@ -61,3 +61,40 @@ def test_streaming_rows_come_from_the_chunk_window(stride):
         np.testing.assert_allclose(feats[start:start + keep], window[af.WINDOW_FRAMES - (end - start):][:keep], rtol=1e-6)
 
 
+
+
+def test_wav2vec2_concurrent_calls_match_serial_calls(wav2vec):
+    """Stream sessions share one encoder and call it from their own threads: each call must see its own
+    layers only. A barrier in the forward makes both calls overlap whenever the encoder lets them."""
+    import threading
+
+    audios = [_speechlike(1.0, seed) for seed in (1, 2)]
+    serial = [wav2vec(a, 25) for a in audios]
+    barrier = threading.Barrier(2, timeout=1.0)
+    projection = wav2vec.model.feature_projection
+    original = projection.forward
+
+    def overlapping(*args, **kwargs):
+        try:
+            barrier.wait()          # both calls meet here when nothing serialises them
+        except threading.BrokenBarrierError:
+            pass                    # serialised: the other call is not coming while this one runs
+        return original(*args, **kwargs)
+
+    results: list = [None, None]
+
+    def call(i: int) -> None:
+        results[i] = wav2vec(audios[i], 25)
+
+    projection.forward = overlapping
+    try:
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        del projection.forward
+    for got, want in zip(results, serial):
+        assert got is not None and got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -16,8 +16,9 @@ from pydantic import Field, model_validator
 
 from vividhead.configfile import ConfigError, load_yaml_model
 from vividhead.configfile import StrictModel as _Strict
-from vividhead.paths import expand, resolve_path
+from vividhead.paths import resolve_path
 from vividhead.shards import shard_files
+from vividhead.storage import Location, expand_location, is_object_url
 from vividhead.training.dmd_config import DistillConfig
 
 
@@ -108,9 +109,9 @@ def _with_paths_resolved(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     if isinstance(data, dict):
         data = dict(data)
         if isinstance(data.get("shards"), list):
-            data["shards"] = [str(resolve_path(s, base)) for s in data["shards"]]
+            data["shards"] = [_shard_path(s, base) for s in data["shards"]]
         elif isinstance(data.get("shards"), str):
-            data["shards"] = [str(resolve_path(data["shards"], base))]
+            data["shards"] = [_shard_path(data["shards"], base)]
         if data.get("latent_cache") is not None:
             data["latent_cache"] = resolve_path(data["latent_cache"], base)
         raw["data"] = data
@@ -147,15 +148,20 @@ def load_train_config(path: Path, overrides: dict[str, Any] | None = None) -> Tr
     return load_yaml_model(TrainConfig, path, prepare)
 
 
-def expand_shards(patterns: list[str]) -> list[Path]:
+def _shard_path(text: Any, base: Path) -> str:
+    """A shard pattern as written: a bucket URL unchanged, a local path resolved against `base`."""
+    return str(text) if is_object_url(str(text)) else str(resolve_path(text, base))
+
+
+def expand_shards(patterns: list[str]) -> list[Location]:
     """Shard files from paths, folders (their *.tar, or a build's shards/*.tar) and globs, sorted, unique.
 
     Raises FileNotFoundError naming the pattern that matched nothing.
     """
-    found: list[Path] = []
+    found: list[Location] = []
     for pattern in patterns:
-        matches: list[Path] = []
-        for path in expand(pattern):
+        matches: list[Location] = []
+        for path in expand_location(pattern):
             if path.is_dir():
                 matches += shard_files(path) or shard_files(path / "shards")
             elif path.is_file():

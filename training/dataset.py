@@ -37,6 +37,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from vividhead import media
 from vividhead.shards import IndexEntry, index_shard, read_member
+from vividhead.storage import location
 
 REQUIRED = ("mp4", "audio.npy")
 # Rows before the window passed along with it: the engine's left context for the -2..+2 windows.
@@ -49,7 +50,7 @@ def training_entries(path: Path) -> list[IndexEntry]:
 
     A member that is not part of such a sample (a tar of other files) is an error naming the shard and key.
     """
-    entries = index_shard(Path(path))
+    entries = index_shard(location(path))
     for entry in entries:
         missing = [ext for ext in REQUIRED if ext not in entry.extensions]
         if missing:
@@ -194,7 +195,7 @@ class ShardDataset(IterableDataset):
 
     def __post_init__(self) -> None:
         super().__init__()
-        self.index = index_shards([Path(p) for p in self.shards])
+        self.index = index_shards([location(p) for p in self.shards])
         self.sizes = [len(entries) for entries in self.index]
         self.flat = [entry for entries in self.index for entry in entries]
         self.sampler = WindowSampler(self.frames, self.motion_full_prob, self.seed,

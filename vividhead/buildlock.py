@@ -8,6 +8,11 @@ or when its heartbeat is older than `stale_s` (any host: a preempted node cannot
 itself on a shared filesystem). Takeover happens under a second, short-lived lock so that two
 builds finding the same stale lock cannot both take it. Readers (`vividhead inspect`) never lock:
 every file they read is renamed into place whole.
+
+An output in a bucket (`s3://`) keeps the same lock as an object: it is created with a conditional
+put (`If-None-Match: *`, `storage.create_exclusive`), so of two builds exactly one creates it; the
+heartbeat rewrites it, and its age is the store's modification time (so the builds' clocks should
+agree within `stale_s`). A store without conditional creates refuses to lock (docs/build.md).
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from vividhead.storage import Location, ObjectPath, create_exclusive, put_bytes
 
 LOCK_NAME = ".build.lock"
 HEARTBEAT_S = 10.0
@@ -49,7 +56,7 @@ def _me() -> Holder:
                   secrets.token_hex(8))
 
 
-def _read(path: Path) -> tuple[Holder | None, float | None]:
+def _read(path: Location) -> tuple[Holder | None, float | None]:
     """The lock's holder (None when unreadable) and its heartbeat time (None when there is no lock)."""
     try:
         beat = path.stat().st_mtime
@@ -86,8 +93,10 @@ def stale_reason(holder: Holder | None, beat: float, stale_s: float, now: float 
     return None
 
 
-def _link_new(path: Path, holder: Holder) -> bool:
+def _link_new(path: Location, holder: Holder) -> bool:
     """Create `path` holding `holder` atomically; False when it already exists."""
+    if isinstance(path, ObjectPath):
+        return create_exclusive(path, json.dumps(asdict(holder)).encode())
     tmp = path.with_name(f"{path.name}.{holder.token}.tmp")
     tmp.write_text(json.dumps(asdict(holder)))
     try:
@@ -102,9 +111,10 @@ def _link_new(path: Path, holder: Holder) -> bool:
 class BuildLock:
     """The lock of one output directory; use as a context manager around a build."""
 
-    def __init__(self, out: Path, wait: bool = False, heartbeat_s: float = HEARTBEAT_S, stale_s: float = STALE_S,
+    def __init__(self, out: Location, wait: bool = False, heartbeat_s: float = HEARTBEAT_S, stale_s: float = STALE_S,
                  poll_s: float = 2.0) -> None:
-        self.out, self.path = Path(out), Path(out) / LOCK_NAME
+        self.out = out if isinstance(out, ObjectPath) else Path(out)
+        self.path = self.out / LOCK_NAME
         self.wait, self.heartbeat_s, self.stale_s, self.poll_s = wait, heartbeat_s, stale_s, poll_s
         self.holder = _me()
         self.took_over: str | None = None               # why a stale lock was taken over, if one was
@@ -177,7 +187,10 @@ class BuildLock:
                 print(f"vividhead: warning: lost the lock {self.path} to another build", file=sys.stderr, flush=True)
                 return
             try:
-                os.utime(self.path)
+                if isinstance(self.path, ObjectPath):
+                    put_bytes(self.path, json.dumps(asdict(self.holder)).encode())
+                else:
+                    os.utime(self.path)
             except OSError:
                 pass                                     # a full or read-only disk: the build itself reports it
 

@@ -19,7 +19,7 @@ import sys
 from vividhead import __version__
 from vividhead.envfail import Stopped, failure_line
 
-COMMANDS = ("build", "inspect", "train", "stream", "eval", "weights")
+COMMANDS = ("build", "sources", "inspect", "train", "stream", "eval", "weights")
 
 
 def _command_module(name: str):

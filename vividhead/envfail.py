@@ -32,6 +32,7 @@ ENVIRONMENT_ERRNOS = {
 }
 RAY_CLUSTER_ERRORS = ("RaySystemError", "NodeDiedError", "RayletError", "GcsUnavailableError", "ObjectLostError",
                       "OwnerDiedError", "LocalRayletDiedError", "WorkerCrashedError")
+STORE_ERRORS = ("EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError")
 ENVIRONMENT_REASON = "environment"                      # reject_reason of a clip that met an environment failure
 
 
@@ -105,6 +106,8 @@ def environment_message(err: BaseException, where: str | Path | None = None) -> 
                 isinstance(current, ConnectionError) and "ray" in f"{type(current).__module__} {current}".lower()):
             first = (str(current).strip().splitlines() or [type(current).__name__])[0]
             return f"the Ray cluster cannot be reached or went away ({first[:200]})"
+        if type(current).__name__ in STORE_ERRORS:                        # botocore: retries exhausted
+            return f"the object store cannot be reached ({str(current).splitlines()[0][:200]})"
         if "node timed out during startup" in str(current):           # Ray's own words, a plain Exception
             return "the local Ray did not start in time (an overloaded machine or a full /tmp?)"
     return None

@@ -7,7 +7,9 @@ metadata, so the same clips always give the same bytes. The key rule is webdatas
 `webdataset` groups the members exactly as this module does.
 
 - `ShardWriter` writes with `webdataset.TarWriter` under a temporary name and renames the file
-  into place only when it is complete (fsync first): a reader never sees half a shard.
+  into place only when it is complete (fsync first): a reader never sees half a shard. A shard in a
+  bucket (`vividhead.storage.ObjectPath`) is written to a local temporary file and put whole.
+- Every reader takes a local path or an `ObjectPath` (`vividhead.storage.location`).
 - `iter_samples` streams a shard's samples in file order, reading only the members asked for.
 - `index_shard` reads tar headers only and records where each member's bytes are; `read_member`
   then fetches one member with one seek (random access for training, reports and evaluation).
@@ -25,6 +27,8 @@ from types import TracebackType
 import webdataset
 from webdataset.tariterators import base_plus_ext
 
+from vividhead.storage import Location, ObjectPath, local_temp, put_file
+
 SAMPLE_ORDER = ("mp4", "wav", "audio.npy", "mask.png", "json")   # the members of every kept sample
 
 
@@ -38,9 +42,10 @@ def split_name(name: str) -> tuple[str, str] | None:
     return None if key is None else (key, extension)
 
 
-def shard_files(directory: Path) -> list[Path]:
+def shard_files(directory: Location) -> list[Location]:
     """The complete `*.tar` shards of a folder, sorted (temporary `.name.tmp` files are not shards)."""
-    return sorted(path for path in Path(directory).glob("*.tar") if not path.name.startswith("."))
+    directory = directory if isinstance(directory, ObjectPath) else Path(directory)
+    return sorted(path for path in directory.glob("*.tar") if not path.name.startswith("."))
 
 
 # ------------------------------------------------------------------------------------------ write
@@ -53,13 +58,17 @@ class ShardWriter:
     discarded when the block raises.
     """
 
-    def __init__(self, path: Path, max_samples: int | None = None, max_bytes: int | None = None) -> None:
-        self.path = Path(path)
+    def __init__(self, path: Location, max_samples: int | None = None, max_bytes: int | None = None) -> None:
+        self.path = path if isinstance(path, ObjectPath) else Path(path)
         self.max_samples, self.max_bytes = max_samples, max_bytes
         self.samples = 0
         self.bytes = 0
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.path.parent / f".{self.path.name}.tmp"
+        self.size = 0                                  # bytes of the published file
+        if isinstance(self.path, ObjectPath):
+            self._tmp = local_temp("vividhead-shard-") / self.path.name
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._tmp = self.path.parent / f".{self.path.name}.tmp"
         self._handle = open(self._tmp, "wb")
         self._tar = webdataset.TarWriter(self._handle, user="", group="", mode=0o644, mtime=0,
                                          encoder=False, format="USTAR_FORMAT")
@@ -80,10 +89,18 @@ class ShardWriter:
             self.bytes += tarfile.BLOCKSIZE + -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE   # header + data
         self.samples += 1
 
-    def close(self) -> Path:
-        """Finish the tar, fsync it and rename it into place; returns the shard's path."""
+    def close(self) -> Location:
+        """Finish the tar, fsync it and rename it into place (or put it whole); returns the shard's path."""
         self._tar.close()
         self._handle.flush()
+        self.size = self._handle.tell()
+        if isinstance(self.path, ObjectPath):
+            self._handle.close()
+            try:
+                put_file(self._tmp, self.path)
+            finally:
+                self._drop_tmp()
+            return self.path
         os.fsync(self._handle.fileno())
         self._handle.close()
         os.replace(self._tmp, self.path)
@@ -93,7 +110,12 @@ class ShardWriter:
         """Discard the unfinished shard."""
         self._tar.close()
         self._handle.close()
+        self._drop_tmp()
+
+    def _drop_tmp(self) -> None:
         self._tmp.unlink(missing_ok=True)
+        if isinstance(self.path, ObjectPath):
+            self._tmp.parent.rmdir()
 
     def __enter__(self) -> ShardWriter:
         return self
@@ -106,7 +128,7 @@ class ShardWriter:
             self.abort()
 
 
-def write_shard(path: Path, samples: Iterable[tuple[str, dict[str, bytes]]]) -> None:
+def write_shard(path: Location, samples: Iterable[tuple[str, dict[str, bytes]]]) -> None:
     """Write (key, {extension: bytes}) samples to `path` atomically."""
     with ShardWriter(path) as writer:
         for key, files in samples:
@@ -123,23 +145,23 @@ class Sample:
     shard: str = ""
 
 
-def _members(path: Path) -> Iterator[tuple[tarfile.TarInfo, str, str, tarfile.TarFile]]:
+def _members(path: Location) -> Iterator[tuple[tarfile.TarInfo, str, str, tarfile.TarFile]]:
     """(header, key, extension, archive) of each file member, in file order; headers are read
     by seeking, so member bytes are read only when the caller extracts them."""
-    with tarfile.open(path, mode="r:") as archive:
+    with path.open("rb") as handle, tarfile.open(fileobj=handle, mode="r:") as archive:
         for info in archive:
             named = split_name(info.name) if info.isfile() else None
             if named is not None:
                 yield info, *named, archive
 
 
-def iter_samples(path: Path, wanted: set[str] | None = None) -> Iterator[Sample]:
+def iter_samples(path: Location, wanted: set[str] | None = None) -> Iterator[Sample]:
     """Stream a shard's samples in order, reading only the members in `wanted` (None = all);
     the others appear with empty bytes, so callers still see which members a sample has.
 
     Raises tarfile.TarError (or EOFError, OSError) on a damaged tar after the samples before it.
     """
-    path = Path(path)
+    path = path if isinstance(path, ObjectPath) else Path(path)
     current: Sample | None = None
     for info, key, extension, archive in _members(path):
         if current is None or key != current.key:
@@ -160,7 +182,7 @@ def iter_samples(path: Path, wanted: set[str] | None = None) -> Iterator[Sample]
 class IndexEntry:
     """One sample of one shard: its key and where each member's bytes are."""
 
-    shard: Path
+    shard: Location
     key: str
     members: tuple[tuple[str, int, int], ...]     # (extension, data offset, size)
 
@@ -176,9 +198,9 @@ class IndexEntry:
         return {name for name, _, _ in self.members}
 
 
-def index_shard(path: Path) -> list[IndexEntry]:
+def index_shard(path: Location) -> list[IndexEntry]:
     """Read one shard's tar headers (no member data) and group the members by sample key."""
-    path = Path(path)
+    path = path if isinstance(path, ObjectPath) else Path(path)
     grouped: dict[str, list[tuple[str, int, int]]] = {}
     try:
         for info, key, extension, _ in _members(path):
@@ -194,7 +216,7 @@ def read_member(entry: IndexEntry, ext: str) -> bytes:
     if where is None:
         raise KeyError(f"{entry.shard}: sample `{entry.key}` has no `{ext}`")
     offset, size = where
-    with open(entry.shard, "rb") as handle:
+    with entry.shard.open("rb") as handle:
         handle.seek(offset)
         data = handle.read(size)
     if len(data) != size:
@@ -202,7 +224,7 @@ def read_member(entry: IndexEntry, ext: str) -> bytes:
     return data
 
 
-def read_members(path: Path, keys: set[str], extensions: set[str]) -> dict[str, dict[str, bytes]]:
+def read_members(path: Location, keys: set[str], extensions: set[str]) -> dict[str, dict[str, bytes]]:
     """A few samples of a shard, by key: only the named members' bytes are read."""
     return {entry.key: {ext: read_member(entry, ext) for ext in extensions & entry.extensions}
             for entry in index_shard(path) if entry.key in keys}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import yaml
 from vividhead.buildlock import BuildLock, LockHeld
 from vividhead.configfile import ConfigError, load_yaml_model
 from vividhead.envfail import check_out_dir, check_ray_address
+from vividhead.storage import ObjectPath, check_reachable, is_object_url, location
 from vividhead.weights import MODELS
 from vividhead.weights_verify import verify_present
 
@@ -20,13 +22,17 @@ HELP = "curate talking-head videos into 512x512 25 fps WebDataset shards with a 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sources", type=Path, help="sources.yaml: files, globs, directories, http(s) URLs")
-    parser.add_argument("--out", type=Path, help="output directory (re-running over it resumes the build)")
+    parser.add_argument("--sources", type=Path,
+                        help="sources.yaml: files, globs, directories, http(s) URLs, s3:// or gs:// objects and prefixes")
+    parser.add_argument("--out", help="output directory or bucket prefix (s3://bucket/out); re-running over it "
+                                      "resumes the build")
     parser.add_argument("--config", type=Path, help="build config YAML; unset fields keep their defaults")
     parser.add_argument("--print-config", action="store_true", help="print the full build config and exit")
     parser.add_argument("--check-weights", action="store_true",
                         help="say which model stages run with weights, their embedded default, or are skipped")
-    parser.add_argument("--address", help="join a running Ray cluster (e.g. auto or HOST:6379) instead of a local Ray")
+    parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS") or None,
+                        help="join a running Ray cluster (e.g. auto or HOST:6379) instead of starting a local Ray "
+                             "(default: the RAY_ADDRESS environment variable, as Ray itself reads it)")
     parser.add_argument("--workers", type=int, help="CPUs of the local Ray (default: all of this machine's)")
     parser.add_argument("--demo", action="store_true",
                         help="generate the built-in demo corpus into OUT/demo-sources and build it")
@@ -60,7 +66,14 @@ def run(args: argparse.Namespace) -> int:
     if errors:
         print("\n".join(f"error: {e}" for e in errors), file=sys.stderr)
         return 2
-    check_out_dir(args.out)
+    args.out = location(args.out, config.storage)
+    if isinstance(args.out, ObjectPath):
+        if args.demo:
+            print("error: --demo writes its corpus next to the output: give a local --out", file=sys.stderr)
+            return 2
+        check_reachable(args.out, "--out")
+    else:
+        check_out_dir(args.out)
     check_ray_address(args.address)
     try:
         with BuildLock(args.out, wait=args.wait):
@@ -85,6 +98,9 @@ def _build(args: argparse.Namespace, config: Any) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    for entry in sources.sources:                      # a bucket that cannot be read: one line, before any decode
+        if entry.path is not None and is_object_url(entry.path):
+            check_reachable(location(entry.path, config.storage), "source")
     summary = run_build(sources, Path(sources_path).resolve().parent, args.out, config, args.address, args.workers,
                         progress=not args.no_progress)
     _report(args.out, summary)

@@ -136,6 +136,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"vividhead eval: {error}", file=sys.stderr)
         return 2
     json_path, table_path = write_report(report, args.out)
+    if all(row.status == "unavailable" for row in report.rows):
+        print(f"vividhead eval: no metric could be computed ({_reasons(report.rows)}); wrote {json_path}",
+              file=sys.stderr)
+        return 2
     print(format_table(report), end="")
     print(f"\nwrote {json_path} and {table_path}")
     return 0
+
+
+def _reasons(rows) -> str:
+    """`FID: reason; Sync-C, Sync-D, AV offset: reason` - metrics that share a reason named together."""
+    by_reason: dict[str, list[str]] = {}
+    for row in rows:
+        by_reason.setdefault(row.reason or "?", []).append(row.metric)
+    return "; ".join(f"{', '.join(metrics)}: {reason}" for reason, metrics in by_reason.items())

@@ -33,7 +33,8 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
     """CLI values as dotted config keys; CLI paths are relative to the working directory."""
     values: dict[str, Any] = {}
     if args.shards:
-        values["data.shards"] = [str(Path.cwd() / Path(s).expanduser()) for s in args.shards]   # globs kept
+        values["data.shards"] = [s if is_object_url(s) else str(Path.cwd() / Path(s).expanduser())   # globs kept
+                                 for s in args.shards]
     if args.out is not None:
         values["out"] = args.out.expanduser().resolve()
     if args.steps is not None:
