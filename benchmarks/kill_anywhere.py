@@ -435,7 +435,8 @@ class Harness:
         out, faults, log = self.folder("node-loss")
         began = time.monotonic()
         temp_dir = tempfile.mkdtemp(prefix="vhkill", dir="/tmp")
-        env = {**fault_env(faults), "RAY_AUTH_MODE": "disabled"}
+        # Ray workers get the environment of their node's raylet, not the driver's: the nodes get the faults
+        env = {**fault_env(faults, "clip:1:stop"), "RAY_AUTH_MODE": "disabled"}
         port = _free_port()
         common = ["--object-store-memory", str(200 * 1024**2), "--disable-usage-stats", "--temp-dir", temp_dir,
                   "--node-ip-address", "127.0.0.1"]
@@ -453,8 +454,8 @@ class Harness:
                 started |= nodes[-1]
             build = Build(self.build.sources, self.build.config, address=f"127.0.0.1:{port}")
             with open(log, "ab") as handle:
-                process = subprocess.Popen(build.args(out), stdout=handle, stderr=subprocess.STDOUT,
-                                           env={**env, "VH_FAULTS": "clip:1:stop"}, start_new_session=True)
+                process = subprocess.Popen(build.args(out), stdout=handle, stderr=subprocess.STDOUT, env=env,
+                                           start_new_session=True)
             trial.landed = wait_for(process, faults / "hit-clip")
             if trial.landed:
                 worker = int((faults / "hit-clip").read_text())
@@ -466,8 +467,8 @@ class Harness:
             status = process.wait(timeout=900)
             kill_all(process)
             trial.note += f"; the build exited {status}" + ("" if status == 0 else f": {last_line(log)!r}")
-            if status != 0:                             # run again on the node that is left
-                status = run_to_end(build, out, faults, log, timeout=900)
+            if status != 0:                             # run again on the node that is left (its count is kept)
+                status = run_to_end(build, out, faults.parent / "faults-rerun", log, timeout=900)
             trial.problems = [f"the re-run exited {status}"] if status else problems(out, self.clean)
         finally:
             kill_all_named(temp_dir)

@@ -39,7 +39,7 @@ class Plan:
 def source_rows(sources: list[Source], cache_path: Location) -> list[dict[str, Any]]:
     """One row per source for the fetch tasks, with its MD5 when the cache knows the file."""
     cache = _cached_md5s(cache_path)
-    return [{"source": pickle.dumps(s), "md5": cache.get(_stamp(s.uri))} for s in sources]
+    return [{"index": i, "source": pickle.dumps(s), "md5": cache.get(_stamp(s.uri))} for i, s in enumerate(sources)]
 
 
 def fetch_and_probe(row: dict[str, Any], config: BuildSettings, downloads: str) -> dict[str, Any]:
@@ -57,7 +57,8 @@ def fetch_and_probe(row: dict[str, Any], config: BuildSettings, downloads: str) 
     except Exception as err:  # noqa: BLE001 - judged with the piece's other failures below
         pieces = [(source, err)]
     md5 = row.get("md5") if source.kind != "video" else None
-    return {"planned": pickle.dumps([_probe_piece(piece, found, md5, config) for piece, found in pieces])}
+    return {"index": row.get("index", 0),
+            "planned": pickle.dumps([_probe_piece(piece, found, md5, config) for piece, found in pieces])}
 
 
 def _probe_piece(source: Source, found: Path | Exception, md5: str | None,
@@ -85,7 +86,11 @@ def _probe_piece(source: Source, found: Path | Exception, md5: str | None,
 
 
 def plan(rows: list[dict[str, Any]], cache_path: Path) -> Plan:
-    """Dedupe the fetched sources by MD5 (first listing wins), cache the MD5s, return the plan."""
+    """Dedupe the fetched sources by MD5 (first listing wins), cache the MD5s, return the plan.
+
+    Ray returns the fetch tasks' rows in the order they finish: they are put back in listed order first,
+    so that which copy of a duplicate is kept never depends on timing (a re-run keeps the same one)."""
+    rows = sorted(rows, key=lambda row: row.get("index", 0))
     planned: list[tuple[Source, Any]] = [pair for row in rows for pair in pickle.loads(row["planned"])]
     _remember(cache_path, {_stamp(source.uri): source.md5 for source, _ in planned if source.md5})
     _, duplicates = dedupe_by_md5([source for source, _ in planned if source.md5])

@@ -113,3 +113,17 @@ def test_unreadable_md5_cache_is_rebuilt(tmp_path: Path, capsys) -> None:
         fetch._remember(cache, {"stamp": "0" * 32})
         assert json.loads(cache.read_text()) == {"stamp": "0" * 32}
     assert "unreadable MD5 cache" in capsys.readouterr().err
+
+
+def test_the_first_listed_copy_is_kept_whatever_order_the_fetches_end(tmp_path: Path) -> None:
+    """The kill-anywhere harness found this: Ray hands back fetch rows as they finish, so a re-run could
+    keep the other copy of a duplicate than the run it resumed."""
+    import pickle
+
+    from vividhead.pipelines import fetch
+    from vividhead.pipelines.records import Source
+
+    first, second = (Source(f"kill:{name}", str(tmp_path / name), md5="0" * 32) for name in ("a.mp4", "b.mp4"))
+    rows = [{"index": 1, "planned": pickle.dumps([(second, [])])}, {"index": 0, "planned": pickle.dumps([(first, [])])}]
+    plan = fetch.plan(rows, tmp_path / ".cache" / "md5.json")
+    assert [(r.source.source_id, r.reason) for r in plan.rejections] == [("kill:b.mp4", "duplicate_md5")]
