@@ -48,7 +48,7 @@ def fetch_and_probe(row: dict[str, Any], config: BuildSettings, downloads: str) 
             pieces: list[tuple[Source, Path | Exception]] = fetch_video(source, Path(downloads), config.run,
                                                                          config.remote)
         else:
-            pieces = [(source, fetch(source, Path(downloads), config.run))]
+            pieces = [(source, fetch(source, Path(downloads), config.run, config.remote))]
     except Exception as err:  # noqa: BLE001 - judged with the piece's other failures below
         pieces = [(source, err)]
     md5 = row.get("md5") if source.kind != "video" else None
