@@ -45,7 +45,8 @@ class BoxModel(StrictModel):
     @model_validator(mode="after")
     def _ordered(self) -> "BoxModel":
         if self.x1 < self.x0 or self.y1 < self.y0:
-            raise ValueError(f"box corners must be ordered (x0 <= x1, y0 <= y1), got {self.x0, self.y0, self.x1, self.y1}")
+            raise ValueError("box corners must be ordered (x0 <= x1, y0 <= y1), "
+                             f"got {self.x0, self.y0, self.x1, self.y1}")
         return self
 
 
@@ -126,10 +127,12 @@ class SourceEntry(StrictModel):
 
     @model_validator(mode="after")
     def _one_location(self) -> "SourceEntry":
-        given = [k for k, v in (("path", self.path), ("url", self.url), ("video", self.video), ("list", self.list_)) if v is not None]
+        locations = {"path": self.path, "url": self.url, "video": self.video, "list": self.list_}
+        given = [key for key, value in locations.items() if value is not None]
         if len(given) != 1:
             raise ValueError("give exactly one of `path` (file, glob or directory), `url` (http/https file), "
-                             f"`video` (a YouTube ID or a page yt-dlp supports) or `list` (a dataset list); got {given}")
+                             "`video` (a YouTube ID or a page yt-dlp supports) or `list` (a dataset list); "
+                             f"got {given}")
         if self.url is not None and not self.url.startswith(("http://", "https://")):
             raise ValueError(f"url must start with http:// or https://, got {self.url!r}")
         return self

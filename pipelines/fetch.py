@@ -53,7 +53,7 @@ def fetch_and_probe(row: dict[str, Any], config: BuildSettings, downloads: str) 
         elif is_object_url(source.uri):              # a bucket's object: copied to this worker's disk
             pieces = [(source, local_copy(source.uri, Path(downloads), config.storage))]
         else:
-            pieces = [(source, fetch(source, Path(downloads), config.run))]
+            pieces = [(source, fetch(source, Path(downloads), config.run, config.remote))]
     except Exception as err:  # noqa: BLE001 - judged with the piece's other failures below
         pieces = [(source, err)]
     md5 = row.get("md5") if source.kind != "video" else None

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from vividhead.paths import expand, is_glob, resolve_path, walk_once
 from vividhead.pipelines.bucket_sources import expand_object_path
-from vividhead.pipelines.config import BoxModel, RunConfig, SourceEntry, SourcesFile
+from vividhead.pipelines.config import BoxModel, RemoteConfig, RunConfig, SourceEntry, SourcesFile
 from vividhead.pipelines.lists import expand_list, video_url
 from vividhead.pipelines.records import FaceBox, Source, SourceKind
 from vividhead.pipelines.remote.hosts import HostGate
@@ -116,11 +116,14 @@ def _walk(root: Path, extensions: set[str], recursive: bool) -> list[Path]:
             if Path(name).suffix.lower() in extensions and (folder / name).is_file()]
 
 
-def fetch(source: Source, downloads: Path, run: RunConfig, gate: HostGate | None = None) -> Path:
-    """The local file of a source: the path itself, or the URL downloaded into `downloads` (pipelines/remote/)."""
+def fetch(source: Source, downloads: Path, run: RunConfig, remote: RemoteConfig | None = None) -> Path:
+    """The local file of a source: the path itself, or the URL downloaded into `downloads` (pipelines/remote/),
+    polite to its host as `remote` says (per-host slots, spacing, 429 backoff)."""
     if not source.uri.startswith(("http://", "https://")):
         return Path(source.uri)
-    return fetch_file(source.uri, downloads, Limits.of(run), gate or HostGate(downloads / ".hosts"))
+    remote = remote or RemoteConfig()
+    gate = HostGate(downloads / ".hosts", remote.per_host, remote.spacing)
+    return fetch_file(source.uri, downloads, Limits.of(run), gate, remote.retries, remote.backoff, remote.max_backoff)
 
 
 def md5_of(path: Path) -> str:

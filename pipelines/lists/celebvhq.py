@@ -36,7 +36,8 @@ def read(path: Path) -> list[Listed]:
                          FaceBox(box["left"], box["top"], box["right"], box["bottom"]),
                          _attributes(clip.get("attributes", {}), appearance)))
         except (KeyError, TypeError, ValueError) as err:
-            raise ListError(f"{file}: clip {key!r}: expected ytb_id, duration.start_sec/end_sec, bbox ({err})") from None
+            raise ListError(f"{file}: clip {key!r}: expected ytb_id, duration.start_sec/end_sec and bbox ({err})") \
+                from None
     return grouped(rows)
 
 

@@ -106,7 +106,8 @@ def download(url: str, partial: Path, limits: Limits) -> None:
         if watch.remaining() <= 0:
             raise MediaError("download_deadline",
                              f"{url}: not finished within run.download_deadline {limits.deadline:g} s") from None
-        raise MediaError("download_stalled", f"{url}: no data for run.download_timeout {limits.read_timeout} s") from None
+        raise MediaError("download_stalled",
+                         f"{url}: no data for run.download_timeout {limits.read_timeout} s") from None
     except urllib.error.URLError as err:
         raise MediaError("download_failed", f"{url}: {err.reason}") from None
 

@@ -50,7 +50,8 @@ def fetch_video(source: Source, downloads: Path, run: Any, remote: Any,
         if _cached(target):
             out.append((_piece(source, section, json.loads(target.with_suffix(".json").read_text())), target))
         else:
-            out.append((_piece(source, section, {}), failure or MediaError("download_failed", f"{source.uri}: no file")))
+            missing = failure or MediaError("download_failed", f"{source.uri}: yt-dlp made no file")
+            out.append((_piece(source, section, {}), missing))
     return out
 
 
@@ -87,8 +88,6 @@ def _download(url: str, jobs: list[tuple[Path, float | None, float | None]], fol
         with gate.slot(url):
             result = _run_child(job, folder, Limits.of(run), url)
         if result.get("ok"):
-            for target, _, _ in jobs:
-                target.with_suffix(".json").write_text(json.dumps(result["format"]))
             return
         if result["reason"] != "rate_limited" or attempt == remote.retries:
             detail = result["detail"] + (f" (after {attempt + 1} tries)" if result["reason"] == "rate_limited" else "")
@@ -101,6 +100,9 @@ def _run_child(job: dict[str, Any], folder: Path, limits: Limits, url: str) -> d
     work = folder / f".job-{os.getpid()}-{time.monotonic_ns()}"
     work.mkdir(parents=True)
     job_file, result_file = work / "job.json", work / "result.json"
+    if job.get("cookies"):              # yt-dlp writes its cookie jar back: each child gets its own copy
+        shutil.copyfile(job["cookies"], work / "cookies.txt")
+        job = {**job, "cookies": str(work / "cookies.txt")}
     job_file.write_text(json.dumps(job))
     watch = RateWatch(url, limits)
     seen = _bytes_under(folder)

@@ -103,6 +103,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
             if not made:
                 return {"ok": False, "reason": "download_failed", "detail": f"{job['url']}: yt-dlp wrote no file"}
             made[0].replace(section["target"])
+            Path(section["target"]).with_suffix(".json").write_text(json.dumps(chosen))   # the cache's record
         return {"ok": True, "format": chosen}
     except DownloadError as err:
         message = str(err).replace("\n", " ")
