@@ -280,3 +280,20 @@ def test_a_store_that_cannot_be_used_is_one_line(server: str, case: str, tmp_pat
     expected = {"missing bucket": "does not exist", "bad credentials": "access denied",
                 "unreachable endpoint": "cannot reach the endpoint"}[case]
     assert expected in lines[0], lines[0]
+
+
+def test_paths_and_options_without_a_server() -> None:
+    import pickle
+
+    from vividhead.storage import ObjectPath, StorageConfig, StoreOptions, location
+
+    config = StorageConfig(endpoint_url="http://store:9000", prefixes={"s3://raw/": StoreOptions(profile="reader")})
+    assert config.options("s3://raw/talks/a.mp4").profile == "reader"
+    assert config.options("s3://out/build").endpoint_url == "http://store:9000"
+    root = location("s3://out/build/", config)
+    assert isinstance(root, ObjectPath) and location("relative/out", config) == Path("relative/out")
+    shard = root / "shards" / "shard-000001.tar"
+    assert str(shard) == "s3://out/build/shards/shard-000001.tar" and shard.stem == "shard-000001"
+    assert shard.parent.parent == root and str(shard.relative_to(root)) == "shards/shard-000001.tar"
+    again = pickle.loads(pickle.dumps(shard))            # what a Ray task receives
+    assert again == shard and again.options.endpoint_url == "http://store:9000"
