@@ -342,7 +342,11 @@ def check_reachable(path: ObjectPath, what: str) -> None:
     quick = path.options.model_copy(update={"max_attempts": 2, "connect_timeout": min(path.options.connect_timeout, 5.0)})
     probe = ObjectPath(path.url, quick)
     try:
-        probe.fs.ls(probe.bucket, refresh=True)
+        if probe.protocol == "s3":                  # one small request, whatever the bucket holds
+            prefix = probe.key.partition("/")[2]
+            probe.fs.call_s3("list_objects_v2", Bucket=probe.bucket, Prefix=prefix, MaxKeys=1)
+        else:
+            probe.fs.ls(probe.bucket, refresh=True)
     except Exception as err:  # noqa: BLE001 - every failure of the first request becomes its one line
         raise EnvironmentFailure(f"{what} {path}: {unreachable_reason(err, probe)}") from None
 

@@ -12,6 +12,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from vividhead.storage import is_object_url
+
 HELP = "train FlashHead on built shards (stage 1 flow matching, stage 2 DMD distillation)"
 # The trainers report bad shards, weights and settings (each naming the file or field) as these.
 INPUT_ERRORS = (FileNotFoundError, ValueError)
