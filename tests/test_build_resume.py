@@ -109,10 +109,10 @@ def test_unreadable_ledger_part_row_and_intent_never_stop_a_build(tmp_path: Path
     out = OutputDir(tmp_path / "out")
     types = stages.metric_types()
     # shard-000000: two kept clips; shard-000001: one source-level row; then damage them one by one
-    pack(str(out.root), "shard-000000", [str(_kept_segment(out, u, f"{u}_000", hashes)) for u in ("u1", "u2")],
+    pack(out.root, "shard-000000", [str(_kept_segment(out, u, f"{u}_000", hashes)) for u in ("u1", "u2")],
          types, hashes["stages_hash"])
     rejection = _rejection("silent.mp4")
-    pack(str(out.root), "shard-000001", [write_source_segment(out, rejection, hashes).path], types,
+    pack(out.root, "shard-000001", [write_source_segment(out, rejection, hashes).path], types,
          hashes["stages_hash"])
     assert set(_prepare(out, config).rows) == {"u1", "u2", rejection.unit_id}
 

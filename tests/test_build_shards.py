@@ -111,7 +111,7 @@ def _segments(tmp_path: Path) -> tuple[OutputDir, list[str]]:
 
 def test_pack_writes_the_shard_then_the_part_and_deletes_the_segments(tmp_path: Path) -> None:
     out, paths = _segments(tmp_path)
-    assert pack(str(out.root), "shard-000000", paths, metric_types(), "s") is None
+    assert pack(out.root, "shard-000000", paths, metric_types(), "s") is None
     assert [s.key for s in iter_samples(out.shard("shard-000000"))] == ["k1", "k2"]
     rows = pq.read_table(out.part("shard-000000")).to_pylist()
     assert sorted((r["unit"], r["status"], r["shard"]) for r in rows) == [
@@ -131,7 +131,7 @@ def test_a_pack_killed_before_its_part_is_undone(tmp_path: Path) -> None:
 
 def test_a_pack_killed_after_its_part_is_finished(tmp_path: Path) -> None:
     out, paths = _segments(tmp_path)
-    assert pack(str(out.root), "shard-000001", paths[:2], metric_types(), "s") is None
+    assert pack(out.root, "shard-000001", paths[:2], metric_types(), "s") is None
     for path in paths[:2]:                                              # killed before the segments were deleted
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_bytes(b"left over")
