@@ -183,7 +183,7 @@ def _crop_video(source: Path, out: Path, crop_scale: float, size: int) -> tuple[
     detector.close()
     h, w = first.shape[:2]
     x, y, side = crop_box(main_face(faces), w, h, crop_scale) if faces else (0, 0, min(w, h))
-    scale = min(size, side)
+    scale = min(size, side) // 2 * 2                  # x264 needs even sides
     subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(source), "-map", "0:v:0", "-vf",
                     f"fps=25,crop={side}:{side}:{x}:{y},scale={scale}:{scale}", "-c:v", "libx264", "-preset",
                     "veryfast", "-crf", "18", str(out)], check=True)

@@ -1,0 +1,414 @@
+"""Leave-one-speaker-out cross-validation of the weight-free lip-sync check (stage 10 without SyncNet).
+
+    python benchmarks/sync_features.py          # once: face mesh + audio of every dev speaker -> /tmp/sync_feats
+    python benchmarks/sync_cv.py [--cache /tmp/sync_feats]
+
+Cases, from the cached features of every speaker DEV.md lists (benchmarks/sync_features.py):
+- in sync: the speaker's own audio;
+- shifted: the audio delayed or advanced by 200, 300, 500 and 1000 ms (as ffmpeg's adelay/atrim + apad do);
+- dubbed: the face with each other speaker's voice; voice-over: each voice on the silent face (`lee`); each
+  as long as the shorter of face and voice, as `curation_cases.dubbed` makes them.
+
+Every tunable part of the check is a candidate: the views it searches (a lip feature and a modulation
+band each, alone or combined), the lead window and the confidence statistic. The thresholds follow from
+the training data of each candidate (`thresholds`): the verify level sits above every chance peak of the
+training dubbed and voice-over copies, wherever it fell, and above every in-window peak of a training copy
+shifted by 300 ms or more; the reject level above every out-of-window peak of a training in-sync speaker
+and every chance peak. The candidate verifying the most training in-sync speakers wins (`select`).
+
+Leave-one-speaker-out: for each speaker (both Obama clips are one speaker), the choice is made on the
+cases that involve only the other speakers, and judged on the held-out speaker's in-sync clip, its
+shifted copies, its face dubbed with every other voice and its voice laid over the silent face. The
+cross-validated table counts those held-out verdicts; the in-sample table judges the embedded defaults,
+and the choice made on all the speakers, on the same data that chose them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vividhead.pipelines import lipsync
+from vividhead.pipelines.filter_config import SyncConfig
+
+SAMPLES_PER_FRAME = 640
+SEARCH = 30
+SHIFTS_MS = (200, -200, 300, -300, 500, -500, 1000, -1000)
+SAME_SPEAKER = {"ai-forever__ghost__obama_short": "obama", "tanshuai0219__EDTalk__uncrop_Obama": "obama"}
+SILENT = "eknim__video-retalking__lee"
+VOICE_PARTS = 3               # dubbed copies per (face, voice): the voice from 0, 1/3 and 2/3 of its length
+MARGIN = 0.1                   # thresholds sit this far above the highest training value they must clear
+
+# mediapipe face-mesh rings of the lips (FACEMESH_LIPS), in polygon order.
+INNER_RING = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95)
+OUTER_RING = (61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291, 375, 321, 405, 314, 17, 84, 181, 91, 146)
+
+
+@dataclass(frozen=True)
+class Face:
+    """One cached clip: its speaker group, lip features per frame and audio."""
+
+    stem: str
+    group: str
+    speaker: bool
+    lips: dict[str, np.ndarray]        # feature name -> per-frame signal (None-free; gaps filled)
+    audio: np.ndarray                  # 16 kHz mono, trimmed or padded to the frames
+
+
+@dataclass(frozen=True)
+class Case:
+    kind: str                          # "in sync", "shift +200 ms", "dubbed", "voice-over"
+    face: str                          # stem of the face
+    voice: str                         # stem of the voice
+    groups: frozenset[str]             # speaker groups the case involves (left out of training when held out)
+    judged: str                        # the speaker group whose fold judges it (the face's; the voice's for voice-overs)
+
+
+# ------------------------------------------------------------------------------------------ features
+def _polygon_area(xy: np.ndarray) -> np.ndarray:
+    """Shoelace area of [n, k, 2] polygons, [n]."""
+    x, y = xy[..., 0], xy[..., 1]
+    return 0.5 * np.abs((x * np.roll(y, -1, axis=1) - np.roll(x, -1, axis=1) * y).sum(axis=1))
+
+
+def lip_features(points: np.ndarray, patches: np.ndarray) -> dict[str, np.ndarray] | None:
+    """Per-frame lip signals from landmarks [n, 468, 2] and mouth patches [n, 16, 32]; None if too few faces."""
+    height = np.linalg.norm(points[:, 10] - points[:, 152], axis=1)
+    inner = np.linalg.norm(points[:, 13] - points[:, 14], axis=1) / height
+    outer = np.linalg.norm(points[:, 0] - points[:, 17], axis=1) / height
+    valid = np.isfinite(inner) & np.isfinite(outer)
+    if valid.mean() < lipsync.MIN_FACE_RATIO:
+        return None
+    gap = lipsync.lip_signal(np.stack([inner, outer], axis=1))     # what stage 10 measures today
+    idx = np.arange(len(points))
+
+    def filled(x: np.ndarray) -> np.ndarray:
+        return np.interp(idx, idx[valid], x[valid])
+
+    centre = patches[:, 4:12, 8:24].astype(np.float64).mean(axis=(1, 2))
+    whole = patches.astype(np.float64).mean(axis=(1, 2)) + 1.0
+    motion = np.r_[0.0, np.abs(np.diff(patches.astype(np.float64), axis=0)).mean(axis=(1, 2))]
+    motion[~valid] = np.nan
+    motion[1:][~valid[:-1]] = np.nan
+    motion_valid = np.isfinite(motion)
+    return {
+        "gap": gap,
+        "inner": filled(inner),
+        "area": filled(_polygon_area(points[:, list(INNER_RING)]) / height ** 2),
+        "outer_area": filled(_polygon_area(points[:, list(OUTER_RING)]) / height ** 2),
+        "dark": filled(-centre / whole),
+        "motion": np.interp(idx, idx[motion_valid], motion[motion_valid]) if motion_valid.any() else np.zeros(len(idx)),
+    }
+
+
+def load_faces(cache: Path) -> dict[str, Face]:
+    faces = {}
+    for path in sorted(cache.glob("*.npz")):
+        data = np.load(path)
+        points, patches, audio = data["points"], data["patches"], data["audio"]
+        n = len(points)
+        audio = np.pad(audio, (0, max(0, n * SAMPLES_PER_FRAME - len(audio))))[: n * SAMPLES_PER_FRAME]
+        lips = lip_features(points, patches)
+        if lips is None:
+            print(f"{path.stem}: the face mesh found the face in fewer than half the frames; left out", file=sys.stderr)
+            continue
+        faces[path.stem] = Face(path.stem, SAME_SPEAKER.get(path.stem, path.stem), bool(data["speaker"]), lips, audio)
+    return faces
+
+
+def shifted(audio: np.ndarray, ms: int) -> np.ndarray:
+    """Audio delayed (ms > 0: silence first) or advanced (ms < 0: silence at the end), same length."""
+    k = abs(ms) * 16
+    if ms > 0:
+        return np.r_[np.zeros(k, audio.dtype), audio[: len(audio) - k]]
+    return np.r_[audio[k:], np.zeros(k, audio.dtype)]
+
+
+def voice_for(face: Face, voice: np.ndarray) -> np.ndarray:
+    """The voice's audio, cut to `face`'s length when longer: the copy is as long as the shorter of the two, as
+    `curation_cases.dubbed` makes it (a face padded with silence would not pass the speech stage)."""
+    return voice[: len(face.audio)]
+
+
+def cases_of(faces: dict[str, Face]) -> list[tuple[Case, np.ndarray]]:
+    """Every case with its audio, in a fixed order."""
+    speakers = [f for f in faces.values() if f.speaker]
+    out = []
+    for face in speakers:
+        out.append((Case("in sync", face.stem, face.stem, frozenset({face.group}), face.group), face.audio))
+        for ms in SHIFTS_MS:
+            out.append((Case(f"shift {ms:+d} ms", face.stem, face.stem, frozenset({face.group}), face.group),
+                        shifted(face.audio, ms)))
+        for voice in speakers:
+            if voice.stem != face.stem:
+                for part in range(VOICE_PARTS):        # the voice from its start, and from 1/3 and 2/3 in (wrapped)
+                    audio = np.roll(voice.audio, -part * len(voice.audio) // VOICE_PARTS)
+                    out.append((Case("dubbed", face.stem, voice.stem, frozenset({face.group, voice.group}), face.group),
+                                voice_for(face, audio)))
+    if SILENT in faces:
+        for voice in speakers:
+            out.append((Case("voice-over", SILENT, voice.stem, frozenset({voice.group}), voice.group),
+                        voice_for(faces[SILENT], voice.audio)))
+    return out
+
+
+# ------------------------------------------------------------------------------------------- views
+BANDS: dict[str, tuple[float, float] | None] = {"raw": None, "0.5-4": (0.5, 4.0), "1-8": (1.0, 8.0),
+                                                 "0.5-10": (0.5, 10.0), "2-10": (2.0, 10.0)}
+FEATURES = ("gap", "area", "dark", "motion")
+FEATURE_SETS = [fs for r in (1, 2, 3) for fs in itertools.combinations(FEATURES, r)]
+WINDOWS = ((2, 3), (3, 3), (1, 3), (2, 4))
+STATISTICS = ("z_far", "z_lags")
+FALSE_VERIFY = 0.001         # the verify level lets at most this share of chance copies through (see `thresholds`)
+
+
+def filtered(x: np.ndarray, band: tuple[float, float] | None) -> np.ndarray:
+    return x - x.mean() if band is None else lipsync.modulation(x, band)
+
+
+def curves_of(faces: dict[str, Face], pairs: list[tuple[Case, np.ndarray]]) -> dict[str, list]:
+    """Per 'feature/band': for every case, the lag correlations (+-SEARCH) and the far-shift chance correlations."""
+    envelopes = [lipsync.speech_envelope(audio, (300.0, 3000.0)) for _, audio in pairs]
+    out = {}
+    for feature, band_name in itertools.product(FEATURES, BANDS):
+        band = BANDS[band_name]
+        lips_f = {stem: filtered(face.lips[feature], band) for stem, face in faces.items()}
+        rows = []
+        for (case, _), env in zip(pairs, envelopes):
+            lips = lips_f[case.face]
+            n = min(len(lips), len(env))
+            speech = filtered(env[:n], band)
+            rows.append((lipsync.lag_correlations(lips[:n], speech, SEARCH),
+                         lipsync.chance_correlations(lips[:n], speech, SEARCH + lipsync.NULL_GUARD)))
+        out[f"{feature}/{band_name}"] = rows
+    return out
+
+
+def fused_peaks(curves: dict[str, list], features: tuple[str, ...], band: str) -> dict[str, np.ndarray]:
+    """One view: the features' correlation curves averaged (and their chance correlations, shift by shift,
+    the same way), then the peak. lag, z_far (above far-shift chance) and z_lags (above the other lags)."""
+    lag, z_far, z_lags = [], [], []
+    for i in range(len(curves[f"{features[0]}/{band}"])):
+        corr = np.mean([curves[f"{f}/{band}"][i][0] for f in features], axis=0)
+        chance = np.mean([curves[f"{f}/{band}"][i][1] for f in features], axis=0)
+        best = int(np.argmax(corr))
+        rest = np.delete(corr, np.arange(max(0, best - 3), min(len(corr), best + 4)))
+        lag.append(best - SEARCH)
+        z_far.append((corr[best] - chance.mean()) / chance.std() if chance.std() > 1e-8 else 0.0)
+        z_lags.append((corr[best] - rest.mean()) / rest.std() if rest.std() > 1e-8 else 0.0)
+    return {"lag": np.array(lag), "z_far": np.array(z_far), "z_lags": np.array(z_lags)}
+
+
+def measure_all(curves: dict[str, list]) -> dict[str, dict[str, np.ndarray]]:
+    """Every fused view ('gap+dark/2-10') measured on every case."""
+    return {f"{'+'.join(fs)}/{band}": fused_peaks(curves, fs, band) for fs in FEATURE_SETS for band in BANDS}
+
+
+# ------------------------------------------------------------------------------------ the decision
+def corrected(z: np.ndarray, n_views: int) -> np.ndarray:
+    """Sidak: the z whose one-sided tail equals the chance that any of `n_views` views reaches z."""
+    from scipy.stats import norm
+
+    return norm.isf(-np.expm1(n_views * np.log1p(-norm.sf(z)))) if n_views > 1 else z
+
+
+def _corrected_view(measured: dict, view: str, statistic: str, n_views: int) -> np.ndarray:
+    key = f"{statistic}@{n_views}"
+    if key not in measured[view]:
+        measured[view][key] = corrected(measured[view][statistic], n_views)
+    return measured[view][key]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    views: tuple[str, ...]
+    lead: int
+    tolerance: int
+    statistic: str                     # "z_far" or "z_lags"
+
+    @property
+    def reject_tolerance(self) -> int:
+        """Rejection looks only at peaks beyond lead +- this: two frames past the verify window."""
+        return self.tolerance + 2
+
+    def label(self) -> str:
+        return f"{' | '.join(self.views)}; lead {self.lead}+-{self.tolerance}; {self.statistic}"
+
+
+def scores(measured: dict, candidate: Candidate) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per case: the best corrected confidence of a view peaking in the lead window (-inf: none), of a view
+    peaking beyond the reject window, of any view (wherever it peaks), and the deciding view's index."""
+    lags = np.stack([measured[v]["lag"] for v in candidate.views])
+    n = len(candidate.views)
+    z = np.stack([_corrected_view(measured, v, candidate.statistic, n) for v in candidate.views])
+    inside = np.abs(lags - candidate.lead) <= candidate.tolerance
+    beyond = np.abs(lags - candidate.lead) > candidate.reject_tolerance
+    z_in = np.where(inside, z, -np.inf).max(axis=0)
+    z_out = np.where(beyond, z, -np.inf).max(axis=0)
+    deciding = np.where(np.isfinite(z_in), np.where(inside, z, -np.inf).argmax(axis=0), z.argmax(axis=0))
+    return z_in, z_out, z.max(axis=0), deciding
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    verify: float
+    reject: float
+
+
+def kinds(cases: list[Case]) -> dict[str, np.ndarray]:
+    k = np.array([c.kind for c in cases])
+    shift_ms = np.array([abs(int(c.kind.split()[1])) if c.kind.startswith("shift") else 0 for c in cases])
+    return {"in_sync": k == "in sync", "chance": (k == "dubbed") | (k == "voice-over"),
+            "far_shift": shift_ms >= 300, "near_shift": (shift_ms > 0) & (shift_ms < 300)}
+
+
+def thresholds(candidate: Candidate, z_in, z_out, z_any, kind: dict[str, np.ndarray], train: np.ndarray) -> Thresholds:
+    """The levels, from the training cases only.
+
+    verify: a chance peak (dubbed and voice-over copies, wherever it falls) lands in the lead window on
+    about window/search of the copies, so the level is the chance peaks' (1 - FALSE_VERIFY x search /
+    window) quantile: at most FALSE_VERIFY of chance copies verified. It also clears every in-window
+    peak of a training copy shifted by 300 ms or more.
+    reject: above every chance peak and every training in-sync peak beyond the reject window, and never
+    below the verify level."""
+    chance = z_any[train & kind["chance"]]
+    window = 2 * candidate.tolerance + 1
+    quantile = 1.0 - FALSE_VERIFY * (2 * SEARCH + 1) / window
+    shifted_in = z_in[train & kind["far_shift"]]
+    verify = max(float(np.quantile(chance, quantile)), float(np.max(shifted_in, initial=-np.inf))) + MARGIN
+    insync_out = z_out[train & kind["in_sync"]]
+    reject = max(float(np.max(chance)), float(np.max(insync_out, initial=-np.inf))) + MARGIN
+    return Thresholds(round(verify, 2), round(max(reject, verify), 2))
+
+
+def gumbel_quantile(peaks: np.ndarray, q: float) -> float:
+    """The q-quantile of a Gumbel fitted to peaks (maxima over lags) by their mean and SD: steadier in the
+    tail than the few highest of some hundred values."""
+    scale = float(np.std(peaks)) * np.sqrt(6) / np.pi
+    return float(np.mean(peaks)) + scale * (-np.log(-np.log(q)) - np.euler_gamma)
+
+
+def verdicts(z_in: np.ndarray, z_out: np.ndarray, t: Thresholds) -> np.ndarray:
+    """'verified', 'rejected' or 'unsure' per case."""
+    return np.where(z_in >= t.verify, "verified", np.where(z_out >= t.reject, "rejected", "unsure"))
+
+
+def candidates() -> list[Candidate]:
+    """Every fused feature set at one band, or at two bands (max of the two, Sidak-corrected)."""
+    sets = []
+    for fs in FEATURE_SETS:
+        views = [f"{'+'.join(fs)}/{band}" for band in BANDS]
+        sets += [(v,) for v in views] + list(itertools.combinations(views, 2))
+    return [Candidate(s, lead, tol, stat) for s in sets for lead, tol in WINDOWS for stat in STATISTICS]
+
+
+def select(measured, cands: list[Candidate], kind, train: np.ndarray) -> tuple[Candidate, Thresholds]:
+    """The candidate verifying the most training in-sync speakers at its own training thresholds; ties go
+    to fewer training copies shifted by 200 ms verified, then to the larger soft margin, then to fewer views."""
+    best, best_key = None, None
+    insync, near = train & kind["in_sync"], train & kind["near_shift"]
+    for cand in cands:
+        z_in, z_out, z_any, _ = scores(measured, cand)
+        t = thresholds(cand, z_in, z_out, z_any, kind, train)
+        verified = int((z_in[insync] >= t.verify).sum())
+        soft = float(np.clip(np.where(np.isfinite(z_in[insync]), z_in[insync], t.verify - 2) - t.verify, -2, 1).mean())
+        key = (verified, -len(cand.views), -int((z_in[near] >= t.verify).sum()), soft)
+        if best_key is None or key > best_key:
+            best, best_key = (cand, t), key
+    return best
+
+
+# --------------------------------------------------------------------------------------- the tables
+ORDER = ["in sync"] + [f"shift {ms:+d} ms" for ms in SHIFTS_MS] + ["dubbed", "voice-over"]
+
+
+def table(cases: list[Case], verdict: np.ndarray) -> list[str]:
+    tally: dict[str, Counter] = defaultdict(Counter)
+    for case, v in zip(cases, verdict):
+        tally[case.kind][v] += 1
+    lines = [f"{'case':<18}{'n':>4}{'verified':>10}{'unsure':>8}{'rejected':>10}", "-" * 50]
+    for kind in ORDER:
+        if kind in tally:
+            c = tally[kind]
+            lines.append(f"{kind:<18}{sum(c.values()):>4}{c['verified']:>10}{c['unsure']:>8}{c['rejected']:>10}")
+    return lines
+
+
+def default_candidate(config: SyncConfig) -> tuple[Candidate, Thresholds]:
+    """Today's embedded default as a candidate (lip gap, 1-8 Hz, its window and z levels)."""
+    band = f"{config.proxy_modulation_hz[0]:g}-{config.proxy_modulation_hz[1]:g}"
+    return (Candidate((f"gap/{band}",), config.proxy_lead_frames, config.proxy_lead_tolerance, "z_far"),
+            Thresholds(config.proxy_min_z, config.proxy_reject_z))
+
+
+def old_verdicts(measured, candidate: Candidate, t: Thresholds) -> np.ndarray:
+    """Today's rule: one window for both verdicts (reject any peak outside it at the reject level)."""
+    view = measured[candidate.views[0]]
+    off = np.abs(view["lag"] - candidate.lead)
+    z = view[candidate.statistic]
+    return np.where((off <= candidate.tolerance) & (z >= t.verify), "verified",
+                    np.where((off > candidate.tolerance) & (z >= t.reject), "rejected", "unsure"))
+
+
+def cross_validate(measured, cases: list[Case], cands: list[Candidate]) -> tuple[np.ndarray, list[str]]:
+    """Held-out verdicts for every case (each judged in the fold of its face's speaker), and one line per fold."""
+    kind = kinds(cases)
+    groups = sorted({g for c in cases for g in c.groups})
+    verdict = np.full(len(cases), "", dtype=object)
+    lines = []
+    for held in groups:
+        train = np.array([held not in c.groups for c in cases])
+        test = np.array([c.judged == held for c in cases])
+        cand, t = select(measured, cands, kind, train)
+        z_in, z_out, _, _ = scores(measured, cand)
+        verdict[test] = verdicts(z_in, z_out, t)[test]
+        insync = test & kind["in_sync"]
+        wrong = test & (kind["chance"] | kind["far_shift"]) & (verdict == "verified")
+        for i in np.where(wrong)[0]:
+            lines.append(f"    verified: {cases[i].kind} {cases[i].face} / {cases[i].voice}: z {z_in[i]:.2f}")
+        lines.append(f"{held[:40]:<40} {cand.label()}; verify {t.verify}, reject {t.reject} -> in sync "
+                     f"{', '.join(verdict[insync])}")
+    return verdict, lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/sync_feats"))
+    args = parser.parse_args()
+    faces = load_faces(args.cache)
+    if not any(f.speaker for f in faces.values()):
+        print(f"no cached features in {args.cache}: run benchmarks/sync_features.py first", file=sys.stderr)
+        return 2
+    pairs = cases_of(faces)
+    cases = [c for c, _ in pairs]
+    measured = measure_all(curves_of(faces, pairs))
+    cands = candidates()
+    kind = kinds(cases)
+    print(f"{sum(f.speaker for f in faces.values())} speakers, {len(cases)} cases, {len(cands)} candidates")
+
+    cand, t = default_candidate(SyncConfig())
+    print(f"\n== in sample: the previous default ({cand.label()}; verify {t.verify}, reject {t.reject})")
+    print("\n".join(table(cases, old_verdicts(measured, cand, t))))
+
+    everyone = np.ones(len(cases), bool)
+    cand, t = select(measured, cands, kind, everyone)
+    z_in, z_out, _, _ = scores(measured, cand)
+    print(f"\n== in sample: chosen on all speakers ({cand.label()}; verify {t.verify}, reject {t.reject})")
+    print("\n".join(table(cases, verdicts(z_in, z_out, t))))
+
+    verdict, lines = cross_validate(measured, cases, cands)
+    print("\n== leave-one-speaker-out: the choice made without each speaker")
+    print("\n".join(lines))
+    print("\n== cross-validated (each speaker judged by the choice made without it)")
+    print("\n".join(table(cases, verdict)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
