@@ -17,9 +17,11 @@
    face video is the build's own 512 crop when the build kept the clip, else a crop made the same
    way (first-frame face, `face.crop_scale`); the audio is cut from the derived copy over the same
    time range. The stage-10 code runs on each pair: SyncNet with weights; without, the weight-free
-   check, whose lip track is measured once per face and reused for that face's audio variants (the
+   check, whose mouth measures are taken once per face and reused for that face's audio variants (the
    video is the same). Counts per case kind: verified, corrected (with `sync.correct_offset: true`),
    unsure (kept, not verified) and rejected.
+3. Without SyncNet weights, prints benchmarks/sync_cv.py's tables: the weight-free check chosen by
+   leave-one-speaker-out cross-validation, judged on held-out speakers, beside the same check in sample.
 
 The derived copies live in a temporary folder (or --work) and never in the project.
 """
@@ -41,15 +43,18 @@ import yaml
 from vividhead.pipelines.config import load_build_config, resolve_weights
 from vividhead.pipelines.stages import decide_clip, threshold_reasons
 from vividhead.evaluation.curation_cases import DevClip, dev_clips
-from vividhead.models.face_detect import MediapipeFaceDetector, crop_box, main_face
 from vividhead.pipelines import sync
 from vividhead.pipelines.clip_media import read_wav
 from vividhead.pipelines.records import Clip, Source
 from vividhead.shards import read_members
 from vividhead.weights import Weights
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import sync_cv  # noqa: E402  (the cross-validated sync tables)
+from sync_features import SILENT_FACE, crop_video  # noqa: E402  (the face crop both benchmarks use)
+from sync_features import extract as sync_features_extract  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
-SILENT_FACE = "eknim__video-retalking__lee.mp4"     # DEV.md: mouth mostly closed, no speech
 
 
 # Thresholds of stages 5-9 measured on the dev clips: (config field, metric column, rejects "above" or "below").
@@ -174,22 +179,6 @@ def calibration(clips: list[DevClip], rows: list[dict], config) -> list[str]:
     return lines
 
 
-def _crop_video(source: Path, out: Path, crop_scale: float, size: int) -> tuple[Path, float, float]:
-    """A 25 fps square crop around the first frame's main face, scaled to at most `size` (the build's rule)."""
-    with av.open(str(source)) as container:
-        first = next(container.decode(video=0)).to_ndarray(format="rgb24")
-    detector = MediapipeFaceDetector()
-    faces = detector(first)
-    detector.close()
-    h, w = first.shape[:2]
-    x, y, side = crop_box(main_face(faces), w, h, crop_scale) if faces else (0, 0, min(w, h))
-    scale = min(size, side) // 2 * 2                  # x264 needs even sides
-    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(source), "-map", "0:v:0", "-vf",
-                    f"fps=25,crop={side}:{side}:{x}:{y},scale={scale}:{scale}", "-c:v", "libx264", "-preset",
-                    "veryfast", "-crf", "18", str(out)], check=True)
-    return out, 0.0, float("inf")
-
-
 def face_videos(clips: list[DevClip], rows: list[dict], dev: Path, work: Path, config) -> dict[str, tuple[Path, float, float]]:
     """Per speaker: its face video and the time range in the source it covers."""
     kept = {}
@@ -212,7 +201,7 @@ def face_videos(clips: list[DevClip], rows: list[dict], dev: Path, work: Path, c
             path.write_bytes(shards[row["key"]])
             faces[clip.file] = (path, row["start"], row["end"])
         else:
-            faces[clip.file] = _crop_video(dev / clip.file, folder / f"{Path(clip.file).stem}.mp4",
+            faces[clip.file] = crop_video(dev / clip.file, folder / f"{Path(clip.file).stem}.mp4",
                                            config.face.crop_scale, config.face.size)
     return faces
 
@@ -223,8 +212,9 @@ def derived_wav(source: Path, start: float, end: float, out: Path, shift_ms: int
     shift = (f"adelay={shift_ms}:all=1," if shift_ms > 0 else
              f"atrim=start={-shift_ms / 1000},asetpts=PTS-STARTPTS," if shift_ms < 0 else "")
     span = ["-ss", f"{start:.3f}"] + (["-t", f"{end - start:.3f}"] if np.isfinite(end) else [])
+    pad = ["-af", f"{shift}apad"] if shift_ms else []   # a shifted copy keeps its length; a voice ends where it ends
     subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(source), "-map", "0:a:0",
-                    "-af", f"{shift}apad", *span, "-ac", "1", "-ar", "16000", "-c:a", "pcm_s16le", str(out)],
+                    *pad, *span, "-ac", "1", "-ar", "16000", "-c:a", "pcm_s16le", str(out)],
                    check=True)
     return out
 
@@ -249,7 +239,7 @@ def judge_sync(cases, faces, dev: Path, work: Path, config, weights) -> tuple[di
     correcting = config.sync.model_copy(update={"correct_offset": True})
     folder = work / "audio"
     folder.mkdir(exist_ok=True)
-    gaps_of: dict[str, np.ndarray] = {}
+    mouth_of: dict[str, np.ndarray] = {}
     tally: dict[str, Counter] = defaultdict(Counter)
     measured: dict[str, list] = defaultdict(list)
     for index, (kind, face, audio) in enumerate(cases):
@@ -265,10 +255,10 @@ def judge_sync(cases, faces, dev: Path, work: Path, config, weights) -> tuple[di
             result = stage.process(clip)
             verdict = "rejected" if result.reject else "verified" if result.metrics.get("verified") else "unsure"
         else:
-            if face not in gaps_of:
-                gaps_of[face] = sync.lip_gaps(clip, config.sync.proxy_max_resolution)[0]
-            gaps = gaps_of[face]
+            if face not in mouth_of:
+                mouth_of[face] = sync.mouth_measures(clip, config.sync.proxy_max_resolution)
             samples = read_wav(wav, 16000)
+            gaps = mouth_of[face][: len(samples) // sync.SAMPLES_PER_FRAME]   # a dubbed copy: the shorter of the two
             result = sync.proxy_result(gaps, samples, config.sync)
             corrected = sync.proxy_result(gaps, samples, correcting)
             verdict = ("rejected" if result.reject else "verified" if result.metrics["verified"] else "unsure")
@@ -313,6 +303,8 @@ def main() -> int:
     parser.add_argument("--shifts", default="200,300,500,1000", help="audio shifts in ms, each applied +-")
     parser.add_argument("--workers", type=int, default=2, help="CPUs of the build's local Ray")
     parser.add_argument("--voices", type=int, default=3, help="dubbed copies per face (other speakers' voices)")
+    parser.add_argument("--feature-cache", type=Path, default=Path("/tmp/sync_feats"),
+                        help="mouth features of the dev speakers for the cross-validation (made once, outside the project)")
     args = parser.parse_args()
     if not (args.dev / "DEV.md").is_file():
         print(f"dev footage not found: {args.dev}/DEV.md", file=sys.stderr)
@@ -338,6 +330,11 @@ def main() -> int:
         print("\n".join(sync_table(tally)))
         print("\n== thresholds of stages 5-9 on the dev clips (seconds each one removes at its value)")
         print("\n".join(calibration(clips, measured_rows, config)))
+        if not weights.available("syncnet"):
+            print("\n== the weight-free check chosen by leave-one-speaker-out cross-validation "
+                  "(benchmarks/sync_cv.py, on features cached in --feature-cache)")
+            sync_features_extract(args.dev, args.feature_cache)
+            print("\n".join(sync_cv.report(args.feature_cache, folds=False)))
         if measured:
             print(f"\n== the weight-free check's confidence z (lead window {config.sync.proxy_lead_frames} +- "
                   f"{config.sync.proxy_lead_tolerance} frames; verified at z >= {config.sync.proxy_min_z}, "

@@ -6,8 +6,8 @@ For every clip DEV.md lists as a speaker, and for the silent face (`lee`, used f
 1. a 25 fps square crop around the first frame's main face, at most 512 px (the build's crop rule,
    `face.crop_scale`), made with ffmpeg as `benchmarks/curation_accuracy.py` makes it;
 2. the face mesh on every frame shrunk to `sync.proxy_max_resolution` (as stage 10 runs it): all 468
-   landmarks in those pixels, NaN where no face was found, and a 32x16 grey patch of the mouth region
-   (for appearance features);
+   landmarks in those pixels, NaN where no face was found, and the 32x16 grey mouth patch that
+   `face_mesh.mouth_track` reads (for appearance features);
 3. the source's 16 kHz mono audio.
 
 Each clip is one `<stem>.npz` in the cache folder (outside the project; never the media itself in the
@@ -21,36 +21,34 @@ import subprocess
 import sys
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 
 from vividhead.evaluation.curation_cases import dev_clips
-from vividhead.models.face_mesh import FaceMesh
+from vividhead.models.face_detect import MediapipeFaceDetector, crop_box, main_face
+from vividhead.models.face_mesh import PATCH_H, PATCH_W, FaceMesh, mouth_patch
 from vividhead.pipelines.clip_media import iter_frames
 from vividhead.pipelines.config import load_build_config
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from curation_accuracy import SILENT_FACE, _crop_video  # noqa: E402  (the benchmark's own crop rule)
-
 REPO = Path(__file__).resolve().parents[1]
-PATCH_W, PATCH_H = 32, 16
-MOUTH_CORNERS = (61, 291)
-MOUTH_OUTER = (0, 17)
+SILENT_FACE = "eknim__video-retalking__lee.mp4"     # DEV.md: mouth mostly closed, no speech
 
 
-def mouth_patch(small: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Grey [PATCH_H, PATCH_W] patch around the mouth: 1.6x the corner-to-corner width, half as high."""
-    left, right = points[MOUTH_CORNERS[0]], points[MOUTH_CORNERS[1]]
-    centre = (left + right + points[MOUTH_OUTER[0]] + points[MOUTH_OUTER[1]]) / 4
-    width = max(1.6 * float(np.linalg.norm(right - left)), 4.0)
-    x0, y0 = int(round(centre[0] - width / 2)), int(round(centre[1] - width / 4))
-    x1, y1 = int(round(centre[0] + width / 2)), int(round(centre[1] + width / 4))
-    h, w = small.shape[:2]
-    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
-    if x1 - x0 < 2 or y1 - y0 < 2:
-        return np.zeros((PATCH_H, PATCH_W), np.uint8)
-    grey = cv2.cvtColor(np.ascontiguousarray(small[y0:y1, x0:x1]), cv2.COLOR_RGB2GRAY)
-    return cv2.resize(grey, (PATCH_W, PATCH_H), interpolation=cv2.INTER_AREA)
+def crop_video(source: Path, out: Path, crop_scale: float, size: int) -> tuple[Path, float, float]:
+    """A 25 fps square crop around the first frame's main face, scaled to at most `size` (the build's rule)."""
+    with av.open(str(source)) as container:
+        first = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    detector = MediapipeFaceDetector()
+    faces = detector(first)
+    detector.close()
+    h, w = first.shape[:2]
+    x, y, side = crop_box(main_face(faces), w, h, crop_scale) if faces else (0, 0, min(w, h))
+    scale = min(size, side) // 2 * 2                  # x264 needs even sides
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(source), "-map", "0:v:0", "-vf",
+                    f"fps=25,crop={side}:{side}:{x}:{y},scale={scale}:{scale}", "-c:v", "libx264", "-preset",
+                    "veryfast", "-crf", "18", str(out)], check=True)
+    return out, 0.0, float("inf")
 
 
 def track(video: Path, max_side: int) -> tuple[np.ndarray, np.ndarray]:
@@ -65,9 +63,8 @@ def track(video: Path, max_side: int) -> tuple[np.ndarray, np.ndarray]:
                 points.append(np.full((468, 2), np.nan, np.float32))
                 patches.append(np.zeros((PATCH_H, PATCH_W), np.uint8))
             else:
-                xy = found.points[:, :2]
-                points.append(xy)
-                patches.append(mouth_patch(small, xy))
+                points.append(found.points[:, :2])
+                patches.append(mouth_patch(small, found.mouth_points()))
     return np.stack(points), np.stack(patches)
 
 
@@ -92,7 +89,7 @@ def extract(dev: Path, cache: Path) -> list[Path]:
         out.append(target)
         if target.is_file():
             continue
-        crop = _crop_video(dev / clip.file, cache / "crops" / f"{stem}.mp4", config.face.crop_scale, config.face.size)[0]
+        crop = crop_video(dev / clip.file, cache / "crops" / f"{stem}.mp4", config.face.crop_scale, config.face.size)[0]
         points, patches = track(crop, config.sync.proxy_max_resolution)
         audio = audio_16k(dev / clip.file, cache / "crops" / f"{stem}.f32")
         np.savez_compressed(target, points=points, patches=patches, audio=audio, speaker=clip.speaker,

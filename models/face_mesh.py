@@ -3,8 +3,9 @@
 `FaceMesh` wraps one mediapipe graph (video mode tracks between frames; image mode detects on
 every call). `face_mask(rgb)` is the one-shot helper the build uses for `mask.png`;
 `mesh_track(frames)` gives per-frame mouth openings and face boxes (e.g. for `score_sync`);
-`lip_track(frames)` gives the inner and outer lip gaps the weight-free sync check reads (and, when
-asked, the face boxes: a box reads all 468 landmarks, the gaps only six).
+`lip_track(frames)` gives the inner and outer lip gaps (and, when asked, the face boxes: a box reads
+all 468 landmarks, the gaps only six); `mouth_track(frames)` gives the mouth measures the weight-free
+sync check reads (`MOUTH_COLUMNS`: the two gaps, the inner-lip area and the darkness of the mouth region).
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ MOUTH_LEFT = 61
 MOUTH_RIGHT = 291
 FOREHEAD = 10
 CHIN = 152
+# The inner lip ring of the mesh (FACEMESH_LIPS), in polygon order.
+INNER_LIP_RING = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95)
+MOUTH_COLUMNS = ("inner_gap", "outer_gap", "area", "dark")
+PATCH_W, PATCH_H = 32, 16                              # grey mouth patch of `mouth_patch`
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,16 @@ class MeshResult:
         inner = np.linalg.norm(upper_inner - lower_inner)
         outer = np.linalg.norm(upper_outer - lower_outer)
         return float(inner / height), float(outer / height)
+
+    def lip_area(self) -> float:
+        """Area inside the inner lip ring divided by the face height squared: scale-free, ~0 when closed."""
+        xy = self._pixels((FOREHEAD, CHIN) + INNER_LIP_RING)[:, :2]
+        height = float(np.linalg.norm(xy[0] - xy[1]))
+        return float(polygon_area(xy[2:]) / height ** 2) if height > 0 else 0.0
+
+    def mouth_points(self) -> np.ndarray:
+        """[4, 2] pixels of the mouth corners (61, 291) and the outer lip middles (0, 17)."""
+        return self._pixels((MOUTH_LEFT, MOUTH_RIGHT, UPPER_OUTER_LIP, LOWER_OUTER_LIP))[:, :2]
 
     def box(self) -> tuple[float, float, float, float]:
         """Tight landmark box x0, y0, x1, y1."""
@@ -136,6 +151,53 @@ def lip_track(frames_rgb: Iterable[np.ndarray], max_side: int = 256,
                 found_boxes.append([np.nan] * 4 if found is None else [v / scale for v in found.box()])
     return (np.asarray(gaps, np.float32).reshape(-1, 2),
             np.asarray(found_boxes, np.float64).reshape(-1, 4) if boxes else None)
+
+
+def polygon_area(xy: np.ndarray) -> np.ndarray:
+    """Shoelace area of polygons [..., k, 2] -> [...]."""
+    x, y = xy[..., 0], xy[..., 1]
+    return 0.5 * np.abs((x * np.roll(y, -1, axis=-1) - np.roll(x, -1, axis=-1) * y).sum(axis=-1))
+
+
+def mouth_patch(rgb: np.ndarray, corners_and_lips: np.ndarray) -> np.ndarray:
+    """Grey uint8 [PATCH_H, PATCH_W] patch of the mouth region: centred on the four points of
+    `MeshResult.mouth_points`, 1.6x the corner-to-corner width, half as high."""
+    left, right, upper, lower = corners_and_lips
+    centre = (left + right + upper + lower) / 4
+    width = max(1.6 * float(np.linalg.norm(right - left)), 4.0)
+    h, w = rgb.shape[:2]
+    x0, y0 = max(int(round(centre[0] - width / 2)), 0), max(int(round(centre[1] - width / 4)), 0)
+    x1, y1 = min(int(round(centre[0] + width / 2)), w), min(int(round(centre[1] + width / 4)), h)
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return np.zeros((PATCH_H, PATCH_W), np.uint8)
+    grey = cv2.cvtColor(np.ascontiguousarray(rgb[y0:y1, x0:x1]), cv2.COLOR_RGB2GRAY)
+    return cv2.resize(grey, (PATCH_W, PATCH_H), interpolation=cv2.INTER_AREA)
+
+
+def mouth_darkness(patches: np.ndarray) -> np.ndarray:
+    """How dark the middle of mouth patches [..., PATCH_H, PATCH_W] is against the whole patch (an open
+    mouth shows its dark inside): minus the mean of the central half over the patch mean (+1), [...]."""
+    patches = np.asarray(patches, np.float64)
+    centre = patches[..., 4:12, 8:24].mean(axis=(-2, -1))
+    return -centre / (patches.mean(axis=(-2, -1)) + 1.0)
+
+
+def mouth_track(frames_rgb: Iterable[np.ndarray], max_side: int = 256) -> np.ndarray:
+    """Per frame of a video: the `MOUTH_COLUMNS` (inner and outer lip gaps and inner-lip area over the face
+    height, and the mouth darkness), float32 [n, 4], NaN where no face is found. Frames are shrunk to
+    `max_side` for the mesh, and the mouth patch is read from the same shrunk frame."""
+    rows = []
+    with FaceMesh(video=True) as mesh:
+        for frame in frames_rgb:
+            scale = min(1.0, max_side / max(frame.shape[:2]))
+            small = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else frame
+            found = mesh(small)
+            if found is None:
+                rows.append((np.nan,) * len(MOUTH_COLUMNS))
+            else:
+                dark = float(mouth_darkness(mouth_patch(small, found.mouth_points())))
+                rows.append((*found.lip_gaps(), found.lip_area(), dark))
+    return np.asarray(rows, np.float32).reshape(-1, len(MOUTH_COLUMNS))
 
 
 def mesh_track(frames_rgb: Iterable[np.ndarray], max_side: int = 256) -> tuple[np.ndarray, np.ndarray]:

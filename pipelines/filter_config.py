@@ -115,18 +115,21 @@ class SyncConfig(_StageConfig):
     # Optional correction: shift the audio by the measured offset when it is small and not zero.
     correct_offset: bool = False                       # rewrite the clip's wav shifted by the offset
     max_correct_offset: int = Field(3, ge=0)           # only offsets up to this many frames are corrected
-    # Embedded default (pipelines/lipsync.py): lip motion (face mesh) against the speech-band envelope,
-    # with an offset search and a confidence; recorded as sync.proxy_*, never as LSE. Values chosen on the
-    # dev footage and its shifted and dubbed copies (docs/filters.md, benchmarks/curation_accuracy.py).
+    # Embedded default (pipelines/lipsync.py): mouth motion (face mesh) against the speech-band envelope,
+    # with an offset search and a confidence; recorded as sync.proxy_*, never as LSE. Features, bands, lead
+    # window and levels chosen by leave-one-speaker-out cross-validation on the dev footage and its shifted
+    # and dubbed copies (docs/filters.md, benchmarks/sync_cv.py).
     proxy_max_search_offset: int = Field(30, ge=1)     # lags searched: +-30 frames (1.2 s), so 1 s shifts are seen
+    proxy_features: tuple[Literal["gap", "area", "dark"], ...] = Field(("area", "dark"), min_length=1)
+    proxy_bands: tuple[tuple[float, float] | None, ...] = Field(((2.0, 10.0),), min_length=1)  # None: unfiltered
     proxy_lead_frames: int = 2                         # natural lead of the lips over the sound (dev median, frames)
-    proxy_lead_tolerance: int = Field(4, ge=0)         # in sync: lag within lead +- this (dev in-sync: -2..+6)
-    proxy_min_z: float = Field(3.5)                    # verified in sync: peak at least this far above chance
-    proxy_reject_z: float = Field(5.0)                 # out of sync: a peak this strong outside the lead window
+    proxy_lead_tolerance: int = Field(3, ge=0)         # verified: lag within lead +- this (300 ms shifts fall outside)
+    proxy_reject_tolerance: int = Field(5, ge=0)       # rejected only at lags beyond lead +- this
+    proxy_min_z: float = Field(3.87)                   # verified: peak at least this far above chance (corrected z)
+    proxy_reject_z: float = Field(4.26)                # out of sync: a peak this strong beyond the reject window
     proxy_max_correct_offset: int = Field(8, ge=0)     # with correct_offset: lags up to this far from the lead
     keep_unsure: bool = True                           # False rejects clips the check could not verify
     proxy_band_hz: tuple[float, float] = (300.0, 3000.0)  # speech band of the audio envelope
-    proxy_modulation_hz: tuple[float, float] = (1.0, 8.0)  # syllable-rate band both signals are filtered to
     proxy_max_resolution: int = Field(256, ge=64)      # frames are downscaled to this side for the face mesh
 
 

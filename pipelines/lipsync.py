@@ -1,22 +1,30 @@
 """The weight-free lip-sync check of stage 10 (used when no SyncNet weights are configured).
 
-It measures how the lips move against the speech and says how sure it is:
+It measures how the mouth moves against the speech and says how sure it is. Every tunable part below
+was chosen by leave-one-speaker-out cross-validation on the dev footage (benchmarks/sync_cv.py;
+docs/filters.md gives the figures and the reasons):
 
-- lips: the inner and outer lip gaps from the face mesh (each divided by the face height), standardised
-  and summed, one value per 25 fps frame, gaps where the mesh lost the face filled linearly;
-- speech: the log RMS of the speech band (`proxy_band_hz`) per video frame, with a floor at the
-  clip's 20th percentile so that digital silence (a delayed or padded track) is not a huge step;
-- both are band-passed to the syllable rate (`proxy_modulation_hz`, 1-8 Hz): slow head and loudness
-  drifts would otherwise dominate the correlation and blur its peak;
-- `lag`: the shift in frames, within +-`proxy_max_search_offset`, at which the Pearson correlation of
-  lips[t] and speech[t + lag] peaks. Lips lead the sound, so in-sync speakers peak at a small positive
-  lag (measured on the dev footage: -2..+6 frames, median +2; docs/filters.md);
+- mouth: per 25 fps frame, the measures of `models/face_mesh.mouth_track` (`MOUTH_COLUMNS`), gaps where
+  the mesh lost the face filled linearly. The features (`proxy_features`) are `gap` (inner plus outer
+  lip gap, standardised), `area` (the inner-lip area over the face height squared) and `dark` (how dark
+  the middle of the mouth region is: an open mouth shows its inside);
+- speech: the log RMS of the speech band (`proxy_band_hz`) per video frame, with a floor at the clip's
+  20th percentile so that digital silence (a delayed or padded track) is not a huge step;
+- views: one per band of `proxy_bands` (a modulation band in Hz, or None for unfiltered). In a view,
+  every feature and the speech are filtered to the band, and the feature's lag correlations with the
+  speech are averaged over the features (so are the chance correlations, shift by shift);
+- `lag`: the shift in frames, within +-`proxy_max_search_offset`, at which a view's averaged correlation
+  of mouth[t] and speech[t + lag] peaks. Lips lead the sound, so in-sync speakers peak at a small
+  positive lag;
 - `z`, the confidence: how far that peak stands above chance, in standard deviations of the
-  correlations at circular shifts far from any plausible sync (more than search + 10 frames).
+  correlations at circular shifts far from any plausible sync (more than search + 10 frames). With
+  several views it is corrected for their number (Sidak: the z whose tail equals the chance that any
+  view reaches the raw z), so searching more views does not verify more chance peaks. The view with the
+  strongest peak in the lead window decides (else the strongest peak anywhere), and is recorded.
 
-`verdict(lag, z, config)` turns the two numbers into `in_sync`, `out_of_sync` or `unsure`. Only a
-strong peak (`proxy_reject_z`) outside the natural lead window rejects; a weak peak is `unsure`,
-which keeps the clip but marks it not verified. None of these values is SyncNet's LSE-C or LSE-D.
+`decide(lag, z, config)` turns the two numbers into `in_sync`, `out_of_sync` or `unsure`. Only a
+strong peak (`proxy_reject_z`) beyond `proxy_reject_tolerance` of the natural lead rejects; a weak peak
+is `unsure`, which keeps the clip but marks it not verified. None of these values is SyncNet's LSE-C or LSE-D.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from typing import Literal
 
 import numpy as np
 
+from vividhead.models.face_mesh import MOUTH_COLUMNS
 from vividhead.pipelines.filter_config import SyncConfig
 
 FPS = 25
@@ -43,9 +52,10 @@ class LipSyncMeasure:
     """What the check measured on one clip."""
 
     lag: int           # frames the speech trails the lips at the best correlation (+ = lips lead)
-    corr: float        # Pearson correlation at that lag (band-passed signals)
-    z: float           # the peak above chance, in standard deviations of far-shift correlations
+    corr: float        # the (feature-averaged) correlation at that lag, in the deciding view
+    z: float           # the peak above chance, in SDs of far-shift correlations, corrected for the views searched
     face_ratio: float  # share of frames where the face mesh found a face
+    view: str = ""     # the deciding view: its features and band, e.g. "area+dark 2-10 Hz"
 
 
 @dataclass(frozen=True)
@@ -71,6 +81,28 @@ def lip_signal(gaps: np.ndarray) -> np.ndarray | None:
     return sum(_standardise(filled[:, k]) for k in range(filled.shape[1]))
 
 
+def mouth_features(mouth: np.ndarray, names: tuple[str, ...]) -> dict[str, np.ndarray] | None:
+    """The named features per frame from mouth measures [n, len(MOUTH_COLUMNS)] (NaN = no face), gaps filled.
+
+    None when the mesh found a face in fewer than `MIN_FACE_RATIO` of the frames.
+    """
+    mouth = np.asarray(mouth, np.float64).reshape(len(mouth), len(MOUTH_COLUMNS))
+    valid = np.isfinite(mouth).all(axis=1)
+    if len(mouth) == 0 or valid.mean() < MIN_FACE_RATIO:
+        return None
+    idx = np.arange(len(mouth))
+    column = {name: np.interp(idx, idx[valid], mouth[valid, k]) for k, name in enumerate(MOUTH_COLUMNS)}
+    out = {}
+    for name in names:
+        if name == "gap":
+            out[name] = _standardise(column["inner_gap"]) + _standardise(column["outer_gap"])
+        elif name in ("area", "dark"):
+            out[name] = column[name]
+        else:
+            raise ValueError(f"sync.proxy_features: unknown feature {name!r}; expected gap, area or dark")
+    return out
+
+
 def speech_envelope(audio_16k: np.ndarray, band_hz: tuple[float, float]) -> np.ndarray:
     """Log RMS of the speech band per 25 fps frame, floored at the clip's 20th percentile, [n_frames]."""
     audio = np.asarray(audio_16k, np.float64)
@@ -83,9 +115,9 @@ def speech_envelope(audio_16k: np.ndarray, band_hz: tuple[float, float]) -> np.n
     return np.log(np.maximum(rms, floor))
 
 
-def modulation(x: np.ndarray, band_hz: tuple[float, float]) -> np.ndarray:
-    """x (one value per 25 fps frame) band-passed to `band_hz`, e.g. the 1-8 Hz syllable rate."""
-    if len(x) < 30:
+def modulation(x: np.ndarray, band_hz: tuple[float, float] | None) -> np.ndarray:
+    """x (one value per 25 fps frame) band-passed to `band_hz`, e.g. the 2-10 Hz syllable rate; None: unfiltered."""
+    if band_hz is None or len(x) < 30:
         return x - x.mean()
     return _band_pass(x, 2, band_hz, FPS)
 
@@ -124,25 +156,44 @@ def chance_correlations(lips: np.ndarray, speech: np.ndarray, guard: int) -> np.
     return circular[guard: n - guard]
 
 
-def measure(gaps: np.ndarray, audio_16k: np.ndarray, config: SyncConfig) -> LipSyncMeasure | None:
-    """The lag and confidence of lip motion against speech; None when there are too few faces or frames."""
-    lips = lip_signal(gaps)
-    if lips is None:
+def band_label(band_hz: tuple[float, float] | None) -> str:
+    return "unfiltered" if band_hz is None else f"{band_hz[0]:g}-{band_hz[1]:g} Hz"
+
+
+def sidak(z: float, views: int) -> float:
+    """The z whose one-sided normal tail equals the chance that any of `views` views reaches z by chance."""
+    if views <= 1:
+        return z
+    from scipy.stats import norm  # Ray worker boundary, as in _band_pass
+
+    return float(norm.isf(-np.expm1(views * np.log1p(-norm.sf(z)))))
+
+
+def measure(mouth: np.ndarray, audio_16k: np.ndarray, config: SyncConfig) -> LipSyncMeasure | None:
+    """The lag and confidence of mouth motion against speech; None when there are too few faces or frames."""
+    features = mouth_features(mouth, tuple(config.proxy_features))
+    if features is None:
         return None
     speech = speech_envelope(audio_16k, config.proxy_band_hz)
-    n = min(len(lips), len(speech))
+    n = min(len(speech), len(mouth))
     search = config.proxy_max_search_offset
     if n - 2 * (search + NULL_GUARD) < MIN_NULL_LAGS:
         return None
-    band = config.proxy_modulation_hz
-    lips, speech = modulation(lips[:n], band), modulation(speech[:n], band)
-    corr = lag_correlations(lips, speech, search)
-    chance = chance_correlations(lips, speech, search + NULL_GUARD)
-    best = int(np.argmax(corr))
-    spread = float(chance.std())
-    z = (float(corr[best]) - float(chance.mean())) / spread if spread > 1e-8 else 0.0
-    valid = np.isfinite(np.asarray(gaps, np.float64).reshape(len(gaps), -1)).all(axis=1)
-    return LipSyncMeasure(lag=best - search, corr=float(corr[best]), z=z, face_ratio=float(valid.mean()))
+    lead, tolerance = config.proxy_lead_frames, config.proxy_lead_tolerance
+    views = []                                         # (in the lead window, z, lag, corr, label) per view
+    for band in config.proxy_bands:
+        heard = modulation(speech[:n], band)
+        seen = [modulation(x[:n], band) for x in features.values()]
+        corr = np.mean([lag_correlations(x, heard, search) for x in seen], axis=0)
+        chance = np.mean([chance_correlations(x, heard, search + NULL_GUARD) for x in seen], axis=0)
+        best = int(np.argmax(corr))
+        spread = float(chance.std())
+        z = (float(corr[best]) - float(chance.mean())) / spread if spread > 1e-8 else 0.0
+        views.append((abs(best - search - lead) <= tolerance, sidak(z, len(config.proxy_bands)), best - search,
+                      float(corr[best]), f"{'+'.join(features)} {band_label(band)}"))
+    inside, z, lag, corr, label = max(views, key=lambda v: (v[0], v[1]))
+    valid = np.isfinite(np.asarray(mouth, np.float64).reshape(len(mouth), -1)).all(axis=1)
+    return LipSyncMeasure(lag=lag, corr=corr, z=z, face_ratio=float(valid.mean()), view=label)
 
 
 def decide(lag: int | None, z: float | None, config: SyncConfig) -> Decision:
@@ -152,8 +203,10 @@ def decide(lag: int | None, z: float | None, config: SyncConfig) -> Decision:
       `proxy_lead_frames` and the peak is at least `proxy_min_z` above chance;
     - corrected (`in_sync` with an audio shift): with `correct_offset`, a lag outside that window but
       within `proxy_max_correct_offset` frames of the lead, measured with a peak of `proxy_reject_z`;
-    - `out_of_sync`: a peak of at least `proxy_reject_z` outside the window (strong evidence only);
-    - `unsure` otherwise: a weak peak, or an offset whose evidence is not strong enough to reject.
+    - `out_of_sync`: a peak of at least `proxy_reject_z` more than `proxy_reject_tolerance` frames from
+      the lead (strong evidence only, at a lag no in-sync dev speaker showed);
+    - `unsure` otherwise: a weak peak, or an offset whose evidence is not strong enough to reject
+      (including peaks between the lead window and the reject window).
     """
     if lag is None or z is None:
         return Decision("unsure", 0, "no_measure")
@@ -164,4 +217,6 @@ def decide(lag: int | None, z: float | None, config: SyncConfig) -> Decision:
         return Decision("unsure", 0, "weak_offset" if z >= config.proxy_min_z else "weak_peak")
     if config.correct_offset and abs(offset) <= config.proxy_max_correct_offset:
         return Decision("in_sync", -offset, "corrected")
+    if abs(offset) <= config.proxy_reject_tolerance:
+        return Decision("unsure", 0, "weak_offset")
     return Decision("out_of_sync", 0, "offset")

@@ -5,9 +5,9 @@ face track; records `sync.lse_d`, `sync.lse_c`, `sync.offset`, and rejects below
 `min_confidence` or above `max_abs_offset`. A small offset can be corrected by shifting the audio
 (the shifted wav goes to `StageResult.outputs["wav"]`, recorded as `sync.audio_shift`).
 
-Without weights (embedded default): the weight-free check of `pipelines/lipsync.py` (lip motion from
+Without weights (embedded default): the weight-free check of `pipelines/lipsync.py` (mouth motion from
 the face mesh against the speech envelope, with an offset search and a confidence). It records
-`sync.proxy_lag`, `sync.proxy_z`, `sync.proxy_corr`, never LSE, and a verdict: `in_sync`,
+`sync.proxy_lag`, `sync.proxy_z`, `sync.proxy_corr`, `sync.proxy_view`, never LSE, and a verdict: `in_sync`,
 `out_of_sync` (rejected as `av_offset`) or `unsure` (kept, with `sync.verified` false and
 `sync.unsure_reason`, unless `keep_unsure` is false). Both paths record `sync.verdict` and `sync.verified`.
 
@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from vividhead.media import wav_bytes
-from vividhead.models.face_mesh import lip_track
+from vividhead.models.face_mesh import lip_track, mouth_track
 from vividhead.pipelines import lipsync
 from vividhead.pipelines.clip_media import SAMPLE_RATE, clip_video, iter_frames, read_audio
 from vividhead.pipelines.filter_config import SyncConfig
@@ -52,8 +52,8 @@ def decide(metrics: Mapping[str, Any], config: SyncConfig) -> tuple[str, str] | 
     verdict, lag, z = metrics.get("verdict"), metrics.get("proxy_lag"), metrics.get("proxy_z")
     if verdict == "out_of_sync":
         measured = f"{lag} frames apart, confidence z {z:.1f}" if lag is not None and z is not None else "apart"
-        return "av_offset", (f"the weight-free check found lips and speech {measured}: outside the natural lead "
-                             f"{config.proxy_lead_frames} +- {config.proxy_lead_tolerance} frames, with a peak above "
+        return "av_offset", (f"the weight-free check found lips and speech {measured}: beyond the natural lead "
+                             f"{config.proxy_lead_frames} +- {config.proxy_reject_tolerance} frames, with a peak above "
                              f"sync.proxy_reject_z={config.proxy_reject_z}")
     if verdict == "unsure" and not config.keep_unsure:
         return "sync_unverified", (f"the weight-free check could not verify sync ({metrics.get('unsure_reason')}) "
@@ -66,6 +66,11 @@ def lip_gaps(clip: Clip, max_side: int, boxes: bool = False) -> tuple[np.ndarray
     """Per frame: inner and outer lip gaps [n, 2] and, if `boxes`, the face-mesh box in clip pixels [n, 4]
     (NaN = no face)."""
     return lip_track((rgb for _, rgb in iter_frames(clip_video(clip))), max_side, boxes)
+
+
+def mouth_measures(clip: Clip, max_side: int) -> np.ndarray:
+    """Per frame: the mouth measures the weight-free check reads, [n, len(face_mesh.MOUTH_COLUMNS)] (NaN = no face)."""
+    return mouth_track((rgb for _, rgb in iter_frames(clip_video(clip))), max_side)
 
 
 def shift_audio(audio_16k: np.ndarray, frames: int) -> np.ndarray:
@@ -95,8 +100,10 @@ class SyncStage(ClipStage):
         "verified": "bool",            # true only for in_sync: SyncNet passed, or the check saw a strong peak
         "unsure_reason": "str",        # proxy, when unsure: weak_peak, weak_offset or no_measure
         "proxy_lag": "int",            # proxy: frames the speech trails the lips at the peak (+ = lips lead)
-        "proxy_z": "float",            # proxy: the peak's confidence, in SDs above far-shift chance correlations
-        "proxy_corr": "float",         # proxy: the correlation at the peak (band-passed signals)
+        "proxy_z": "float",            # proxy: the peak's confidence, in SDs above far-shift chance correlations,
+                                       # corrected for the number of views searched
+        "proxy_corr": "float",         # proxy: the correlation at the peak (the deciding view's filtered signals)
+        "proxy_view": "str",           # proxy: the view that decided, e.g. "area+dark 2-10 Hz"
         "proxy_face_ratio": "float",   # proxy: share of frames where the face mesh found a face
     }
 
@@ -168,19 +175,20 @@ class SyncStage(ClipStage):
         return result
 
     def _proxy(self, clip: Clip) -> StageResult:
-        return proxy_result(lip_gaps(clip, self.config.proxy_max_resolution)[0], read_audio(clip), self.config)
+        return proxy_result(mouth_measures(clip, self.config.proxy_max_resolution), read_audio(clip), self.config)
 
 
-def proxy_result(gaps: np.ndarray, audio_16k: np.ndarray, config: SyncConfig) -> StageResult:
-    """The weight-free check's result on a clip's lip gaps [n, 2] and audio: metrics, verdict, correction."""
-    found = lipsync.measure(gaps, audio_16k, config)
+def proxy_result(mouth: np.ndarray, audio_16k: np.ndarray, config: SyncConfig) -> StageResult:
+    """The weight-free check's result on a clip's mouth measures [n, 4] (`mouth_measures`) and audio:
+    metrics, verdict, correction."""
+    found = lipsync.measure(mouth, audio_16k, config)
     decision = lipsync.decide(found.lag if found else None, found.z if found else None, config)
     metrics: dict[str, Any] = {"method": "proxy", "verdict": decision.verdict, "verified": decision.verdict == "in_sync",
                                "unsure_reason": decision.reason if decision.verdict == "unsure" else None,
                                "audio_shift": decision.audio_shift}
     if found is not None:
         metrics.update({"proxy_lag": found.lag, "proxy_z": round(found.z, 3), "proxy_corr": round(found.corr, 4),
-                        "proxy_face_ratio": round(found.face_ratio, 4)})
+                        "proxy_view": found.view, "proxy_face_ratio": round(found.face_ratio, 4)})
     result = StageResult(metrics=metrics)
     if decision.audio_shift:
         result.outputs["wav"] = wav_bytes(shift_audio(audio_16k, decision.audio_shift), SAMPLE_RATE)

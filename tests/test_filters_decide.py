@@ -100,9 +100,9 @@ def test_sync_proxy_process_rejects_exactly_when_decide_does(monkeypatch: pytest
                                                              keep_unsure: bool) -> None:
     from vividhead.pipelines import lipsync
 
-    monkeypatch.setattr(sync, "lip_gaps", lambda clip, side: (np.zeros((N_FRAMES, 2)), None))
+    monkeypatch.setattr(sync, "mouth_measures", lambda clip, side: np.zeros((N_FRAMES, 4)))
     monkeypatch.setattr(sync, "read_audio", lambda clip: np.zeros(N_FRAMES * sync.SAMPLES_PER_FRAME, np.float32))
-    monkeypatch.setattr(lipsync, "measure", lambda gaps, audio, config: lipsync.LipSyncMeasure(lag, 0.4, z, 1.0))
+    monkeypatch.setattr(lipsync, "measure", lambda mouth, audio, config: lipsync.LipSyncMeasure(lag, 0.4, z, 1.0, "v"))
     stage = sync.SyncStage(SyncConfig(keep_unsure=keep_unsure))
     assert stage.mode() == "default"
     result = stage.process(make_clip())
