@@ -338,7 +338,8 @@ def main() -> int:
         if measured:
             print(f"\n== the weight-free check's confidence z (lead window {config.sync.proxy_lead_frames} +- "
                   f"{config.sync.proxy_lead_tolerance} frames; verified at z >= {config.sync.proxy_min_z}, "
-                  f"rejected outside the window at z >= {config.sync.proxy_reject_z})")
+                  f"rejected beyond {config.sync.proxy_lead_frames} +- {config.sync.proxy_reject_tolerance} frames at "
+                  f"z >= {config.sync.proxy_reject_z})")
             print("\n".join(z_table(measured, config)))
     return 0
 
