@@ -6,21 +6,25 @@
 Cases, from the cached features of every speaker DEV.md lists (benchmarks/sync_features.py):
 - in sync: the speaker's own audio;
 - shifted: the audio delayed or advanced by 200, 300, 500 and 1000 ms (as ffmpeg's adelay/atrim + apad do);
-- dubbed: the face with each other speaker's voice; voice-over: each voice on the silent face (`lee`); each
-  as long as the shorter of face and voice, as `curation_cases.dubbed` makes them.
+- dubbed: the face with each other speaker's voice, the voice taken from its start, a third and two thirds
+  in; voice-over: each voice on the silent face (`lee`); each as long as the shorter of face and voice, as
+  `curation_cases.dubbed` makes them.
 
-Every tunable part of the check is a candidate: the views it searches (a lip feature and a modulation
-band each, alone or combined), the lead window and the confidence statistic. The thresholds follow from
-the training data of each candidate (`thresholds`): the verify level sits above every chance peak of the
-training dubbed and voice-over copies, wherever it fell, and above every in-window peak of a training copy
-shifted by 300 ms or more; the reject level above every out-of-window peak of a training in-sync speaker
-and every chance peak. The candidate verifying the most training in-sync speakers wins (`select`).
+Every tunable part of the check is a candidate (`candidates`): the lip features averaged in a view, its
+modulation band (or unfiltered), one view or the best of two (Sidak-corrected), the lead window and the
+confidence statistic. The levels follow from the training cases of each candidate (`thresholds`): the
+verify level from the distribution of chance peaks (dubbed and voice-over copies, wherever the peak
+falls), at the quantile that lets at most FALSE_VERIFY of them land verified in the lead window, and
+above every in-window peak of a training copy shifted by 300 ms or more; the reject level above every
+chance peak and every training in-sync peak beyond the reject window. The candidate verifying the most
+training in-sync speakers wins (`select`).
 
 Leave-one-speaker-out: for each speaker (both Obama clips are one speaker), the choice is made on the
 cases that involve only the other speakers, and judged on the held-out speaker's in-sync clip, its
 shifted copies, its face dubbed with every other voice and its voice laid over the silent face. The
-cross-validated table counts those held-out verdicts; the in-sample table judges the embedded defaults,
-and the choice made on all the speakers, on the same data that chose them.
+cross-validated table counts those held-out verdicts; the in-sample tables judge the previous check and
+the choice made on all the speakers (which must be `SyncConfig`'s default; the report says when it is
+not) on the same data that chose them.
 """
 
 from __future__ import annotations
