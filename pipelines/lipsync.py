@@ -67,20 +67,6 @@ class Decision:
     reason: str
 
 
-def lip_signal(gaps: np.ndarray) -> np.ndarray | None:
-    """Lip motion per frame from [n, 2] inner/outer lip gaps (NaN = no face): standardised sum, gaps filled.
-
-    None when the mesh found a face in fewer than `MIN_FACE_RATIO` of the frames.
-    """
-    gaps = np.asarray(gaps, np.float64).reshape(len(gaps), -1)
-    valid = np.isfinite(gaps).all(axis=1)
-    if len(gaps) == 0 or valid.mean() < MIN_FACE_RATIO:
-        return None
-    idx = np.arange(len(gaps))
-    filled = np.stack([np.interp(idx, idx[valid], gaps[valid, k]) for k in range(gaps.shape[1])], axis=1)
-    return sum(_standardise(filled[:, k]) for k in range(filled.shape[1]))
-
-
 def mouth_features(mouth: np.ndarray, names: tuple[str, ...]) -> dict[str, np.ndarray] | None:
     """The named features per frame from mouth measures [n, len(MOUTH_COLUMNS)] (NaN = no face), gaps filled.
 
