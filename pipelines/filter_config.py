@@ -127,7 +127,7 @@ class SyncConfig(_StageConfig):
     proxy_reject_tolerance: int = Field(5, ge=0)       # rejected only at lags beyond lead +- this
     proxy_min_z: float = Field(3.87)                   # verified: peak at least this far above chance (corrected z)
     proxy_reject_z: float = Field(4.26)                # out of sync: a peak this strong beyond the reject window
-    proxy_max_correct_offset: int = Field(8, ge=0)     # with correct_offset: lags up to this far from the lead
+    proxy_max_correct_offset: int = Field(8, ge=0)     # with correct_offset: lags beyond the reject window, up to this far
     keep_unsure: bool = True                           # False rejects clips the check could not verify
     proxy_band_hz: tuple[float, float] = (300.0, 3000.0)  # speech band of the audio envelope
     proxy_max_resolution: int = Field(256, ge=64)      # frames are downscaled to this side for the face mesh

@@ -187,8 +187,9 @@ def decide(lag: int | None, z: float | None, config: SyncConfig) -> Decision:
 
     - `in_sync`: the lag lies within `proxy_lead_tolerance` frames of the natural lead
       `proxy_lead_frames` and the peak is at least `proxy_min_z` above chance;
-    - corrected (`in_sync` with an audio shift): with `correct_offset`, a lag outside that window but
-      within `proxy_max_correct_offset` frames of the lead, measured with a peak of `proxy_reject_z`;
+    - corrected (`in_sync` with an audio shift): with `correct_offset`, a lag more than
+      `proxy_reject_tolerance` but at most `proxy_max_correct_offset` frames from the lead, measured with a
+      peak of `proxy_reject_z`;
     - `out_of_sync`: a peak of at least `proxy_reject_z` more than `proxy_reject_tolerance` frames from
       the lead (strong evidence only, at a lag no in-sync dev speaker showed);
     - `unsure` otherwise: a weak peak, or an offset whose evidence is not strong enough to reject
@@ -201,8 +202,8 @@ def decide(lag: int | None, z: float | None, config: SyncConfig) -> Decision:
         return Decision("in_sync", 0, "") if z >= config.proxy_min_z else Decision("unsure", 0, "weak_peak")
     if z < config.proxy_reject_z:
         return Decision("unsure", 0, "weak_offset" if z >= config.proxy_min_z else "weak_peak")
+    if abs(offset) <= config.proxy_reject_tolerance:   # a natural lead or a small shift: neither rejected nor moved
+        return Decision("unsure", 0, "weak_offset")
     if config.correct_offset and abs(offset) <= config.proxy_max_correct_offset:
         return Decision("in_sync", -offset, "corrected")
-    if abs(offset) <= config.proxy_reject_tolerance:
-        return Decision("unsure", 0, "weak_offset")
     return Decision("out_of_sync", 0, "offset")
