@@ -19,8 +19,9 @@ decisions with the clean build; no duplicate key, no temporary file, nothing lef
 `.staging/`, no shard without its manifest part. Injected faults (`--faults`): Ray workers SIGKILLed
 mid-clip (the build must finish by itself); the loss of the node running a decode task mid-clip, on
 a local cluster of a head without CPUs and two worker nodes, all started with the fault env; ENOSPC
-inside a pack; a truncated and a corrupt segment tar on disk (resume must record both); SIGINT and
-SIGTERM (the build stops within seconds with one line saying how to resume, exit 130 / 143);
+inside a pack; a truncated and a corrupt segment tar on disk (resume must record both); SIGINT to the
+process group and SIGTERM to the driver, `--signals` runs in a row each at a seeded moment (every run
+stops within seconds with exactly one line saying how to resume, exit 130 / 143, no process left);
 every `.cache/` file overwritten with garbage.
 
     .venv/bin/python benchmarks/kill_anywhere.py --kills 30 --seed 1 --faults all
@@ -144,9 +145,24 @@ def start(build: Build, out: Path, fault_dir: Path, faults: str = "", log: Path 
     handle = open(log or os.devnull, "ab")
     try:
         return subprocess.Popen(build.args(out), stdout=handle, stderr=subprocess.STDOUT,
-                                env=fault_env(fault_dir, faults), start_new_session=True)
+                                env=fault_env(fault_dir, faults), start_new_session=True, preexec_fn=_as_in_a_terminal)
     finally:
         handle.close()
+
+
+def _as_in_a_terminal() -> None:
+    """In the build's process, before it runs: SIGINT at its default, as in a terminal's foreground job, even
+    when the harness itself ignores it (a background job of a non-interactive shell ignores SIGINT, and so
+    would the build: Python keeps an inherited SIG_IGN)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _session_left(sid: int, wait: float = 5.0) -> list[int]:
+    """The processes of session `sid` still alive `wait` seconds after its leader ended (none: Ray was shut down)."""
+    deadline = time.monotonic() + wait
+    while session_pids(sid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return session_pids(sid)
 
 
 def session_pids(sid: int) -> list[int]:
@@ -382,21 +398,26 @@ class Harness:
         self._check(trial, out, faults, log, began)
         return trial
 
-    def signals(self, signum: int, after: float | None) -> Trial:
-        """SIGINT to the build's process group (as Ctrl-C does) or SIGTERM to the driver, `after` seconds
-        into the build (None: once its first clip is committed): it stops within seconds, with one
-        line, exit 128 + signum; the re-run completes the build."""
-        out, faults, log = self.folder(signal.Signals(signum).name)
+    def signals(self, signum: int, times: int, seed: int) -> Trial:
+        """SIGINT to the build's process group (as Ctrl-C does) or SIGTERM to the driver, `times` runs in a row
+        into one output folder, each at a seeded moment of its own slice of the clean build's wall time
+        (`kill_times`; the first lands in ray.init or the fetch, the last in the last packs). Each run must
+        end within 30 s with exactly one line that says how to resume, exit 128 + signum, and leave no
+        process of its session behind; the run after them completes the build."""
+        name = signal.Signals(signum).name
+        out, faults, log = self.folder(f"{name}-x{times}")
         began = time.monotonic()
-        process = start(self.build, out, faults, log=log)
-        trial = Trial(f"{signal.Signals(signum).name} " + ("after the first clip" if after is None else
-                                                           f"after {after:.0f} s"))
-        try:
-            if after is None:
-                wait_for(process, lambda: any(p.stem != p.parent.name for p in (out / ".segments").glob("*/*.tar")))
-            process.wait(timeout=after or 0.01)
-            trial.landed = False
-        except subprocess.TimeoutExpired:
+        trial = Trial(f"{name} x{times} " + ("to the process group" if signum == signal.SIGINT else "to the driver"))
+        stops, ended = [], 0
+        for n, seconds in enumerate(kill_times(self.clean.seconds, times, seed)):
+            run_log = log.with_name(f"log-{n + 1}.txt")
+            process = start(self.build, out, faults, log=run_log)
+            try:
+                process.wait(timeout=seconds)
+                ended += 1                              # the build ended before the signal: nothing to stop
+                continue
+            except subprocess.TimeoutExpired:
+                pass
             sent = time.monotonic()
             if signum == signal.SIGINT:
                 os.killpg(process.pid, signum)          # Ctrl-C: the terminal signals the whole process group
@@ -404,17 +425,25 @@ class Harness:
                 process.send_signal(signum)             # `kill PID`: the driver alone
             try:
                 status = process.wait(timeout=30)
-                took = time.monotonic() - sent
-                last = last_line(log)
-                trial.note = f"stopped in {took:.1f} s, exit {status}: {last!r}"
-                if status != 128 + signum or "resume" not in last:
-                    trial.problems.append(f"exit {status}, last line {last!r}")
             except subprocess.TimeoutExpired:
-                trial.problems.append("still running 30 s after the signal")
-        kill_all(process)
+                status = None
+            stops.append(time.monotonic() - sent)
+            left = len(_session_left(process.pid))
+            kill_all(process)
+            lines = [line for line in run_log.read_text(errors="replace").splitlines() if line.strip()]
+            if status is None:
+                trial.problems.append(f"run {n + 1} ({seconds:.1f} s): still running 30 s after the signal")
+            elif status != 128 + signum or len(lines) != 1 or "resume" not in lines[-1] or left:
+                trial.problems.append(f"run {n + 1} ({seconds:.1f} s): exit {status}, {len(lines)} lines, "
+                                      f"{left} processes left; last line {(lines or [''])[-1][:200]!r}")
+        trial.landed = bool(stops)
+        stops.sort()
+        trial.note = (f"{len(stops) - len(trial.problems)} of {len(stops)} stopped with one line and exit "
+                      f"{128 + signum}" + (f", in {stops[len(stops) // 2]:.1f} s median, {stops[-1]:.1f} s at most"
+                                           if stops else "") + (f"; {ended} ended before the signal" if ended else ""))
         if trial.problems:
             trial.seconds = time.monotonic() - began
-            self.say(f"  {trial.name:<34} DIFFERS: {'; '.join(trial.problems)}")
+            self.say(f"  {trial.name:<34} DIFFERS: {'; '.join(trial.problems)} {trial.note}")
             return trial
         return self._check(trial, out, faults, log, began)
 
@@ -551,6 +580,8 @@ def main() -> int:
     parser.add_argument("--moments", default=",".join(MOMENTS),
                         help=f"named moments to kill at (comma-separated, or none): {','.join(MOMENTS)}")
     parser.add_argument("--faults", default="all", help=f"injected faults (all, none, or some of {','.join(FAULTS)})")
+    parser.add_argument("--signals", type=int, default=10,
+                        help="runs in a row stopped by SIGINT, and as many by SIGTERM (fault `signals`)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--demo", action="store_true", help="all five demo videos in the corpus, not two")
     parser.add_argument("--long", type=int, default=3, help="work units of the long source (0: none)")
@@ -587,8 +618,8 @@ def main() -> int:
     if "segment" in faults:
         trials.append(harness.damaged_segments())
     if "signals" in faults:
-        trials.append(harness.signals(signal.SIGINT, clean.seconds * 0.4))
-        trials.append(harness.signals(signal.SIGTERM, clean.seconds * 0.6))
+        trials.append(harness.signals(signal.SIGINT, args.signals, args.seed))
+        trials.append(harness.signals(signal.SIGTERM, args.signals, args.seed))
     if "cache" in faults:
         trials.append(harness.corrupt_cache())
 
