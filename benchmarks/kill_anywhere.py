@@ -20,8 +20,9 @@ decisions with the clean build; no duplicate key, no temporary file, nothing lef
 mid-clip (the build must finish by itself); the loss of the node running a decode task mid-clip, on
 a local cluster of a head without CPUs and two worker nodes, all started with the fault env; ENOSPC
 inside a pack; a truncated and a corrupt segment tar on disk (resume must record both); SIGINT to the
-process group and SIGTERM to the driver, `--signals` runs in a row each at a seeded moment (every run
-stops within seconds with exactly one line saying how to resume, exit 130 / 143, no process left);
+process group and SIGTERM to the driver, `--signals` builds each, at seeded moments spread over the build
+(every one stops within seconds with exactly one line saying how to resume, exit 130 / 143, no process
+left, and its re-run equals the clean build);
 every `.cache/` file overwritten with garbage.
 
     .venv/bin/python benchmarks/kill_anywhere.py --kills 30 --seed 1 --faults all
@@ -157,7 +158,7 @@ def _as_in_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def _session_left(sid: int, wait: float = 5.0) -> list[int]:
+def session_left(sid: int, wait: float = 5.0) -> list[int]:
     """The processes of session `sid` still alive `wait` seconds after its leader ended (none: Ray was shut down)."""
     deadline = time.monotonic() + wait
     while session_pids(sid) and time.monotonic() < deadline:
@@ -285,6 +286,7 @@ class Trial:
     problems: list[str] = field(default_factory=list)
     note: str = ""
     seconds: float = 0.0
+    stopped_in: float | None = None     # a signal's trial: seconds from the signal to the build's exit
 
 
 class Harness:
@@ -398,54 +400,52 @@ class Harness:
         self._check(trial, out, faults, log, began)
         return trial
 
-    def signals(self, signum: int, times: int, seed: int) -> Trial:
-        """SIGINT to the build's process group (as Ctrl-C does) or SIGTERM to the driver, `times` runs in a row
-        into one output folder, each at a seeded moment of its own slice of the clean build's wall time
-        (`kill_times`; the first lands in ray.init or the fetch, the last in the last packs). Each run must
-        end within 30 s with exactly one line that says how to resume, exit 128 + signum, and leave no
-        process of its session behind; the run after them completes the build."""
+    def signals(self, signum: int, times: int, seed: int) -> list[Trial]:
+        """SIGINT to the build's process group (as Ctrl-C does) or SIGTERM to the driver, in `times` builds in a
+        row, each at a seeded moment of its own slice of the clean build's wall time (`kill_times`: from the
+        start-up and ray.init to the last packs). Each must end within 30 s with exactly one line that says
+        how to resume (or, stopped while its arguments are read, that nothing was started), exit 128 +
+        signum, and no process of its session left 5 s later; its re-run must equal the clean build."""
         name = signal.Signals(signum).name
-        out, faults, log = self.folder(f"{name}-x{times}")
-        began = time.monotonic()
-        trial = Trial(f"{name} x{times} " + ("to the process group" if signum == signal.SIGINT else "to the driver"))
-        stops, ended = [], 0
-        for n, seconds in enumerate(kill_times(self.clean.seconds, times, seed)):
-            run_log = log.with_name(f"log-{n + 1}.txt")
-            process = start(self.build, out, faults, log=run_log)
+        trials = []
+        for seconds in kill_times(self.clean.seconds, times, seed):
+            out, faults, log = self.folder(f"{name}-{seconds:.1f}")
+            began = time.monotonic()
+            trial = Trial(f"{name} at {seconds:.1f} s " + ("to the group" if signum == signal.SIGINT else "to the driver"))
+            process = start(self.build, out, faults, log=log)
             try:
                 process.wait(timeout=seconds)
-                ended += 1                              # the build ended before the signal: nothing to stop
-                continue
+                trial.landed = False                    # the build ended before the signal
             except subprocess.TimeoutExpired:
-                pass
-            sent = time.monotonic()
-            if signum == signal.SIGINT:
-                os.killpg(process.pid, signum)          # Ctrl-C: the terminal signals the whole process group
-            else:
-                process.send_signal(signum)             # `kill PID`: the driver alone
-            try:
-                status = process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                status = None
-            stops.append(time.monotonic() - sent)
-            left = len(_session_left(process.pid))
+                sent = time.monotonic()
+                if signum == signal.SIGINT:
+                    os.killpg(process.pid, signum)      # Ctrl-C: the terminal signals the whole process group
+                else:
+                    process.send_signal(signum)         # `kill PID`: the driver alone
+                try:
+                    status: int | None = process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    status = None
+                took = trial.stopped_in = time.monotonic() - sent
+                left = session_left(process.pid)
+                kill_all(process)
+                lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+                last = (lines or [""])[-1]
+                trial.note = f"stopped in {took:.1f} s, exit {status}: {last[:60]!r}..."
+                said = "resume" in last or "nothing was started" in last
+                if status is None:
+                    trial.problems.append("still running 30 s after the signal")
+                elif status != 128 + signum or len(lines) != 1 or not said or left:
+                    trial.problems.append(f"exit {status}, {len(lines)} lines, {len(left)} processes left; "
+                                          f"last line {last[:200]!r}")
             kill_all(process)
-            lines = [line for line in run_log.read_text(errors="replace").splitlines() if line.strip()]
-            if status is None:
-                trial.problems.append(f"run {n + 1} ({seconds:.1f} s): still running 30 s after the signal")
-            elif status != 128 + signum or len(lines) != 1 or "resume" not in lines[-1] or left:
-                trial.problems.append(f"run {n + 1} ({seconds:.1f} s): exit {status}, {len(lines)} lines, "
-                                      f"{left} processes left; last line {(lines or [''])[-1][:200]!r}")
-        trial.landed = bool(stops)
-        stops.sort()
-        trial.note = (f"{len(stops) - len(trial.problems)} of {len(stops)} stopped with one line and exit "
-                      f"{128 + signum}" + (f", in {stops[len(stops) // 2]:.1f} s median, {stops[-1]:.1f} s at most"
-                                           if stops else "") + (f"; {ended} ended before the signal" if ended else ""))
-        if trial.problems:
-            trial.seconds = time.monotonic() - began
-            self.say(f"  {trial.name:<34} DIFFERS: {'; '.join(trial.problems)} {trial.note}")
-            return trial
-        return self._check(trial, out, faults, log, began)
+            if trial.problems:
+                trial.seconds = time.monotonic() - began
+                self.say(f"  {trial.name:<34} DIFFERS: {'; '.join(trial.problems)}")
+                trials.append(trial)
+            else:
+                trials.append(self._check(trial, out, faults, log, began))
+        return trials
 
     def corrupt_cache(self) -> Trial:
         """Every file of `.cache/` overwritten with garbage after a finished build: the next builds still run."""
@@ -581,7 +581,7 @@ def main() -> int:
                         help=f"named moments to kill at (comma-separated, or none): {','.join(MOMENTS)}")
     parser.add_argument("--faults", default="all", help=f"injected faults (all, none, or some of {','.join(FAULTS)})")
     parser.add_argument("--signals", type=int, default=10,
-                        help="runs in a row stopped by SIGINT, and as many by SIGTERM (fault `signals`)")
+                        help="builds stopped by SIGINT, and as many by SIGTERM, spread over the build (fault `signals`)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--demo", action="store_true", help="all five demo videos in the corpus, not two")
     parser.add_argument("--long", type=int, default=3, help="work units of the long source (0: none)")
@@ -618,8 +618,8 @@ def main() -> int:
     if "segment" in faults:
         trials.append(harness.damaged_segments())
     if "signals" in faults:
-        trials.append(harness.signals(signal.SIGINT, args.signals, args.seed))
-        trials.append(harness.signals(signal.SIGTERM, args.signals, args.seed))
+        trials += harness.signals(signal.SIGINT, args.signals, args.seed)
+        trials += harness.signals(signal.SIGTERM, args.signals, args.seed)
     if "cache" in faults:
         trials.append(harness.corrupt_cache())
 
@@ -629,6 +629,13 @@ def main() -> int:
     print(f"kills over time: {len(timed)} ({landed} during the build, {len(timed) - landed} after it ended); "
           f"named moments: {sum(1 for t in trials if t.name.startswith('kill at ') and t not in timed)}; "
           f"faults: {len(trials) - sum(1 for t in trials if t.name.startswith('kill at '))}")
+    for name in ("SIGINT", "SIGTERM"):
+        sent = [t for t in trials if t.name.startswith(f"{name} at ")]
+        if sent:
+            stops = sorted(t.stopped_in for t in sent if t.stopped_in is not None)
+            print(f"{name}: {len(stops)} of {len(sent)} landed during the build; {sum(not t.problems for t in sent)} "
+                  f"of {len(sent)} stopped with one line and the right exit, no process left, re-run identical"
+                  + (f"; stop took {stops[len(stops) // 2]:.1f} s median, {stops[-1]:.1f} s at most" if stops else ""))
     print(f"identical to the clean build: {len(trials) - len(bad)} of {len(trials)} runs; "
           f"{time.monotonic() - began:.0f} s in all")
     if not args.keep and args.work is None and not bad:
