@@ -6,7 +6,8 @@ rejection), a duplicate, a source without audio and one too short (source reject
 file and a unit whose decode pass always raises (failed), with one-sample shards so that packs
 happen during the build and the model stages off. One clean build serves every test of the module.
 Kills go to the build's whole process group (driver, local Ray, workers); named moments are reached
-through the fault hook `benchmarks/faults/sitecustomize.py`, which stops the build there.
+through the fault hook `benchmarks/faults/sitecustomize.py`, which stops the build there. SIGTERM
+(inside `ray.init`) and SIGINT to the process group (mid-build) stop a run with one line and no process left.
 """
 
 from __future__ import annotations
