@@ -433,7 +433,11 @@ class Harness:
                 last = (lines or [""])[-1]
                 trial.note = f"stopped in {took:.1f} s, exit {status}: {last[:60]!r}..."
                 said = "resume" in last or "nothing was started" in last
-                if status is None:
+                finished = any(line.startswith("this run:") for line in lines)
+                if finished and status != 128 + signum:   # the summary was out: only the interpreter's exit was left
+                    trial.landed, trial.stopped_in = False, None
+                    trial.note = f"the build had finished (summary printed) when the signal came: exit {status}"
+                elif status is None:
                     trial.problems.append("still running 30 s after the signal")
                 elif status != 128 + signum or len(lines) != 1 or not said or left:
                     trial.problems.append(f"exit {status}, {len(lines)} lines, {len(left)} processes left; "
@@ -632,7 +636,7 @@ def main() -> int:
     for name in ("SIGINT", "SIGTERM"):
         sent = [t for t in trials if t.name.startswith(f"{name} at ")]
         if sent:
-            stops = sorted(t.stopped_in for t in sent if t.stopped_in is not None)
+            stops = sorted(t.stopped_in for t in sent if t.landed and t.stopped_in is not None)
             print(f"{name}: {len(stops)} of {len(sent)} landed during the build; {sum(not t.problems for t in sent)} "
                   f"of {len(sent)} stopped with one line and the right exit, no process left, re-run identical"
                   + (f"; stop took {stops[len(stops) // 2]:.1f} s median, {stops[-1]:.1f} s at most" if stops else ""))
