@@ -27,7 +27,7 @@ from vividhead.pipelines.commit import Committer, ShardTarget
 from vividhead.pipelines.config import BuildSettings, SourcesFile, resolve_weights
 from vividhead.pipelines.extract import extract_rows, rows_as_made, unit_dataset
 from vividhead.pipelines.output import OutputDir
-from vividhead.pipelines.ray_setup import on_cluster, start_ray
+from vividhead.pipelines.ray_setup import on_cluster, start_ray, stop_ray
 from vividhead.pipelines.resume import prepare
 from vividhead.pipelines.segments import write_segment
 from vividhead.pipelines.sources import expand_sources
@@ -113,8 +113,8 @@ def run_build(sources_file: SourcesFile, base: Path, out_dir: Location, config: 
             shutil.rmtree(out.downloads.parent, ignore_errors=True)   # this node's copies of bucket sources
     finally:
         committer.close()
-        if started_ray:
-            ray.shutdown()
+        if started_ray is not None:
+            stop_ray(started_ray)
     count(summary, consolidate(out.root), len(shard_files(out.shards)))
     summary.seconds = time.time() - started
     write_build_json(out, config, hashes, stages.stage_names(), summary)

@@ -31,11 +31,12 @@ from vividhead.pipelines.stages import Resources
 RAY_MARK = "VIVIDHEAD_RAY_INIT"                        # in the environment of a local Ray's processes during its start
 
 
-def start_ray(address: str | None, workers: int | None) -> bool:
-    """Join `address` (default: RAY_ADDRESS), or start a quiet local Ray; True when this call started it (and must
-    shut it down). A cluster that is joined has its own CPUs: `workers` sizes only a local Ray."""
+def start_ray(address: str | None, workers: int | None) -> str | None:
+    """Join `address` (default: RAY_ADDRESS), or start a quiet local Ray. None when Ray was already initialized;
+    else what `stop_ray` takes to shut it down: the mark of a local Ray's processes, or "" for a joined cluster. A cluster that is joined has its own
+    CPUs: `workers` sizes only a local Ray."""
     if ray.is_initialized():
-        return False
+        return None
     address = address or os.environ.get("RAY_ADDRESS") or None
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     # Ray Data calls `max_retries` a deprecated remote argument but offers no named one for it yet.
@@ -45,17 +46,25 @@ def start_ray(address: str | None, workers: int | None) -> bool:
         options["address"] = address
     else:
         options["num_cpus"] = workers or os.cpu_count() or 1
-    _init_keeping_sigterm(options, local=not address)
+    mark = _init_keeping_sigterm(options, local=not address)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.max_errored_blocks = -1            # a unit whose worker died is recorded as failed, not fatal
     if hasattr(context, "print_on_execution_start"):
         context.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.ERROR)
-    return True
+    return mark
 
 
-def _init_keeping_sigterm(options: dict[str, Any], local: bool) -> None:
+def stop_ray(mark: str) -> None:
+    """Shut down the Ray that `start_ray` started, then end what `ray.shutdown` left of a local one (the raylet's
+    agents, when it is shut down while still starting them)."""
+    ray.shutdown()
+    if mark:
+        _end(mark)
+
+
+def _init_keeping_sigterm(options: dict[str, Any], local: bool) -> str:
     """`ray.init(**options)`, with the SIGTERM handler of before put back; a half-done init is shut down
     (`local`: with every process it had started, found by a mark in their environment)."""
     main = threading.current_thread() is threading.main_thread()
@@ -76,6 +85,7 @@ def _init_keeping_sigterm(options: dict[str, Any], local: bool) -> None:
         os.environ.pop(RAY_MARK, None)
         if main and before is not None:
             signal.signal(signal.SIGTERM, before)
+    return mark if local else ""
 
 
 def _marked(mark: str) -> set[int]:
