@@ -19,8 +19,10 @@ decisions with the clean build; no duplicate key, no temporary file, nothing lef
 `.staging/`, no shard without its manifest part. Injected faults (`--faults`): Ray workers SIGKILLed
 mid-clip (the build must finish by itself); the loss of the node running a decode task mid-clip, on
 a local cluster of a head without CPUs and two worker nodes, all started with the fault env; ENOSPC
-inside a pack; a truncated and a corrupt segment tar on disk (resume must record both); SIGINT and
-SIGTERM (the build stops within seconds with one line saying how to resume, exit 130 / 143);
+inside a pack; a truncated and a corrupt segment tar on disk (resume must record both); SIGINT to the
+process group and SIGTERM to the driver, `--signals` builds each, at seeded moments spread over the build
+(every one stops within seconds with exactly one line saying how to resume, exit 130 / 143, no process
+left, and its re-run equals the clean build);
 every `.cache/` file overwritten with garbage.
 
     .venv/bin/python benchmarks/kill_anywhere.py --kills 30 --seed 1 --faults all
@@ -144,9 +146,24 @@ def start(build: Build, out: Path, fault_dir: Path, faults: str = "", log: Path 
     handle = open(log or os.devnull, "ab")
     try:
         return subprocess.Popen(build.args(out), stdout=handle, stderr=subprocess.STDOUT,
-                                env=fault_env(fault_dir, faults), start_new_session=True)
+                                env=fault_env(fault_dir, faults), start_new_session=True, preexec_fn=_as_in_a_terminal)
     finally:
         handle.close()
+
+
+def _as_in_a_terminal() -> None:
+    """In the build's process, before it runs: SIGINT at its default, as in a terminal's foreground job, even
+    when the harness itself ignores it (a background job of a non-interactive shell ignores SIGINT, and so
+    would the build: Python keeps an inherited SIG_IGN)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def session_left(sid: int, wait: float = 5.0) -> list[int]:
+    """The processes of session `sid` still alive `wait` seconds after its leader ended (none: Ray was shut down)."""
+    deadline = time.monotonic() + wait
+    while session_pids(sid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return session_pids(sid)
 
 
 def session_pids(sid: int) -> list[int]:
@@ -269,6 +286,7 @@ class Trial:
     problems: list[str] = field(default_factory=list)
     note: str = ""
     seconds: float = 0.0
+    stopped_in: float | None = None     # a signal's trial: seconds from the signal to the build's exit
 
 
 class Harness:
@@ -382,41 +400,56 @@ class Harness:
         self._check(trial, out, faults, log, began)
         return trial
 
-    def signals(self, signum: int, after: float | None) -> Trial:
-        """SIGINT to the build's process group (as Ctrl-C does) or SIGTERM to the driver, `after` seconds
-        into the build (None: once its first clip is committed): it stops within seconds, with one
-        line, exit 128 + signum; the re-run completes the build."""
-        out, faults, log = self.folder(signal.Signals(signum).name)
-        began = time.monotonic()
-        process = start(self.build, out, faults, log=log)
-        trial = Trial(f"{signal.Signals(signum).name} " + ("after the first clip" if after is None else
-                                                           f"after {after:.0f} s"))
-        try:
-            if after is None:
-                wait_for(process, lambda: any(p.stem != p.parent.name for p in (out / ".segments").glob("*/*.tar")))
-            process.wait(timeout=after or 0.01)
-            trial.landed = False
-        except subprocess.TimeoutExpired:
-            sent = time.monotonic()
-            if signum == signal.SIGINT:
-                os.killpg(process.pid, signum)          # Ctrl-C: the terminal signals the whole process group
-            else:
-                process.send_signal(signum)             # `kill PID`: the driver alone
+    def signals(self, signum: int, times: int, seed: int) -> list[Trial]:
+        """SIGINT to the build's process group (as Ctrl-C does) or SIGTERM to the driver, in `times` builds in a
+        row, each at a seeded moment of its own slice of the clean build's wall time (`kill_times`: from the
+        start-up and ray.init to the last packs). Each must end within 30 s with exactly one line that says
+        how to resume (or, stopped while its arguments are read, that nothing was started), exit 128 +
+        signum, and no process of its session left 5 s later; its re-run must equal the clean build."""
+        name = signal.Signals(signum).name
+        trials = []
+        for seconds in kill_times(self.clean.seconds, times, seed):
+            out, faults, log = self.folder(f"{name}-{seconds:.1f}")
+            began = time.monotonic()
+            trial = Trial(f"{name} at {seconds:.1f} s " + ("to the group" if signum == signal.SIGINT else "to the driver"))
+            process = start(self.build, out, faults, log=log)
             try:
-                status = process.wait(timeout=30)
-                took = time.monotonic() - sent
-                last = last_line(log)
-                trial.note = f"stopped in {took:.1f} s, exit {status}: {last!r}"
-                if status != 128 + signum or "resume" not in last:
-                    trial.problems.append(f"exit {status}, last line {last!r}")
+                process.wait(timeout=seconds)
+                trial.landed = False                    # the build ended before the signal
             except subprocess.TimeoutExpired:
-                trial.problems.append("still running 30 s after the signal")
-        kill_all(process)
-        if trial.problems:
-            trial.seconds = time.monotonic() - began
-            self.say(f"  {trial.name:<34} DIFFERS: {'; '.join(trial.problems)}")
-            return trial
-        return self._check(trial, out, faults, log, began)
+                sent = time.monotonic()
+                if signum == signal.SIGINT:
+                    os.killpg(process.pid, signum)      # Ctrl-C: the terminal signals the whole process group
+                else:
+                    process.send_signal(signum)         # `kill PID`: the driver alone
+                try:
+                    status: int | None = process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    status = None
+                took = trial.stopped_in = time.monotonic() - sent
+                left = session_left(process.pid)
+                kill_all(process)
+                lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+                last = (lines or [""])[-1]
+                trial.note = f"stopped in {took:.1f} s, exit {status}: {last[:60]!r}..."
+                said = "resume" in last or "nothing was started" in last
+                finished = any(line.startswith("this run:") for line in lines)
+                if finished and status != 128 + signum:   # the summary was out: only the interpreter's exit was left
+                    trial.landed, trial.stopped_in = False, None
+                    trial.note = f"the build had finished (summary printed) when the signal came: exit {status}"
+                elif status is None:
+                    trial.problems.append("still running 30 s after the signal")
+                elif status != 128 + signum or len(lines) != 1 or not said or left:
+                    trial.problems.append(f"exit {status}, {len(lines)} lines, {len(left)} processes left; "
+                                          f"last line {last[:200]!r}")
+            kill_all(process)
+            if trial.problems:
+                trial.seconds = time.monotonic() - began
+                self.say(f"  {trial.name:<34} DIFFERS: {'; '.join(trial.problems)}")
+                trials.append(trial)
+            else:
+                trials.append(self._check(trial, out, faults, log, began))
+        return trials
 
     def corrupt_cache(self) -> Trial:
         """Every file of `.cache/` overwritten with garbage after a finished build: the next builds still run."""
@@ -551,6 +584,8 @@ def main() -> int:
     parser.add_argument("--moments", default=",".join(MOMENTS),
                         help=f"named moments to kill at (comma-separated, or none): {','.join(MOMENTS)}")
     parser.add_argument("--faults", default="all", help=f"injected faults (all, none, or some of {','.join(FAULTS)})")
+    parser.add_argument("--signals", type=int, default=10,
+                        help="builds stopped by SIGINT, and as many by SIGTERM, spread over the build (fault `signals`)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--demo", action="store_true", help="all five demo videos in the corpus, not two")
     parser.add_argument("--long", type=int, default=3, help="work units of the long source (0: none)")
@@ -587,8 +622,8 @@ def main() -> int:
     if "segment" in faults:
         trials.append(harness.damaged_segments())
     if "signals" in faults:
-        trials.append(harness.signals(signal.SIGINT, clean.seconds * 0.4))
-        trials.append(harness.signals(signal.SIGTERM, clean.seconds * 0.6))
+        trials += harness.signals(signal.SIGINT, args.signals, args.seed)
+        trials += harness.signals(signal.SIGTERM, args.signals, args.seed)
     if "cache" in faults:
         trials.append(harness.corrupt_cache())
 
@@ -598,6 +633,13 @@ def main() -> int:
     print(f"kills over time: {len(timed)} ({landed} during the build, {len(timed) - landed} after it ended); "
           f"named moments: {sum(1 for t in trials if t.name.startswith('kill at ') and t not in timed)}; "
           f"faults: {len(trials) - sum(1 for t in trials if t.name.startswith('kill at '))}")
+    for name in ("SIGINT", "SIGTERM"):
+        sent = [t for t in trials if t.name.startswith(f"{name} at ")]
+        if sent:
+            stops = sorted(t.stopped_in for t in sent if t.landed and t.stopped_in is not None)
+            print(f"{name}: {len(stops)} of {len(sent)} landed during the build; {sum(not t.problems for t in sent)} "
+                  f"of {len(sent)} stopped with one line and the right exit, no process left, re-run identical"
+                  + (f"; stop took {stops[len(stops) // 2]:.1f} s median, {stops[-1]:.1f} s at most" if stops else ""))
     print(f"identical to the clean build: {len(trials) - len(bad)} of {len(trials)} runs; "
           f"{time.monotonic() - began:.0f} s in all")
     if not args.keep and args.work is None and not bad:

@@ -15,19 +15,19 @@ from __future__ import annotations
 
 import shutil
 import time
+from contextlib import closing
 from pathlib import Path
 
 import ray
 
 from vividhead import __version__
-from vividhead.envfail import restore_signals, stop_on_signals
 from vividhead.manifest import consolidate
 from vividhead.pipelines import fetch, stages
 from vividhead.pipelines.commit import Committer, ShardTarget
 from vividhead.pipelines.config import BuildSettings, SourcesFile, resolve_weights
 from vividhead.pipelines.extract import extract_rows, rows_as_made, unit_dataset
 from vividhead.pipelines.output import OutputDir
-from vividhead.pipelines.ray_setup import on_cluster, start_ray
+from vividhead.pipelines.ray_setup import on_cluster, start_ray, stop_ray
 from vividhead.pipelines.resume import prepare
 from vividhead.pipelines.segments import write_segment
 from vividhead.pipelines.sources import expand_sources
@@ -52,11 +52,11 @@ def run_build(sources_file: SourcesFile, base: Path, out_dir: Location, config: 
                            orphans_removed=state.orphans_removed, dropped=state.dropped,
                            config_changed=state.config_changed,
                            stage_modes=stages.modes(config, weights))
-    started_ray = start_ray(address, workers)
     committer = Committer(out, metric_types, hashes, ShardTarget(config.shards.max_samples, config.shards.max_bytes),
                           config.ray_resources("pack"), state.pending, state.next_number, progress)
-    # after ray.init, whose SIGTERM handler exits silently: SIGINT and SIGTERM stop with one line (vividhead.cli)
-    handlers = stop_on_signals(f"what is committed is kept: run the same command again to resume {out.root}")
+    # A stop (SIGINT / SIGTERM: `vividhead.envfail.Stopped`) or an error may come at any line below: each
+    # stream of rows is closed, which stops its Ray Data executor, before Ray is shut down in `finally`.
+    started_ray = start_ray(address, workers)
     try:
         cluster = ray.cluster_resources()
 
@@ -72,7 +72,8 @@ def run_build(sources_file: SourcesFile, base: Path, out_dir: Location, config: 
             ds = ds.map(fetch.fetch_and_probe, fn_args=(config, str(out.downloads)),
                         num_cpus=r.num_cpus, num_gpus=r.num_gpus, concurrency=r.concurrency,
                         max_retries=config.run.max_retries)
-            fetched = ds.take_all()
+            with closing(iter(ds.iter_rows())) as rows:
+                fetched = list(rows)
         plan = fetch.plan(fetched, out.md5_cache)
         for rejection in [*rejections, *plan.rejections]:
             if rejection.unit_id not in state.rows:
@@ -102,8 +103,9 @@ def run_build(sources_file: SourcesFile, base: Path, out_dir: Location, config: 
             ds = ds.map(write_segment, fn_args=(out.root, hashes, committed),
                         num_cpus=r.num_cpus, num_gpus=r.num_gpus, concurrency=r.concurrency,
                         max_retries=config.run.max_retries)
-            for record in rows_as_made(ds):
-                committer.add(record)
+            with closing(rows_as_made(ds)) as records:
+                for record in records:
+                    committer.add(record)
         committer.finish_missing(todo, "the unit's worker failed after run.max_retries retries")
         committer.finish()
         shutil.rmtree(out.staging, ignore_errors=True)       # every clip is committed: nothing is staged
@@ -111,9 +113,8 @@ def run_build(sources_file: SourcesFile, base: Path, out_dir: Location, config: 
             shutil.rmtree(out.downloads.parent, ignore_errors=True)   # this node's copies of bucket sources
     finally:
         committer.close()
-        if started_ray:
-            ray.shutdown()
-        restore_signals(handlers)
+        if started_ray is not None:
+            stop_ray(started_ray)
     count(summary, consolidate(out.root), len(shard_files(out.shards)))
     summary.seconds = time.time() - started
     write_build_json(out, config, hashes, stages.stage_names(), summary)

@@ -223,7 +223,7 @@ def local_ray():
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     started = start_ray(os.environ.get(RAY_VARIABLE), 2)
     yield
-    if started:
+    if started is not None:
         ray.shutdown()
 
 

@@ -6,16 +6,19 @@ rejection), a duplicate, a source without audio and one too short (source reject
 file and a unit whose decode pass always raises (failed), with one-sample shards so that packs
 happen during the build and the model stages off. One clean build serves every test of the module.
 Kills go to the build's whole process group (driver, local Ray, workers); named moments are reached
-through the fault hook `benchmarks/faults/sitecustomize.py`, which stops the build there.
+through the fault hook `benchmarks/faults/sitecustomize.py`, which stops the build there. SIGTERM
+(inside `ray.init`) and SIGINT to the process group (mid-build) stop a run with one line and no process left.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import signal
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -75,10 +78,40 @@ def test_kill_with_a_pending_source_rejection_segment_then_at_named_moments(harn
     assert ka.problems(out, harness.clean) == []
 
 
-def test_sigkill_at_a_seeded_time_then_sigterm(harness) -> None:
-    """A kill at a seeded moment; the re-run gets SIGTERM once it committed a clip: it stops at once
-    with one line saying how to resume (exit 143); the last run completes the build."""
-    out, faults, log = harness.folder("time-then-term")
+def _ray_started(process) -> bool:
+    """The build's local Ray has a raylet (its driver may still be connecting: inside `ray.init`)."""
+    for pid in ka.session_pids(process.pid):
+        try:
+            if b"raylet" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def _stopped_by(harness, out: Path, faults: Path, log: Path, signum: int, ready) -> None:
+    """A run of the build that gets `signum` once `ready(process)`: SIGINT to its whole process group (as
+    Ctrl-C does: the driver, its local Ray and Ray's workers), SIGTERM to the driver. It ends with exactly
+    one line saying how to resume, exit 128 + signum, and no process of its session left. (A run after a
+    SIGKILL first says that it took over the killed run's lock.)"""
+    process = ka.start(harness.build, out, faults, log=log)
+    assert ka.wait_for(process, lambda: ready(process)), log.read_text()[-3000:]
+    (os.killpg if signum == signal.SIGINT else os.kill)(process.pid, signum)
+    status = process.wait(timeout=60)
+    left = ka.session_left(process.pid)
+    ka.kill_all(process)
+    lines = [line for line in log.read_text().splitlines() if line.strip() and "took over the stale lock" not in line]
+    assert status == 128 + signum and len(lines) == 1, (status, log.read_text()[-3000:])
+    assert f"stopped by {signal.Signals(signum).name}" in lines[0], lines
+    assert "run the same command again to resume" in lines[0], lines
+    assert left == [], f"processes left after the stop: {left}"
+
+
+def test_sigkill_at_a_seeded_time_then_sigterm_in_ray_init_then_group_sigint(harness) -> None:
+    """A kill at a seeded moment; the re-run gets SIGTERM as soon as its local Ray is up (inside
+    `ray.init`, whose own handler would exit silently), the next one SIGINT to its process group once it
+    committed a clip. Each stops at once with one line (exit 143, 130); the last run completes the build."""
+    out, faults, log = harness.folder("time-then-term-then-int")
     (seconds,) = ka.kill_times(harness.clean.seconds, 1, seed=7)
     process = ka.start(harness.build, out, faults, log=log)
     try:
@@ -86,14 +119,14 @@ def test_sigkill_at_a_seeded_time_then_sigterm(harness) -> None:
     except ka.subprocess.TimeoutExpired:
         pass
     ka.kill_all(process)
-    process = ka.start(harness.build, out, faults, log=log)
-    assert ka.wait_for(process, lambda: any(p.stem != p.parent.name for p in (out / ".segments").glob("*/*.tar"))
-                       or (out / "build.json").exists())
-    process.send_signal(signal.SIGTERM)
-    status = process.wait(timeout=30)
-    ka.kill_all(process)
-    last = ka.last_line(log)
-    assert status == 143 and "stopped by SIGTERM" in last and "run the same command again to resume" in last, last
+    _stopped_by(harness, out, faults, log.with_name("term.txt"), signal.SIGTERM, _ray_started)
+    began = time.time()
+
+    def committed(process) -> bool:                    # a clip of this run is committed (or already packed)
+        written = [*(out / ".segments").glob("*/*.tar"), *(out / "shards").glob("*.tar")]
+        return any(path.stat().st_mtime > began for path in written if path.exists())
+
+    _stopped_by(harness, out, faults, log.with_name("int.txt"), signal.SIGINT, committed)
     assert ka.run_to_end(harness.build, out, faults, log) == 0, log.read_text()[-3000:]
     assert ka.problems(out, harness.clean) == []
 

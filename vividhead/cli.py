@@ -6,7 +6,8 @@ report bad shards and settings as `ValueError`, for example).
 Modules are imported only when their subcommand runs, so `vividhead --help` stays fast.
 Bad input (`vividhead.envfail.InputError`) and environment failures raised anywhere in a command end
 it here with one line and exit 2 or 1 (`failure_line`); commands do not catch them themselves. A command
-that stops on SIGINT / SIGTERM (`envfail.stop_on_signals`) ends here too, with one line and exit 130 / 143.
+that stops on SIGINT / SIGTERM (`envfail.stop_on_signals`) ends here too, with one line and exit 130 / 143;
+so does any command stopped while its arguments are read (importing the commands takes a second or two).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import os
 import sys
 
 from vividhead import __version__
-from vividhead.envfail import Stopped, failure_line
+from vividhead.envfail import Stopped, failure_line, stop_on_signals
 
 COMMANDS = ("build", "sources", "inspect", "train", "stream", "eval", "weights")
 
@@ -42,7 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        with stop_on_signals("nothing was started"):
+            args = build_parser().parse_args(argv)
+    except Stopped as stop:
+        print(f"vividhead: {stop.line}", file=sys.stderr, flush=True)
+        return 128 + stop.signum
     if args.command != "weights":  # only `weights fetch` downloads, when asked; it honours these if the user sets them
         # Weights are always local: never let a hub library stall on a network retry.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -12,10 +12,13 @@
 from __future__ import annotations
 
 import errno
+import os
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -57,21 +60,37 @@ class Stopped(BaseException):
         return f"stopped by {signal.Signals(self.signum).name}; {self.hint}"
 
 
-def stop_on_signals(hint: str) -> dict[int, Any]:
-    """Turn SIGINT and SIGTERM into `Stopped` over whatever handlers were set before (Ray's driver makes
-    SIGTERM a silent `sys.exit(15)`); returns those handlers for `restore_signals`. Main thread only."""
+@contextmanager
+def stop_on_signals(hint: str, prefix: str = "vividhead") -> Iterator[None]:
+    """While the block runs, SIGINT and SIGTERM raise `Stopped` in the main thread: `vividhead.cli` ends the
+    command with one line, exit 130 / 143 (`hint` says what to do next).
+
+    - Install it before anything starts (a local Ray, threads): a signal at any moment then stops the same way.
+    - A SIGINT that was ignored when the process started (a background job of a non-interactive shell) stays
+      ignored, as Python itself leaves it.
+    - The first signal lets the command tear down in order (a build shuts its Ray down, which takes seconds);
+      a second signal meanwhile ends the process at once, with the same line (after `prefix: `).
+    - Outside the main thread (where Python cannot set handlers) nothing changes."""
     if threading.current_thread() is not threading.main_thread():
-        return {}
+        yield
+        return
+    stopping: list[int] = []
 
     def _stop(signum: int, _frame: Any) -> None:
-        raise Stopped(signum, hint)
+        stop = Stopped(signum, hint)
+        if stopping:                                   # a second signal during the first one's teardown
+            print(f"{prefix}: {stop.line}", file=sys.stderr, flush=True)
+            os._exit(128 + signum)
+        stopping.append(signum)
+        raise stop
 
-    return {signum: signal.signal(signum, _stop) for signum in (signal.SIGINT, signal.SIGTERM)}
-
-
-def restore_signals(before: dict[int, Any]) -> None:
-    for signum, handler in before.items():
-        signal.signal(signum, handler)
+    catch = [signum for signum in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(signum) != signal.SIG_IGN]
+    before = {signum: signal.signal(signum, _stop) for signum in catch}
+    try:
+        yield
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
 
 
 class InputError(ValueError):

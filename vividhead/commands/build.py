@@ -12,7 +12,7 @@ import yaml
 
 from vividhead.buildlock import BuildLock, LockHeld
 from vividhead.configfile import ConfigError, load_yaml_model
-from vividhead.envfail import check_out_dir, check_ray_address
+from vividhead.envfail import check_out_dir, check_ray_address, stop_on_signals
 from vividhead.storage import ObjectPath, check_reachable, is_object_url, location
 from vividhead.weights import MODELS
 from vividhead.weights_verify import verify_present
@@ -42,6 +42,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """The command; SIGINT or SIGTERM at any moment of it stops it with one line (exit 130 / 143): what is
+    committed is kept, and a second signal during the seconds of teardown ends it at once."""
+    with stop_on_signals(_resume_hint(args.out), "vividhead build"):
+        return _run(args)
+
+
+def _resume_hint(out: str | None) -> str:
+    if not out:
+        return "nothing was written"
+    where = out if is_object_url(out) else Path(out).resolve()
+    return f"what is committed is kept: run the same command again to resume {where}"
+
+
+def _run(args: argparse.Namespace) -> int:
     # CLI boundary: the pipeline (Ray, the stage models) loads only when `build` runs, so `vividhead --help`
     # and the other commands start fast.
     from vividhead.pipelines.config import load_build_config, resolve_weights
