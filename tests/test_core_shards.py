@@ -1,4 +1,4 @@
-"""The shard layer: written with webdataset's TarWriter, read back by plain `webdataset`, indexed, one key rule."""
+"""The shard layer: the bytes webdataset's TarWriter writes, read back by plain `webdataset`, indexed, one key rule."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import webdataset
+from webdataset.tariterators import base_plus_ext
 
 from vividhead.shards import (
     SAMPLE_ORDER, ShardError, ShardWriter, index_shard, iter_samples, read_member, read_members, shard_files,
@@ -54,10 +55,26 @@ def test_iteration_and_indexed_access_agree(tmp_path: Path) -> None:
         key: {"json": files["json"], "wav": files["wav"]} for key, files in samples if key in ("unit-001", "unit-004")}
 
 
+def test_the_bytes_are_webdataset_tarwriters(tmp_path: Path) -> None:
+    path = tmp_path / "ours.tar"
+    samples = _samples(3)
+    write_shard(path, samples)
+    theirs = tmp_path / "theirs.tar"
+    with open(theirs, "wb") as handle, webdataset.TarWriter(handle, user="", group="", mode=0o644, mtime=0,
+                                                            encoder=False) as writer:
+        for key, files in samples:
+            for ext in [e for e in SAMPLE_ORDER if e in files] + sorted(set(files) - set(SAMPLE_ORDER)):
+                writer.write({"__key__": key, ext: files[ext]})
+    assert path.read_bytes() == theirs.read_bytes()
+
+
 def test_the_key_rule_is_webdatasets() -> None:
     assert split_name("clip-1.audio.npy") == ("clip-1", "audio.npy")
     assert split_name("a.b/clip-1.mask.png") == ("a.b/clip-1", "mask.png")
     assert split_name("README") is None
+    for name in ("clip-1.audio.npy", "a.b/clip-1.mask.png", "README", "dir/.hidden", "x.", ".x", "a/b/c.d.e"):
+        key, extension = base_plus_ext(name)
+        assert split_name(name) == (None if key is None else (key, extension))
 
 
 def test_a_key_with_a_dot_is_refused_and_nothing_is_published(tmp_path: Path) -> None:
