@@ -9,9 +9,10 @@ metadata, so the same clips always give the same bytes. The key rule is webdatas
 - `ShardWriter` writes each member as `webdataset.TarWriter` does (a streamed tar, mode 0644, mtime
   0, no owner names; the same bytes, tested), through `tarfile` itself: importing webdataset imports
   torch, so each Ray worker that commits clips paid for it (measured: a fresh `import
-  vividhead.pipelines.segments` took 1.37 s and 317 MB before, 0.32 s and 129 MB now). It writes under a temporary name and renames the file into place only when
-  it is complete (fsync first): a reader never sees half a shard. A shard in a bucket
-  (`vividhead.storage.ObjectPath`) is written to a local temporary file and put whole.
+  vividhead.pipelines.segments` took 1.37 s and 317 MB before, 0.32 s and 129 MB now). It writes
+  under a temporary name and renames the file into place only when it is complete (fsync first): a
+  reader never sees half a shard. A shard in a bucket (`vividhead.storage.ObjectPath`) is written
+  to a local temporary file and put whole.
 - Every reader takes a local path or an `ObjectPath` (`vividhead.storage.location`).
 - `iter_samples` streams a shard's samples in file order, reading only the members asked for.
 - `index_shard` reads tar headers only and records where each member's bytes are; `read_member`
