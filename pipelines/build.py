@@ -1,8 +1,8 @@
 """The `vividhead build` pipeline on Ray Data: the numbered stages of the README, one Ray call each.
 
 Read top to bottom. Stages 1-2 run as one task per source, 3-7 as one decode pass per work unit
-that sends each clip on as soon as it is cut, and each model stage (8-11, the `clips` rows of the
-stage table) as an actor pool that loads its weights once per actor. The last call commits every
+that sends each clip on as soon as it is cut, and the model stages (8-11, the `clips` rows of the
+stage table) in actor pools that load their weights once per actor. The last call commits every
 clip on the worker as a segment; the driver only collects the segments' small records and sends
 each shard's worth to a pack task, which writes the training-sized shard and its manifest part
 (`pipelines/commit.py`, `pipelines/segments.py`). Each call's num_cpus / num_gpus / concurrency
@@ -27,7 +27,7 @@ from vividhead.pipelines.commit import Committer, ShardTarget
 from vividhead.pipelines.config import BuildSettings, SourcesFile, resolve_weights
 from vividhead.pipelines.extract import extract_rows, rows_as_made, unit_dataset
 from vividhead.pipelines.output import OutputDir
-from vividhead.pipelines.ray_setup import on_cluster, start_ray, stop_ray
+from vividhead.pipelines.ray_setup import on_cluster, stage_pools, start_ray, stop_ray
 from vividhead.pipelines.resume import prepare
 from vividhead.pipelines.segments import write_segment
 from vividhead.pipelines.sources import expand_sources
@@ -91,10 +91,12 @@ def run_build(sources_file: SourcesFile, base: Path, out_dir: Location, config: 
                                              num_cpus=r.num_cpus, num_gpus=r.num_gpus, concurrency=r.concurrency,
                                              max_retries=config.run.max_retries)
 
-            # 8-11. occlusion, speech, sync, annotate: each model stage of the table over the 512 clips (actor pools)
-            for stage in stages.clip_stages(config):
-                r = on_cluster(config.ray_resources(stage.name), cluster, pool=True)
-                ds = ds.map(ClipStageActor, fn_constructor_args=(stage, config.stage_config(stage), weights),
+            # 8-11. occlusion, speech, sync, annotate: the model stages of the table over the 512 clips, in actor
+            # pools; consecutive stages with the same resources on this cluster share a pool (pipelines/ray_setup.py)
+            for pool in stage_pools(stages.clip_stages(config), lambda s: config.ray_resources(s.name), cluster):
+                r = pool.resources
+                ds = ds.map(ClipStageActor, fn_constructor_args=([(s, config.stage_config(s)) for s in pool.stages],
+                                                                 weights),
                             num_cpus=r.num_cpus, num_gpus=r.num_gpus, concurrency=r.concurrency)
 
             # commit: each clip becomes a segment on its worker; full shards are packed by tasks (pipelines/commit.py)

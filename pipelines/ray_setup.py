@@ -10,7 +10,10 @@ Ray blocks SIGINT in the processes it starts, so a Ctrl-C to the process group r
 `on_cluster` fills in what a Ray call leaves open, from what the cluster reports: a GPU share on a
 cluster without GPUs becomes 0 (the stage runs on the CPU), and an actor pool without a declared
 size may grow until its GPU shares fill the GPUs, or to one actor per two CPUs without GPUs (so a
-2-core laptop is not oversubscribed). A declared 0 stays 0.
+2-core laptop is not oversubscribed). A declared 0 stays 0. `stage_pools` lets consecutive model stages whose
+calls come out the same share one actor pool: one actor process runs them in turn, so a clip crosses one process
+boundary instead of four and each worker imports and loads once (on a CPU machine all four share a pool; on a
+GPU node the GPU-less speech stage gets a pool of its own).
 """
 
 from __future__ import annotations
@@ -21,12 +24,14 @@ import signal
 import threading
 import time
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import ray
 
-from vividhead.pipelines.stages import Resources
+from vividhead.pipelines.stages import Resources, Stage
 
 RAY_MARK = "VIVIDHEAD_RAY_INIT"                        # in the environment of a local Ray's processes during its start
 
@@ -133,3 +138,24 @@ def on_cluster(resources: Resources, cluster: dict[str, float], pool: bool) -> R
         most = concurrency or (int(gpus / num_gpus) if num_gpus else int(cpus // 2))
         concurrency = (1, max(1, most))
     return Resources(resources.num_cpus, num_gpus, concurrency)
+
+
+@dataclass(frozen=True)
+class StagePool:
+    """Model stages (in table order) that one actor pool runs, and the pool's resources on this cluster."""
+
+    stages: tuple[Stage, ...]
+    resources: Resources
+
+
+def stage_pools(stages: list[Stage], resources_of: Callable[[Stage], Resources],
+                cluster: dict[str, float]) -> list[StagePool]:
+    """The actor pools of the model stages: consecutive stages whose resources on this cluster are equal share one."""
+    pools: list[StagePool] = []
+    for stage in stages:
+        resources = on_cluster(resources_of(stage), cluster, pool=True)
+        if pools and pools[-1].resources == resources:
+            pools[-1] = StagePool((*pools[-1].stages, stage), resources)
+        else:
+            pools.append(StagePool((stage,), resources))
+    return pools

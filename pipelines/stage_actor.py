@@ -1,7 +1,8 @@
-"""Ray actor of one model stage (a `clips` row of the stage table): weights load once, then clip by clip.
+"""Ray actor of model stages (`clips` rows of the stage table, in table order): weights load once, then clip by clip.
 
-Rows carry a pickled `Clip`. Clips that an earlier stage rejected pass through untouched; an error
-inside a stage marks that clip `failed` with the error, and the build goes on.
+Rows carry a pickled `Clip`, which each stage of the actor sees in turn. Clips that an earlier stage
+rejected pass through untouched; an error inside a stage marks that clip `failed` with the error, and
+the build goes on.
 """
 
 from __future__ import annotations
@@ -16,24 +17,27 @@ from vividhead.pipelines.stages import Stage
 
 
 class ClipStageActor:
-    """Callable class for `Dataset.map`: constructs and sets up the stage once."""
+    """Callable class for `Dataset.map`: constructs and sets up its stages once."""
 
-    def __init__(self, stage: Stage, stage_config: Any, weights: Any) -> None:
-        self.name = stage.name
-        self.stage = stage.model(stage_config, weights)
-        self.stage.setup()
+    def __init__(self, stages: list[tuple[Stage, Any]], weights: Any) -> None:
+        """`stages`: (table row, its config section) in table order."""
+        self.stages = [(stage.name, stage.model(stage_config, weights)) for stage, stage_config in stages]
+        for _, model in self.stages:
+            model.setup()
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         clip: Clip = pickle.loads(row["clip"])
-        if clip.status == "kept":
-            run_stage(self.name, self.stage, clip)
+        for name, model in self.stages:
+            if clip.status == "kept":
+                run_stage(name, model, clip)
         return {**row, "clip": pickle.dumps(clip)}
 
     def __del__(self) -> None:
-        try:
-            self.stage.teardown()
-        except Exception:  # noqa: BLE001 - teardown at interpreter exit must not raise
-            pass
+        for _, model in getattr(self, "stages", []):      # none when the constructor raised
+            try:
+                model.teardown()
+            except Exception:  # noqa: BLE001 - teardown at interpreter exit must not raise
+                pass
 
 
 def run_stage(name: str, stage: Any, clip: Clip) -> None:

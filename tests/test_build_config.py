@@ -10,8 +10,9 @@ from pydantic import ValidationError
 
 from conftest import run_vividhead
 from vividhead.configfile import ConfigError, load_yaml_model
+from vividhead.pipelines import stages
 from vividhead.pipelines.config import BuildConfig, SourcesFile, load_build_config
-from vividhead.pipelines.ray_setup import on_cluster
+from vividhead.pipelines.ray_setup import on_cluster, stage_pools
 from vividhead.pipelines.sources import dedupe_by_md5, expand_sources, with_md5
 from vividhead.pipelines.stages import Resources
 from vividhead.weights import Weights, load_weights_manifest
@@ -139,3 +140,15 @@ def test_ray_resources_come_from_the_stage_table_and_the_resources_section() -> 
     assert tuned.ray_resources("decode").num_cpus == 2 and tuned.ray_resources("speech") == config.ray_resources("speech")
     with pytest.raises(ValidationError, match="unknown Ray calls"):
         BuildConfig.model_validate({"resources": {"syncc": {"num_gpus": 1}}})
+
+
+def test_model_stages_with_equal_resources_share_one_actor_pool() -> None:
+    config = BuildConfig()
+    clip_stages = stages.clip_stages(config)
+    def names(cluster: dict[str, float], chosen: BuildConfig = config) -> list[list[str]]:
+        return [[s.name for s in pool.stages]
+                for pool in stage_pools(clip_stages, lambda s: chosen.ray_resources(s.name), cluster)]
+    assert names({"CPU": 2.0}) == [["occlusion", "speech", "sync", "annotate"]]       # no GPU: one pool
+    assert names({"CPU": 16.0, "GPU": 1.0}) == [["occlusion"], ["speech"], ["sync", "annotate"]]  # speech: no GPU
+    tuned = BuildConfig.model_validate({"resources": {"sync": {"concurrency": 3}}})
+    assert names({"CPU": 2.0}, tuned) == [["occlusion", "speech"], ["sync"], ["annotate"]]

@@ -298,18 +298,20 @@ class UnitDecoder:
     def frames(self) -> Iterator[tuple[int, np.ndarray]]:
         first, last = frame_at(self.start, self.fps), frame_at(self.end, self.fps)      # last: exclusive
         step = 1.0 / max(self.info.fps, 1.0)
-        index, held, held_t = first, None, 0.0
+        index, held, held_t = first, None, 0.0          # held: the last decoded frame, made RGB once it is shown
         for t, frame in self._decoded():
             if held is not None:
                 midpoint = (held_t + t) / 2
                 while index < last and index / self.fps < midpoint:
+                    held = held if isinstance(held, np.ndarray) else self._rgb(held)
                     yield index, held
                     index += 1
             if index >= last:
                 return
-            held, held_t = self._rgb(frame), t
+            held, held_t = frame, t                    # a frame the rate change drops is never converted
         if held is not None:
             while index < last and index / self.fps < held_t + step:
+                held = held if isinstance(held, np.ndarray) else self._rgb(held)
                 yield index, held
                 index += 1
 
