@@ -12,7 +12,8 @@ CPU-core-hour.
 `--seconds` (100) long each, different talking clips concatenated and looped, scaled and padded to
 1280x720, so every source has real cuts. It prints, all from one run (ratios, since the machine may
 be shared): the build with embedded defaults over the floor, source-hours per CPU-core-hour, the
-1 -> 2 worker speed-up, and for a 1-minute and a 2-hour source (the first source cut, and looped by
+CPU-seconds per source-second of the build's process tree (sampled from /proc twice a second) and of
+the floor, with the machine's busy share during the build, the 1 -> 2 worker speed-up, and for a 1-minute and a 2-hour source (the first source cut, and looped by
 stream copy) the time to the first committed clip and the peak memory of the whole process tree
 (driver, raylet, GCS, Ray workers: the sum of their proportional set sizes, sampled twice a
 second). The 2-hour build is stopped after `--window` seconds. `--parts profile` records the 2-worker
@@ -298,12 +299,20 @@ def _children() -> dict[int, list[int]]:
     return tree
 
 
-def tree_memory_mb(root: int) -> float:
-    """Proportional set size (shared pages split among their users) summed over `root` and its descendants."""
-    tree, todo, total_kb = _children(), [root], 0
+def _tree(root: int) -> list[int]:
+    """`root` and its descendants."""
+    tree, todo, found = _children(), [root], []
     while todo:
         pid = todo.pop()
+        found.append(pid)
         todo += tree.get(pid, [])
+    return found
+
+
+def tree_memory_mb(pids: list[int]) -> float:
+    """Proportional set size (shared pages split among their users) summed over `pids`."""
+    total_kb = 0
+    for pid in pids:
         try:
             rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
         except OSError:
@@ -312,14 +321,36 @@ def tree_memory_mb(root: int) -> float:
     return total_kb / 1024
 
 
+def note_cpu_seconds(pids: list[int], seen: dict[int, float]) -> None:
+    """Record in `seen` the CPU seconds (user + system, all threads) each of `pids` has used so far. A process's
+    time after its last sample is missed, so the sum slightly undercounts."""
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        seen[pid] = (int(fields[11]) + int(fields[12])) / tick
+
+
+def busy_jiffies() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine so far, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]                        # idle and iowait
+    return sum(values) - idle, sum(values)
+
+
 @dataclass
 class Watched:
-    """One watched build: wall seconds, peak tree memory, seconds to the first committed clip."""
+    """One watched build: wall seconds, peak tree memory, seconds to the first committed clip, CPU seconds of its
+    process tree and the machine's busy share while it ran (every process, not only the build's)."""
 
     wall: float
     peak_mb: float
     first_clip: float | None
     finished: bool
+    cpu: float = 0.0
+    busy: float = 0.0
 
 
 def _committed_clip(out: Path, seen: set[Path]) -> bool:
@@ -353,25 +384,34 @@ def watched_build(sources: Path, out: Path, workers: int | None = None, window: 
                    "--format", "raw", "--output", str(profile_to), "--", *command]
     log = out.with_name(out.name + ".log")
     start, peak, first, seen = time.perf_counter(), 0.0, None, set()
+    cpu: dict[int, float] = {}
+    busy_before = busy_jiffies()
     with open(log, "w") as stderr:
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
                                    cwd=code.root, env=code.env())
         while process.poll() is None:
             elapsed = time.perf_counter() - start
-            peak = max(peak, tree_memory_mb(process.pid))
+            pids = _tree(process.pid)
+            peak = max(peak, tree_memory_mb(pids))
+            note_cpu_seconds(pids, cpu)
             if first is None and _committed_clip(out, seen):
                 first = elapsed
             if window is not None and elapsed > window:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-                return Watched(elapsed, peak, first, False)
+                return Watched(elapsed, peak, first, False, sum(cpu.values()), _busy_since(busy_before))
             time.sleep(0.5)
     wall = time.perf_counter() - start
     if process.returncode != 0:
         raise RuntimeError(f"build of {sources} exited {process.returncode}: {log.read_text()[-2000:]}")
     if first is None and _committed_clip(out, seen):
         first = wall
-    return Watched(wall, peak, first, True)
+    return Watched(wall, peak, first, True, sum(cpu.values()), _busy_since(busy_before))
+
+
+def _busy_since(before: tuple[int, int]) -> float:
+    busy, total = busy_jiffies()
+    return (busy - before[0]) / max(1, total - before[1])
 
 
 def hot_spots(raw: Path, top: int = 12) -> list[str]:
@@ -408,9 +448,9 @@ def user_mode(args: argparse.Namespace, work: Path) -> int:
                 out = work / f"out-w{workers}{code.tag}"
                 runs[code.label, workers] = watched_build(sources, out, workers=workers, config=args.config, code=code)
         two, one = runs[CURRENT.label, 2], runs[CURRENT.label, 1]
-        decode_wall, _, source_seconds = decode_seconds(paths)
-        encode_wall, _, frames = encode_seconds(work / "out-w2", BuildConfig())
-        floor = decode_wall + encode_wall
+        decode_wall, decode_cpu, source_seconds = decode_seconds(paths)
+        encode_wall, encode_cpu, frames = encode_seconds(work / "out-w2", BuildConfig())
+        floor, floor_cpu = decode_wall + encode_wall, decode_cpu + encode_cpu
         statuses = pq.read_table(work / "out-w2" / "manifest.parquet").column("status").to_pylist()
         print(f"inputs:     {len(paths)} sources of {args.seconds:g} s, 1280x720 30 fps with cuts "
               f"({source_seconds:.0f} s of video); {statuses.count('kept')} clips kept ({frames} frames), "
@@ -421,12 +461,17 @@ def user_mode(args: argparse.Namespace, work: Path) -> int:
               f"tree memory {two.peak_mb:.0f} MB; first clip committed {_when(two.first_clip)}")
         print(f"throughput: {source_seconds / 3600 / (two.wall * 2 / 3600):.3f} source-hours per CPU-core-hour "
               "(2 workers)")
+        print(f"CPU-seconds per source-second: build {two.cpu / source_seconds:.3f} ({two.cpu:.1f} CPU-s, process tree), "
+              f"floor {floor_cpu / source_seconds:.3f} ({floor_cpu:.1f} CPU-s): {two.cpu / floor_cpu:.2f} x; machine busy "
+              f"{two.busy:.0%} during the build")
         print(f"--workers 1: {one.wall:.1f} s; speed-up 1 -> 2 workers {one.wall / two.wall:.2f}x")
         print("where the time goes (CPU-seconds summed over clips, from the manifest): " + profile(work / "out-w2"))
         if len(codes) > 1:
             for workers in (2, 1):
                 side_by_side(f"build --workers {workers}", [(code, runs[code.label, workers].wall) for code in codes],
                              floor)
+            print("CPU-seconds per source-second, --workers 2: " + "   ".join(
+                f"{code.label}: {runs[code.label, 2].cpu / source_seconds:.3f}" for code in codes))
             print_layouts([(code, work / f"out-w2{code.tag}") for code in codes])
     if "minute" in parts:
         minute = watched_build(sources_yaml(work / "minute.yaml", [looped(paths[0], 60, work / "user_1min.mp4")]),
