@@ -13,10 +13,10 @@ CPU-core-hour.
 1280x720, so every source has real cuts. It prints, all from one run (ratios, since the machine may
 be shared): the build with embedded defaults over the floor, source-hours per CPU-core-hour, the
 CPU-seconds per source-second of the build's process tree (sampled from /proc twice a second) and of
-the floor, with the machine's busy share during the build, the 1 -> 2 worker speed-up, and for a 1-minute and a 2-hour source (the first source cut, and looped by
-stream copy) the time to the first committed clip and the peak memory of the whole process tree
-(driver, raylet, GCS, Ray workers: the sum of their proportional set sizes, sampled twice a
-second). The 2-hour build is stopped after `--window` seconds. `--parts profile` records the 2-worker
+the floor, with the machine's busy share during the build, the 1 -> 2 worker speed-up, and for a
+1-minute and a 2-hour source (the first source cut, and looped by stream copy) the time to the
+first committed clip and the peak memory of the whole process tree (driver, raylet, GCS, Ray
+workers: the sum of their proportional set sizes, sampled twice a second). The 2-hour build is stopped after `--window` seconds. `--parts profile` records the 2-worker
 build with py-spy (all processes) and prints where the time goes.
 
 `--baseline REF` runs every build twice, back to back on the same inputs: once with the code of git
@@ -410,6 +410,7 @@ def watched_build(sources: Path, out: Path, workers: int | None = None, window: 
 
 
 def _busy_since(before: tuple[int, int]) -> float:
+    """The machine's busy share since `before` (`busy_jiffies()`)."""
     busy, total = busy_jiffies()
     return (busy - before[0]) / max(1, total - before[1])
 

@@ -298,21 +298,21 @@ class UnitDecoder:
     def frames(self) -> Iterator[tuple[int, np.ndarray]]:
         first, last = frame_at(self.start, self.fps), frame_at(self.end, self.fps)      # last: exclusive
         step = 1.0 / max(self.info.fps, 1.0)
-        index, held, held_t = first, None, 0.0          # held: the last decoded frame, made RGB once it is shown
+        index, held, held_t, shown = first, None, 0.0, None   # shown: `held` as RGB, made once it is shown
         for t, frame in self._decoded():
             if held is not None:
                 midpoint = (held_t + t) / 2
                 while index < last and index / self.fps < midpoint:
-                    held = held if isinstance(held, np.ndarray) else self._rgb(held)
-                    yield index, held
+                    shown = self._rgb(held) if shown is None else shown
+                    yield index, shown
                     index += 1
             if index >= last:
                 return
-            held, held_t = frame, t                    # a frame the rate change drops is never converted
+            held, held_t, shown = frame, t, None       # a frame the rate change drops is never converted
         if held is not None:
             while index < last and index / self.fps < held_t + step:
-                held = held if isinstance(held, np.ndarray) else self._rgb(held)
-                yield index, held
+                shown = self._rgb(held) if shown is None else shown
+                yield index, shown
                 index += 1
 
     def _rgb(self, frame: av.VideoFrame) -> np.ndarray:
