@@ -56,8 +56,8 @@ def run_build(sources_file: SourcesFile, base: Path, out_dir: Location, config: 
                           config.ray_resources("pack"), state.pending, state.next_number, progress)
     # A stop (SIGINT / SIGTERM: `vividhead.envfail.Stopped`) or an error may come at any line below: each
     # stream of rows is closed, which stops its Ray Data executor, before Ray is shut down in `finally`.
-    started_ray = start_ray(address, workers)
     try:
+        start_ray(address, workers)                          # inside the `try`: a stop during its start ends it
         cluster = ray.cluster_resources()
 
         # 1-2. sources, probe: expand sources.yaml (driver); fetch, MD5 and probe each source (tasks); dedupe (driver)
@@ -115,8 +115,7 @@ def run_build(sources_file: SourcesFile, base: Path, out_dir: Location, config: 
             shutil.rmtree(out.downloads.parent, ignore_errors=True)   # this node's copies of bucket sources
     finally:
         committer.close()
-        if started_ray is not None:
-            stop_ray(started_ray)
+        stop_ray()
     count(summary, consolidate(out.root), len(shard_files(out.shards)))
     summary.seconds = time.time() - started
     write_build_json(out, config, hashes, stages.stage_names(), summary)

@@ -3,9 +3,12 @@
 `start_ray` joins `--address` (or RAY_ADDRESS, which Ray itself would join anyway), or starts a local Ray
 limited to this machine's CPUs (or `--workers`). It leaves the driver's signal handling as it found it:
 `ray.init` makes SIGTERM a silent `sys.exit(15)`, which is undone, and a SIGTERM that this handler took during
-`ray.init` is handed to the handler it replaced (the command's: one line, `vividhead.envfail.stop_on_signals`).
-A local Ray whose start is interrupted is shut down, and what `ray.shutdown` leaves of it (the raylet's
-dashboard and runtime-env agents, when the init is stopped before Ray knows its node) is ended too.
+`ray.init` is handed to the handler it replaced (the command's: one line, `vividhead.envfail.stop_on_signals`);
+Ray's crash reporter, which would print a stack and abort the driver on that SIGTERM, is off during the init.
+`start_ray` records what it starts before it starts it, so `stop_ray` (in the caller's `finally`) ends a local
+Ray whatever moment a stop comes at: `ray.shutdown`, then every process that carries the local Ray's mark in its
+environment, and their descendants (the raylet's dashboard and runtime-env agents, which `ray.shutdown` leaves
+when the init is stopped before Ray knows its node).
 Ray blocks SIGINT in the processes it starts, so a Ctrl-C to the process group reaches the driver alone.
 `on_cluster` fills in what a Ray call leaves open, from what the cluster reports: a GPU share on a
 cluster without GPUs becomes 0 (the stage runs on the CPU), and an actor pool without a declared
@@ -30,18 +33,21 @@ from pathlib import Path
 from typing import Any
 
 import ray
+from ray._private import ray_constants
 
 from vividhead.pipelines.stages import Resources, Stage
 
 RAY_MARK = "VIVIDHEAD_RAY_INIT"                        # in the environment of a local Ray's processes during its start
+_started: str | None = None     # what `start_ray` started: None nothing, "" a joined cluster, else a local Ray's mark
 
 
-def start_ray(address: str | None, workers: int | None) -> str | None:
-    """Join `address` (default: RAY_ADDRESS), or start a quiet local Ray. None when Ray was already initialized;
-    else what `stop_ray` takes to shut it down: the mark of a local Ray's processes, or "" for a joined cluster. A cluster that is joined has its own
-    CPUs: `workers` sizes only a local Ray."""
+def start_ray(address: str | None, workers: int | None) -> None:
+    """Join `address` (default: RAY_ADDRESS), or start a quiet local Ray; nothing when Ray is already initialized.
+    A cluster that is joined has its own CPUs: `workers` sizes only a local Ray. What was started is recorded here
+    before it starts, so `stop_ray` ends it whatever moment a stop comes at (call both inside one `try`)."""
+    global _started
     if ray.is_initialized():
-        return None
+        return
     address = address or os.environ.get("RAY_ADDRESS") or None
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     # Ray Data calls `max_retries` a deprecated remote argument but offers no named one for it yet.
@@ -51,71 +57,86 @@ def start_ray(address: str | None, workers: int | None) -> str | None:
         options["address"] = address
     else:
         options["num_cpus"] = workers or os.cpu_count() or 1
-    mark = _init_keeping_sigterm(options, local=not address)
+    _started = f"{os.getpid()}-{time.time_ns()}" if not address else ""
+    _init_keeping_sigterm(options, _started)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.max_errored_blocks = -1            # a unit whose worker died is recorded as failed, not fatal
     if hasattr(context, "print_on_execution_start"):
         context.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.ERROR)
-    return mark
 
 
-def stop_ray(mark: str) -> None:
-    """Shut down the Ray that `start_ray` started, then end what `ray.shutdown` left of a local one (the raylet's
-    agents, when it is shut down while still starting them)."""
+def stop_ray() -> None:
+    """Shut down the Ray that `start_ray` started (none: nothing), then end what `ray.shutdown` left of a local
+    one (the raylet's agents, when it is shut down while still starting them)."""
+    global _started
+    mark, _started = _started, None
+    if mark is None:
+        return
     ray.shutdown()
     if mark:
         _end(mark)
 
 
-def _init_keeping_sigterm(options: dict[str, Any], local: bool) -> str:
-    """`ray.init(**options)`, with the SIGTERM handler of before put back; a half-done init is shut down
-    (`local`: with every process it had started, found by a mark in their environment)."""
+def _init_keeping_sigterm(options: dict[str, Any], mark: str) -> None:
+    """`ray.init(**options)`, with the SIGTERM handler of before put back. A local Ray (`mark` not empty) marks
+    its processes' environment with `mark`; a SIGTERM during the init reaches the handler of before, not Ray's
+    crash reporter (which prints a stack and aborts the driver)."""
     main = threading.current_thread() is threading.main_thread()
     before = signal.getsignal(signal.SIGTERM) if main else None
-    mark = f"{os.getpid()}-{time.time_ns()}"
-    if local:
+    if mark:
         os.environ[RAY_MARK] = mark                    # inherited by the local Ray's processes, theirs too
+    reporting = ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER
+    ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = True   # read as the driver's core worker is made
     try:
         ray.init(**options)
-    except BaseException as err:
-        ray.shutdown()                                 # whatever the interrupted init had started
-        if local:
-            _end(mark)                                 # what ray.shutdown did not know of
-        if callable(before) and isinstance(err, SystemExit) and err.code == signal.SIGTERM:
+    except SystemExit as err:
+        if callable(before) and err.code == signal.SIGTERM:
             before(signal.SIGTERM, None)               # Ray's handler took the SIGTERM: the one it replaced acts
         raise
     finally:
+        ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = reporting
         os.environ.pop(RAY_MARK, None)
         if main and before is not None:
             signal.signal(signal.SIGTERM, before)
-    return mark if local else ""
 
 
 def _marked(mark: str) -> set[int]:
-    """The living processes whose environment holds `RAY_MARK=mark` (from /proc: Linux; elsewhere none)."""
+    """The living processes whose environment holds `RAY_MARK=mark`, and their descendants (the raylet starts its
+    agents with an environment of their own), from /proc: Linux; elsewhere none."""
     entry = f"{RAY_MARK}={mark}".encode()
-    found = set()
+    marked, parent = set(), {}
     for proc in Path("/proc").glob("[0-9]*"):
         try:
+            parent[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
             if entry in (proc / "environ").read_bytes().split(b"\0"):
-                found.add(int(proc.name))
-        except (OSError, ValueError):
+                marked.add(int(proc.name))
+        except (OSError, ValueError, IndexError):
             continue
+    found, grew = set(marked), True
+    while grew:
+        grew = False
+        for pid, ppid in parent.items():
+            if ppid in found and pid not in found:
+                found.add(pid)
+                grew = True
     return found - {os.getpid()}
 
 
 def _end(mark: str, grace_s: float = 5.0) -> None:
-    """SIGTERM the processes of `mark` (a raylet then ends what it started), SIGKILL what is left after `grace_s`."""
+    """SIGTERM the processes of `mark` (a raylet then ends what it started), SIGKILL what is left after `grace_s`.
+    The set only grows: a child orphaned by its parent's end no longer descends from a marked process."""
     deadline = time.monotonic() + grace_s
+    targets: set[int] = set()
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in _marked(mark):
+        targets |= _marked(mark)
+        for pid in _living(targets):
             try:
                 os.kill(pid, sig)
             except (ProcessLookupError, PermissionError):
                 pass
-        while sig == signal.SIGTERM and _living(_marked(mark)) and time.monotonic() < deadline:
+        while sig == signal.SIGTERM and _living(targets | _marked(mark)) and time.monotonic() < deadline:
             time.sleep(0.1)
 
 

@@ -30,7 +30,7 @@ from vividhead.pipelines import extract
 from vividhead.pipelines.config import BuildConfig
 from vividhead.pipelines.extract import UnitExtractor, extract_rows, rows_as_made, unit_dataset
 from vividhead.pipelines.filter_config import SegmentConfig
-from vividhead.pipelines.ray_setup import start_ray
+from vividhead.pipelines.ray_setup import start_ray, stop_ray
 from vividhead.pipelines.records import Clip, Frame, Source
 from vividhead.pipelines.scenes import SceneCuts, memory_frames, warm_up_from
 from vividhead.pipelines.units import WorkUnit, plan_source, resume_point
@@ -221,10 +221,9 @@ def local_ray():
     """The session's Ray, joined by this process; it ships this module's functions by value (its workers
     cannot import a test module)."""
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    started = start_ray(os.environ.get(RAY_VARIABLE), 2)
+    start_ray(os.environ.get(RAY_VARIABLE), 2)
     yield
-    if started is not None:
-        ray.shutdown()
+    stop_ray()
 
 
 def test_ray_data_hands_each_clip_to_the_driver_while_its_unit_is_decoded(unit, local_ray, tmp_path) -> None:

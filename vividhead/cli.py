@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.run(args) or 0)
     except Stopped as stop:                           # SIGINT / SIGTERM inside a command that stops on them
         print(f"vividhead {args.command}: {stop.line}", file=sys.stderr, flush=True)
+        if argv is None:                              # the command itself, torn down: end without finalising
+            _end_now(128 + stop.signum)
         return 128 + stop.signum
     except Exception as err:                          # the one handler of bad input and environment failures
         failure = failure_line(err, where=getattr(args, "out", None), input_errors=args.input_errors)
@@ -65,6 +67,14 @@ def main(argv: list[str] | None = None) -> int:
         message, status = failure
         print(f"vividhead {args.command}: error: {message}", file=sys.stderr)
         return status
+
+
+def _end_now(status: int) -> None:
+    """Exit with `status` without Python's finalisation. A Ray whose start a signal interrupted leaves C++ threads
+    that can crash the interpreter's exit (SIGSEGV instead of 128 + the signal); the command has already shut its
+    Ray down and said its line, so nothing is left for finalisation to do."""
+    sys.stdout.flush()
+    os._exit(status)
 
 
 if __name__ == "__main__":
