@@ -268,13 +268,6 @@ def thresholds(candidate: Candidate, z_in, z_out, z_any, kind: dict[str, np.ndar
     return Thresholds(round(verify, 2), round(max(reject, verify), 2))
 
 
-def gumbel_quantile(peaks: np.ndarray, q: float) -> float:
-    """The q-quantile of a Gumbel fitted to peaks (maxima over lags) by their mean and SD: steadier in the
-    tail than the few highest of some hundred values."""
-    scale = float(np.std(peaks)) * np.sqrt(6) / np.pi
-    return float(np.mean(peaks)) + scale * (-np.log(-np.log(q)) - np.euler_gamma)
-
-
 def verdicts(z_in: np.ndarray, z_out: np.ndarray, t: Thresholds) -> np.ndarray:
     """'verified', 'rejected' or 'unsure' per case."""
     return np.where(z_in >= t.verify, "verified", np.where(z_out >= t.reject, "rejected", "unsure"))
