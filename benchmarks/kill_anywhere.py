@@ -7,10 +7,11 @@ pass always raises, through the fault hook) and a long source split into several
 build config has one-sample shards, so packs happen all through the build, and the model stages
 8-11 off (`--stages full` keeps them on).
 
-A clean build runs first. Then each trial starts a fresh build of the same corpus into its own
-folder and kills its whole process group (driver, local Ray, workers) with SIGKILL:
+A clean build runs first (twice with `--kills`). Then each trial starts a fresh build of the same
+corpus into its own folder and kills its whole process group (driver, local Ray, workers) with SIGKILL:
 - `--kills N` times spread evenly over the clean build's wall time (one random moment in each of N
-  equal slices, seeded by `--seed`); a kill that would land after the build ended is counted apart;
+  equal slices, seeded by `--seed`; the faster of two clean builds, which must agree); a kill that
+  would land after the build ended is counted apart;
 - at each named moment of `benchmarks/faults/sitecustomize.py` (inside a pack, between a shard and
   its manifest part, after a source-level segment, while the ledger or the manifest is written...):
   the hook stops the build there and the harness kills it.
@@ -48,6 +49,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow.parquet as pq
+
+from vividhead.pipelines.ray_setup import with_descendants
 
 REPO = Path(__file__).resolve().parents[1]
 HOOKS = Path(__file__).resolve().parent / "faults"
@@ -303,15 +306,23 @@ class Harness:
         base.mkdir(parents=True)
         return base / "out", base / "faults", base / "log.txt"
 
-    def run_clean(self) -> Outcome:
-        out, faults, log = self.folder("clean")
-        began = time.monotonic()
-        status = run_to_end(self.build, out, faults, log)
-        if status != 0:
-            raise SystemExit(f"the clean build exited {status}; see {log}")
-        self.clean = outcome(out)
-        self.clean.seconds = time.monotonic() - began
-        self.clean_dir = out
+    def run_clean(self, twice: bool = False) -> Outcome:
+        """An uninterrupted build, the reference. `twice`: a second one, which must agree, and the reference is
+        timed as the faster of the two (kills spread over a build slowed by a busy moment would land after the
+        trials' builds ended)."""
+        seconds = []
+        for name in ("clean", "clean-again")[:1 + twice]:
+            out, faults, log = self.folder(name)
+            began = time.monotonic()
+            status = run_to_end(self.build, out, faults, log)
+            if status != 0:
+                raise SystemExit(f"the {name} build exited {status}; see {log}")
+            seconds.append(time.monotonic() - began)
+            if self.clean is None:
+                self.clean, self.clean_dir = outcome(out), out
+            elif differ := problems(out, self.clean):
+                raise SystemExit(f"two uninterrupted builds differ: {'; '.join(differ)} ({self.clean_dir}, {out})")
+        self.clean.seconds = min(seconds)
         return self.clean
 
     def _check(self, trial: Trial, out: Path, faults: Path, log: Path, began: float) -> Trial:
@@ -493,10 +504,10 @@ class Harness:
             if trial.landed:
                 worker = int((faults / "hit-clip").read_text())
                 raylet = _parent(worker)
-                lost = next((node for node in nodes if raylet in node), {raylet})
-                for pid in lost | _descendants(raylet):
+                lost = with_descendants(next((node for node in nodes if raylet in node), {raylet}))
+                for pid in lost:
                     _kill(pid)
-                trial.note = f"killed {len(lost | _descendants(raylet))} processes of the node"
+                trial.note = f"killed {len(lost)} processes of the node"
             status = process.wait(timeout=900)
             kill_all(process)
             trial.note += f"; the build exited {status}" + ("" if status == 0 else f": {last_line(log)!r}")
@@ -513,24 +524,6 @@ class Harness:
 
 def _parent(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-
-
-def _descendants(pid: int) -> set[int]:
-    """Every living process below `pid`."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                children.setdefault(_parent(int(entry.name)), []).append(int(entry.name))
-            except (OSError, ValueError, IndexError):
-                continue
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
 
 
 def last_line(log: Path) -> str:
@@ -565,7 +558,8 @@ def _kill(pid: int) -> None:
 
 
 def kill_all_named(temp_dir: str, keep: set[int] = frozenset()) -> None:
-    for pid in _pids_naming(temp_dir):
+    """SIGKILL the processes of a cluster's private temp dir, and what they started (Ray's agents, renamed)."""
+    for pid in with_descendants(set(_pids_naming(temp_dir))):
         if pid not in keep:
             _kill(pid)
 
@@ -600,7 +594,7 @@ def main() -> int:
     sources = make_corpus(work / "corpus", args.demo, args.long)
     build = Build(sources, write_config(work / "config.yaml", args.stages == "full"), args.workers)
     harness = Harness(build, work / "runs")
-    clean = harness.run_clean()
+    clean = harness.run_clean(twice=args.kills > 0)
     kinds = {d[3] for d in clean.decisions} | {d[5] for d in clean.decisions if d[5]}
     print(f"clean build: {clean.seconds:.1f} s, {len(clean.decisions)} rows, {len(clean.shard_keys)} kept clips, "
           f"{len(list(harness.clean_dir.glob('shards/*.tar')))} shards; statuses and reasons: {sorted(kinds)}")

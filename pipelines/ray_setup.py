@@ -103,25 +103,36 @@ def _init_keeping_sigterm(options: dict[str, Any], mark: str) -> None:
 
 
 def _marked(mark: str) -> set[int]:
-    """The living processes whose environment holds `RAY_MARK=mark`, and their descendants (the raylet starts its
-    agents with an environment of their own), from /proc: Linux; elsewhere none."""
+    """The living processes whose environment holds `RAY_MARK=mark` (this one aside), and their descendants (the
+    raylet starts its agents with an environment of their own), from /proc: Linux; elsewhere none."""
     entry = f"{RAY_MARK}={mark}".encode()
-    marked, parent = set(), {}
+    marked = set()
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if entry in (proc / "environ").read_bytes().split(b"\0"):
+                marked.add(int(proc.name))
+        except OSError:
+            continue
+    return with_descendants(marked - {os.getpid()})
+
+
+def with_descendants(pids: set[int]) -> set[int]:
+    """`pids` and every living process descending from one of them, from /proc (Linux; elsewhere `pids`). Ray
+    renames its agents' command lines, so a search by command line finds a raylet but not the agents it started."""
+    parent = {}
     for proc in Path("/proc").glob("[0-9]*"):
         try:
             parent[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            if entry in (proc / "environ").read_bytes().split(b"\0"):
-                marked.add(int(proc.name))
         except (OSError, ValueError, IndexError):
             continue
-    found, grew = set(marked), True
+    found, grew = set(pids), True
     while grew:
         grew = False
         for pid, ppid in parent.items():
             if ppid in found and pid not in found:
                 found.add(pid)
                 grew = True
-    return found - {os.getpid()}
+    return found
 
 
 def _end(mark: str, grace_s: float = 5.0) -> None:

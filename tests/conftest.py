@@ -24,6 +24,8 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
+from vividhead.pipelines.ray_setup import with_descendants
+
 REPO = Path(__file__).resolve().parents[1]
 RAY_VARIABLE = "VIVIDHEAD_TEST_RAY_ADDRESS"    # where this process's session Ray listens, for run_vividhead
 # What every build process of the tests runs with; the session Ray's workers get it too.
@@ -70,15 +72,21 @@ def ray_start(*args: str) -> None:
 
 
 def ray_stop(temp_dir: str) -> None:
-    """SIGKILL, by pid, the processes whose command line names this cluster's private temp dir."""
-    needle = temp_dir.encode()
+    """SIGKILL, by pid, the processes whose command line names this cluster's private temp dir, and their
+    descendants (the raylet's agents, whose command lines Ray renames)."""
+    needle, named = temp_dir.encode(), set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
             if needle in (entry / "cmdline").read_bytes():
-                os.kill(int(entry.name), signal.SIGKILL)
-        except (OSError, ProcessLookupError):
+                named.add(int(entry.name))
+        except OSError:
+            continue
+    for pid in with_descendants(named):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
             continue
 
 
