@@ -69,14 +69,16 @@ def start_ray(address: str | None, workers: int | None) -> None:
 
 def stop_ray() -> None:
     """Shut down the Ray that `start_ray` started (none: nothing), then end what `ray.shutdown` left of a local
-    one (the raylet's agents, when it is shut down while still starting them)."""
+    one: the raylet's agents, found as its children before it goes (orphaned, they carry no mark), which can
+    outlive a shutdown in the middle of a build or while Ray is still starting them."""
     global _started
     mark, _started = _started, None
     if mark is None:
         return
+    local = _marked(mark) if mark else set()
     ray.shutdown()
     if mark:
-        _end(mark)
+        _end(mark, local)
 
 
 def _init_keeping_sigterm(options: dict[str, Any], mark: str) -> None:
@@ -135,11 +137,12 @@ def with_descendants(pids: set[int]) -> set[int]:
     return found
 
 
-def _end(mark: str, grace_s: float = 5.0) -> None:
-    """SIGTERM the processes of `mark` (a raylet then ends what it started), SIGKILL what is left after `grace_s`.
-    The set only grows: a child orphaned by its parent's end no longer descends from a marked process."""
+def _end(mark: str, known: set[int], grace_s: float = 5.0) -> None:
+    """SIGTERM the processes of `mark` and the `known` ones (a raylet then ends what it started), SIGKILL what is
+    left after `grace_s`. The set only grows: a child orphaned by its parent's end no longer descends from a
+    marked process."""
     deadline = time.monotonic() + grace_s
-    targets: set[int] = set()
+    targets = set(known)
     for sig in (signal.SIGTERM, signal.SIGKILL):
         targets |= _marked(mark)
         for pid in _living(targets):
