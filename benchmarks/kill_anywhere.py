@@ -50,7 +50,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from vividhead.pipelines.ray_setup import with_descendants
+from vividhead.pipelines.ray_setup import parent_of, with_descendants
 
 REPO = Path(__file__).resolve().parents[1]
 HOOKS = Path(__file__).resolve().parent / "faults"
@@ -503,7 +503,7 @@ class Harness:
             trial.landed = wait_for(process, faults / "hit-clip")
             if trial.landed:
                 worker = int((faults / "hit-clip").read_text())
-                raylet = _parent(worker)
+                raylet = parent_of(worker)
                 lost = with_descendants(next((node for node in nodes if raylet in node), {raylet}))
                 for pid in lost:
                     _kill(pid)
@@ -520,10 +520,6 @@ class Harness:
         self.say(f"  {trial.name:<34} {'ok' if not trial.problems else 'DIFFERS: ' + '; '.join(trial.problems)}"
                  f" {trial.note} [{trial.seconds:.0f} s]")
         return trial
-
-
-def _parent(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 def last_line(log: Path) -> str:

@@ -75,10 +75,12 @@ def stop_ray() -> None:
     mark, _started = _started, None
     if mark is None:
         return
-    local = _marked(mark) if mark else set()
+    if not mark:                                       # a joined cluster: only this driver leaves it
+        ray.shutdown()
+        return
+    ours = _marked(mark)
     ray.shutdown()
-    if mark:
-        _end(mark, local)
+    _end(ours | _marked(mark))
 
 
 def _init_keeping_sigterm(options: dict[str, Any], mark: str) -> None:
@@ -124,7 +126,7 @@ def with_descendants(pids: set[int]) -> set[int]:
     parent = {}
     for proc in Path("/proc").glob("[0-9]*"):
         try:
-            parent[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            parent[int(proc.name)] = parent_of(int(proc.name))
         except (OSError, ValueError, IndexError):
             continue
     found, grew = set(pids), True
@@ -137,20 +139,21 @@ def with_descendants(pids: set[int]) -> set[int]:
     return found
 
 
-def _end(mark: str, known: set[int], grace_s: float = 5.0) -> None:
-    """SIGTERM the processes of `mark` and the `known` ones (a raylet then ends what it started), SIGKILL what is
-    left after `grace_s`. The set only grows: a child orphaned by its parent's end no longer descends from a
-    marked process."""
+def parent_of(pid: int) -> int:
+    """The parent process id of `pid`, from /proc/PID/stat (field 4, after the parenthesised name)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _end(pids: set[int], grace_s: float = 5.0) -> None:
+    """SIGTERM `pids` (a raylet then ends what it started), SIGKILL what is left of them after `grace_s`."""
     deadline = time.monotonic() + grace_s
-    targets = set(known)
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        targets |= _marked(mark)
-        for pid in _living(targets):
+        for pid in _living(pids):
             try:
                 os.kill(pid, sig)
             except (ProcessLookupError, PermissionError):
                 pass
-        while sig == signal.SIGTERM and _living(targets | _marked(mark)) and time.monotonic() < deadline:
+        while sig == signal.SIGTERM and _living(pids) and time.monotonic() < deadline:
             time.sleep(0.1)
 
 
