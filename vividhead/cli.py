@@ -3,7 +3,8 @@
 Each command module exposes `HELP` (one line), `add_arguments(parser)` and `run(args) -> int`, and may
 declare `INPUT_ERRORS`: the library exceptions that, in that command, report bad input (the trainers
 report bad shards and settings as `ValueError`, for example).
-Modules are imported only when their subcommand runs, so `vividhead --help` stays fast.
+Only the command that runs gets its arguments (`add_arguments`): some need heavy imports for their choices
+(`eval` lists its metric protocols, which import torch), and every other command would pay them.
 Bad input (`vividhead.envfail.InputError`) and environment failures raised anywhere in a command end
 it here with one line and exit 2 or 1 (`failure_line`); commands do not catch them themselves. A command
 that stops on SIGINT / SIGTERM (`envfail.stop_on_signals`) ends here too, with one line and exit 130 / 143;
@@ -27,7 +28,9 @@ def _command_module(name: str):
     return importlib.import_module(f"vividhead.commands.{name}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str) -> argparse.ArgumentParser:
+    """The command line: every command with its one-line help, and the arguments of `command` alone (the one argv
+    names), so a run imports only what its own command needs."""
     parser = argparse.ArgumentParser(
         prog="vividhead",
         description="Curate talking-head video into training shards; train, stream and evaluate FlashHead.",
@@ -36,16 +39,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         module = _command_module(name)
-        command = sub.add_parser(name, help=module.HELP, description=module.HELP)
-        module.add_arguments(command)
-        command.set_defaults(run=module.run, input_errors=getattr(module, "INPUT_ERRORS", ()))
+        parsed = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        if name == command:
+            module.add_arguments(parsed)
+        parsed.set_defaults(run=module.run, input_errors=getattr(module, "INPUT_ERRORS", ()))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         with stop_on_signals("nothing was started"):
-            args = build_parser().parse_args(argv)
+            words = sys.argv[1:] if argv is None else argv
+            args = build_parser(next((word for word in words if not word.startswith("-")), "")).parse_args(argv)
     except Stopped as stop:
         print(f"vividhead: {stop.line}", file=sys.stderr, flush=True)
         return 128 + stop.signum

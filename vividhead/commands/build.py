@@ -99,12 +99,13 @@ def _run(args: argparse.Namespace) -> int:
 
 def _build(args: argparse.Namespace, config: Any) -> int:
     """The build itself, run while holding the lock of --out."""
-    from vividhead.demo import make_demo_corpus  # CLI boundary, as in `run`
-    from vividhead.pipelines.build import run_build
+    from vividhead.pipelines.build import run_build  # CLI boundary, as in `run`
     from vividhead.pipelines.config import SourcesFile
 
     sources_path = args.sources
     if args.demo:
+        from vividhead.demo import make_demo_corpus  # scipy's signal tools: only the demo needs them
+
         print(f"generating the demo corpus in {args.out / 'demo-sources'} ...", file=sys.stderr)
         sources_path = make_demo_corpus(args.out / "demo-sources")
     try:
