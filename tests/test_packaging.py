@@ -43,6 +43,14 @@ def test_cli_lists_every_subcommand() -> None:
         assert command in result.stdout
 
 
+def test_reading_a_commands_arguments_imports_no_other_commands_dependencies() -> None:
+    code = ("import sys; from vividhead.cli import build_parser; build_parser('build').parse_args(['build', '--demo', "
+            "'--out', 'x']); print(sorted({'torch', 'scipy.signal', 'ray'} & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"          # eval's protocol choices would import torch
+
+
 def test_wheel_ships_the_stream_page(wheel_names: set[str]) -> None:
     for name in ("index.html", "app.js"):
         assert f"vividhead/inference/static/{name}" in wheel_names
