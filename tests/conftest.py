@@ -45,15 +45,20 @@ def run_vividhead(*args: str | Path, timeout: float = 600, check: bool = True) -
 
     A build joins the session Ray (see `session_ray`) unless its arguments name `--address`."""
     env = {**os.environ, **OFFLINE}
-    address = os.environ.get(RAY_VARIABLE)
-    if address and args and args[0] == "build" and "--address" not in args:
-        env["RAY_ADDRESS"] = address
+    if args and args[0] == "build" and "--address" not in args:
+        env = joining_session_ray(env)
     result = subprocess.run([sys.executable, "-m", "vividhead.cli", *map(str, args)], capture_output=True, text=True,
                             timeout=timeout, env=env)
     if check and result.returncode != 0:
         raise AssertionError(f"vividhead {' '.join(map(str, args))} exited {result.returncode}:\n"
                              f"{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
     return result
+
+
+def joining_session_ray(env: dict[str, str]) -> dict[str, str]:
+    """`env` for a build that joins this test process's session Ray (`session_ray`) instead of starting its own."""
+    address = os.environ.get(RAY_VARIABLE)
+    return {**env, "RAY_ADDRESS": address} if address else env
 
 
 def free_port() -> int:

@@ -22,7 +22,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import CORE_ONLY, run_vividhead
+from conftest import CORE_ONLY, joining_session_ray, run_vividhead
 from vividhead.buildlock import LOCK_NAME, BuildLock, LockHeld
 from vividhead.demo import make_demo_corpus
 
@@ -122,10 +122,10 @@ def small_sources(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
     return sources, config
 
 
-def _start(sources: Path, config: Path, out: Path) -> subprocess.Popen:
+def _start(sources: Path, config: Path, out: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "vividhead.cli", "build", "--sources", str(sources), "--config",
                              str(config), "--out", str(out), "--no-progress"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                            stderr=subprocess.PIPE, text=True, env={**(env or os.environ), "HF_HUB_OFFLINE": "1"},
                             start_new_session=True)
 
 
@@ -140,7 +140,7 @@ def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> No
 def test_second_build_refuses_and_first_finishes(small_sources: tuple[Path, Path], tmp_path: Path) -> None:
     sources, config = small_sources
     out = tmp_path / "out"
-    first = _start(sources, config, out)
+    first = _start(sources, config, out, joining_session_ray(dict(os.environ)))
     _wait_for(out / LOCK_NAME, first)
     second = run_vividhead("build", "--sources", sources, "--config", config, "--out", out, "--no-progress",
                            check=False, timeout=60)

@@ -29,6 +29,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import joining_session_ray
 from vividhead.demo import TAKES, astronaut, write_take
 
 SECRET = "vividhead-test-secret-never-written"
@@ -138,7 +139,8 @@ def builds(server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bu
     bucket_sources = root / "bucket.yaml"
     bucket_sources.write_text("sources:\n  - path: s3://src/raw/\n    dataset: d\n")
     local = root / "local-out"
-    result = _cli(*_build_args(local_sources, local, config), env=_env(None))
+    # The local build joins the session Ray; the bucket builds start their own, whose workers get the credentials.
+    result = _cli(*_build_args(local_sources, local, config), env=joining_session_ray(_env(None)))
     assert result.returncode == 0, result.stderr[-3000:]
 
     built = Builds(endpoint, local, _env(endpoint), bucket_sources, config)
