@@ -80,7 +80,7 @@ def stop_ray() -> None:
         return
     ours = _marked(mark)
     ray.shutdown()
-    _end(ours | _marked(mark))
+    _end(mark, ours)
 
 
 def _init_keeping_sigterm(options: dict[str, Any], mark: str) -> None:
@@ -144,16 +144,20 @@ def parent_of(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
-def _end(pids: set[int], grace_s: float = 5.0) -> None:
-    """SIGTERM `pids` (a raylet then ends what it started), SIGKILL what is left of them after `grace_s`."""
+def _end(mark: str, known: set[int], grace_s: float = 5.0) -> None:
+    """SIGTERM the `known` processes and those of `mark` (a raylet then ends what it started), SIGKILL what is left
+    after `grace_s`. `mark` is searched again before each signal and while waiting, and the set only grows: a raylet
+    stopped while it starts can still spawn an agent, and a child orphaned by its parent's end carries no mark."""
     deadline = time.monotonic() + grace_s
+    targets = set(known)
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in _living(pids):
+        targets |= _marked(mark)
+        for pid in _living(targets):
             try:
                 os.kill(pid, sig)
             except (ProcessLookupError, PermissionError):
                 pass
-        while sig == signal.SIGTERM and _living(pids) and time.monotonic() < deadline:
+        while sig == signal.SIGTERM and _living(targets := targets | _marked(mark)) and time.monotonic() < deadline:
             time.sleep(0.1)
 
 
