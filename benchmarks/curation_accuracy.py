@@ -239,7 +239,7 @@ def judge_sync(cases, faces, dev: Path, work: Path, config, weights) -> tuple[di
     correcting = config.sync.model_copy(update={"correct_offset": True})
     folder = work / "audio"
     folder.mkdir(exist_ok=True)
-    mouth_of: dict[str, np.ndarray] = {}
+    mouth_of: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     tally: dict[str, Counter] = defaultdict(Counter)
     measured: dict[str, list] = defaultdict(list)
     for index, (kind, face, audio) in enumerate(cases):
@@ -258,9 +258,10 @@ def judge_sync(cases, faces, dev: Path, work: Path, config, weights) -> tuple[di
             if face not in mouth_of:
                 mouth_of[face] = sync.mouth_measures(clip, config.sync.proxy_max_resolution)
             samples = read_wav(wav, 16000)
-            gaps = mouth_of[face][: len(samples) // sync.SAMPLES_PER_FRAME]   # a dubbed copy: the shorter of the two
-            result = sync.proxy_result(gaps, samples, config.sync)
-            corrected = sync.proxy_result(gaps, samples, correcting)
+            frames = len(samples) // sync.SAMPLES_PER_FRAME          # a dubbed copy: the shorter of the two
+            mouth, patches = (x[:frames] for x in mouth_of[face])
+            result = sync.proxy_result(mouth, samples, config.sync, patches)
+            corrected = sync.proxy_result(mouth, samples, correcting, patches)
             verdict = ("rejected" if result.reject else "verified" if result.metrics["verified"] else "unsure")
             if corrected.metrics["audio_shift"]:
                 tally[kind]["correctable"] += 1

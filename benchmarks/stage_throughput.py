@@ -103,7 +103,7 @@ def model_stage_rows(clip, weights, tmp: Path) -> list[tuple[str, str, float, st
     rows = [
         time_stage("8 occlusion (mediapipe hands)", CLIP_STAGES["occlusion"](OcclusionConfig(), none), clip),
         time_stage("9 speech (silero-vad)", CLIP_STAGES["speech"](SpeechConfig(), none), clip),
-        time_stage("10 sync (mouth/envelope proxy)", CLIP_STAGES["sync"](SyncConfig(), none), clip),
+        time_stage("10 sync (weight-free check)", CLIP_STAGES["sync"](SyncConfig(), none), clip),
         time_stage("11 annotate (log-mel, mask)", CLIP_STAGES["annotate"](AnnotateConfig(), none), clip),
     ]
     syncnet = random_syncnet(tmp / "syncnet_v2.model")

@@ -5,7 +5,8 @@ every call). `face_mask(rgb)` is the one-shot helper the build uses for `mask.pn
 `mesh_track(frames)` gives per-frame mouth openings and face boxes (e.g. for `score_sync`);
 `lip_track(frames)` gives the inner and outer lip gaps (and, when asked, the face boxes: a box reads
 all 468 landmarks, the gaps only six); `mouth_track(frames)` gives the mouth measures the weight-free
-sync check reads (`MOUTH_COLUMNS`: the two gaps, the inner-lip area and the darkness of the mouth region).
+sync check reads (`MOUTH_COLUMNS`: the two gaps, the inner-lip area and the darkness of the mouth region)
+and the grey mouth patches its canonical signal reads.
 """
 
 from __future__ import annotations
@@ -182,11 +183,12 @@ def mouth_darkness(patches: np.ndarray) -> np.ndarray:
     return -centre / (patches.mean(axis=(-2, -1)) + 1.0)
 
 
-def mouth_track(frames_rgb: Iterable[np.ndarray], max_side: int = 256) -> np.ndarray:
+def mouth_track(frames_rgb: Iterable[np.ndarray], max_side: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """Per frame of a video: the `MOUTH_COLUMNS` (inner and outer lip gaps and inner-lip area over the face
-    height, and the mouth darkness), float32 [n, 4], NaN where no face is found. Frames are shrunk to
+    height, and the mouth darkness), float32 [n, 4], NaN where no face is found; and the grey mouth patches
+    (`mouth_patch`), uint8 [n, PATCH_H, PATCH_W], zeros where no face is found. Frames are shrunk to
     `max_side` for the mesh, and the mouth patch is read from the same shrunk frame."""
-    rows = []
+    rows, patches = [], []
     with FaceMesh(video=True) as mesh:
         for frame in frames_rgb:
             scale = min(1.0, max_side / max(frame.shape[:2]))
@@ -194,10 +196,13 @@ def mouth_track(frames_rgb: Iterable[np.ndarray], max_side: int = 256) -> np.nda
             found = mesh(small)
             if found is None:
                 rows.append((np.nan,) * len(MOUTH_COLUMNS))
+                patches.append(np.zeros((PATCH_H, PATCH_W), np.uint8))
             else:
-                dark = float(mouth_darkness(mouth_patch(small, found.mouth_points())))
-                rows.append((*found.lip_gaps(), found.lip_area(), dark))
-    return np.asarray(rows, np.float32).reshape(-1, len(MOUTH_COLUMNS))
+                patch = mouth_patch(small, found.mouth_points())
+                rows.append((*found.lip_gaps(), found.lip_area(), float(mouth_darkness(patch))))
+                patches.append(patch)
+    return (np.asarray(rows, np.float32).reshape(-1, len(MOUTH_COLUMNS)),
+            np.asarray(patches, np.uint8).reshape(-1, PATCH_H, PATCH_W))
 
 
 def mesh_track(frames_rgb: Iterable[np.ndarray], max_side: int = 256) -> tuple[np.ndarray, np.ndarray]:

@@ -115,18 +115,25 @@ class SyncConfig(_StageConfig):
     # Optional correction: shift the audio by the measured offset when it is small and not zero.
     correct_offset: bool = False                       # rewrite the clip's wav shifted by the offset
     max_correct_offset: int = Field(3, ge=0)           # only offsets up to this many frames are corrected
-    # Embedded default (pipelines/lipsync.py): mouth motion (face mesh) against the speech-band envelope,
-    # with an offset search and a confidence; recorded as sync.proxy_*, never as LSE. Features, bands, lead
-    # window and levels chosen by leave-one-speaker-out cross-validation on the dev footage and its shifted
-    # and dubbed copies (docs/filters.md, benchmarks/sync_cv.py).
+    # Embedded default (pipelines/lipsync.py): mouth motion against speech, with an offset search and a
+    # confidence; recorded as sync.proxy_*, never as LSE. Signal, features, band, lead window and levels chosen
+    # by leave-one-speaker-out cross-validation on the dev footage and its shifted and dubbed copies
+    # (docs/filters.md, benchmarks/sync_cv.py).
     proxy_max_search_offset: int = Field(30, ge=1)     # lags searched: +-30 frames (1.2 s), so 1 s shifts are seen
-    proxy_features: tuple[Literal["gap", "area", "dark"], ...] = Field(("area", "dark"), min_length=1)
-    proxy_bands: tuple[tuple[float, float] | None, ...] = Field(((2.0, 10.0),), min_length=1)  # None: unfiltered
-    proxy_lead_frames: int = 2                         # natural lead of the lips over the sound (dev median, frames)
+    # canonical: mouth patches against mel bands (canonical correlation); lips: mesh measures against the envelope
+    proxy_signal: Literal["canonical", "lips"] = "canonical"
+    proxy_look: Literal["motion", "still"] = "motion"  # canonical: the mouth patches' change per frame, or the patches
+    proxy_mouth_dims: int = Field(4, ge=1)             # canonical: principal components of the mouth patches
+    proxy_speech_dims: int = Field(2, ge=1)            # canonical: principal components of the log mel bands
+    proxy_mel_bands: int = Field(16, ge=1)             # canonical: mel bands of the speech
+    proxy_mel_hz: tuple[float, float] = (100.0, 7000.0)  # canonical: the mel bands' range
+    proxy_features: tuple[Literal["gap", "area", "dark"], ...] = Field(("area", "dark"), min_length=1)  # lips only
+    proxy_bands: tuple[tuple[float, float] | None, ...] = Field(((1.0, 8.0),), min_length=1)  # None: unfiltered
+    proxy_lead_frames: int = 1                         # natural lead of the mouth over the sound (frames)
     proxy_lead_tolerance: int = Field(3, ge=0)         # verified: lag within lead +- this (300 ms shifts fall outside)
     proxy_reject_tolerance: int = Field(5, ge=0)       # rejected only at lags beyond lead +- this
-    proxy_min_z: float = Field(3.87)                   # verified: peak at least this far above chance (corrected z)
-    proxy_reject_z: float = Field(4.26)                # out of sync: a peak this strong beyond the reject window
+    proxy_min_z: float = Field(4.72)                   # verified: peak at least this far above chance (corrected z)
+    proxy_reject_z: float = Field(4.83)                # out of sync: a peak this strong beyond the reject window
     proxy_max_correct_offset: int = Field(8, ge=0)     # with correct_offset: lags beyond the reject window, up to this far
     keep_unsure: bool = True                           # False rejects clips the check could not verify
     proxy_band_hz: tuple[float, float] = (300.0, 3000.0)  # speech band of the audio envelope

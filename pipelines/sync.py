@@ -5,8 +5,9 @@ face track; records `sync.lse_d`, `sync.lse_c`, `sync.offset`, and rejects below
 `min_confidence` or above `max_abs_offset`. A small offset can be corrected by shifting the audio
 (the shifted wav goes to `StageResult.outputs["wav"]`, recorded as `sync.audio_shift`).
 
-Without weights (embedded default): the weight-free check of `pipelines/lipsync.py` (mouth motion from
-the face mesh against the speech envelope, with an offset search and a confidence). It records
+Without weights (embedded default): the weight-free check of `pipelines/lipsync.py` (the canonical
+correlation of the mouth patches' motion, read where the face mesh puts the mouth, with the speech's mel
+bands, with an offset search and a confidence). It records
 `sync.proxy_lag`, `sync.proxy_z`, `sync.proxy_corr`, `sync.proxy_view`, never LSE, and a verdict: `in_sync`,
 `out_of_sync` (rejected as `av_offset`) or `unsure` (kept, with `sync.verified` false and
 `sync.unsure_reason`, unless `keep_unsure` is false). Both paths record `sync.verdict` and `sync.verified`.
@@ -68,8 +69,9 @@ def lip_gaps(clip: Clip, max_side: int, boxes: bool = False) -> tuple[np.ndarray
     return lip_track((rgb for _, rgb in iter_frames(clip_video(clip))), max_side, boxes)
 
 
-def mouth_measures(clip: Clip, max_side: int) -> np.ndarray:
-    """Per frame: the mouth measures the weight-free check reads, [n, len(face_mesh.MOUTH_COLUMNS)] (NaN = no face)."""
+def mouth_measures(clip: Clip, max_side: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame: the mouth measures the weight-free check reads, [n, len(face_mesh.MOUTH_COLUMNS)] (NaN = no face),
+    and the grey mouth patches [n, PATCH_H, PATCH_W] (one face-mesh pass gives both)."""
     return mouth_track((rgb for _, rgb in iter_frames(clip_video(clip))), max_side)
 
 
@@ -102,8 +104,9 @@ class SyncStage(ClipStage):
         "proxy_lag": "int",            # proxy: frames the speech trails the lips at the peak (+ = lips lead)
         "proxy_z": "float",            # proxy: the peak's confidence, in SDs above far-shift chance correlations,
                                        # corrected for the number of views searched
-        "proxy_corr": "float",         # proxy: the correlation at the peak (the deciding view's filtered signals)
-        "proxy_view": "str",           # proxy: the view that decided, e.g. "area+dark 2-10 Hz"
+        "proxy_corr": "float",         # proxy: the deciding view's value at the peak (canonical: the first canonical
+                                       # correlation of mouth and speech components; lips: the averaged correlation)
+        "proxy_view": "str",           # proxy: the view that decided, e.g. "canonical motion 4x2 1-8 Hz"
         "proxy_face_ratio": "float",   # proxy: share of frames where the face mesh found a face
     }
 
@@ -175,13 +178,15 @@ class SyncStage(ClipStage):
         return result
 
     def _proxy(self, clip: Clip) -> StageResult:
-        return proxy_result(mouth_measures(clip, self.config.proxy_max_resolution), read_audio(clip), self.config)
+        mouth, patches = mouth_measures(clip, self.config.proxy_max_resolution)
+        return proxy_result(mouth, read_audio(clip), self.config, patches)
 
 
-def proxy_result(mouth: np.ndarray, audio_16k: np.ndarray, config: SyncConfig) -> StageResult:
-    """The weight-free check's result on a clip's mouth measures [n, 4] (`mouth_measures`) and audio:
-    metrics, verdict, correction."""
-    found = lipsync.measure(mouth, audio_16k, config)
+def proxy_result(mouth: np.ndarray, audio_16k: np.ndarray, config: SyncConfig,
+                 patches: np.ndarray | None = None) -> StageResult:
+    """The weight-free check's result on a clip's mouth measures [n, 4] and mouth patches [n, 16, 32]
+    (`mouth_measures`) and audio: metrics, verdict, correction."""
+    found = lipsync.measure(mouth, audio_16k, config, patches)
     decision = lipsync.decide(found.lag if found else None, found.z if found else None, config)
     metrics: dict[str, Any] = {"method": "proxy", "verdict": decision.verdict, "verified": decision.verdict == "in_sync",
                                "unsure_reason": decision.reason if decision.verdict == "unsure" else None,

@@ -100,9 +100,11 @@ def test_sync_proxy_process_rejects_exactly_when_decide_does(monkeypatch: pytest
                                                              keep_unsure: bool) -> None:
     from vividhead.pipelines import lipsync
 
-    monkeypatch.setattr(sync, "mouth_measures", lambda clip, side: np.zeros((N_FRAMES, 4)))
+    monkeypatch.setattr(sync, "mouth_measures",
+                        lambda clip, side: (np.zeros((N_FRAMES, 4)), np.zeros((N_FRAMES, 16, 32))))
     monkeypatch.setattr(sync, "read_audio", lambda clip: np.zeros(N_FRAMES * sync.SAMPLES_PER_FRAME, np.float32))
-    monkeypatch.setattr(lipsync, "measure", lambda mouth, audio, config: lipsync.LipSyncMeasure(lag, 0.4, z, 1.0, "v"))
+    monkeypatch.setattr(lipsync, "measure",
+                        lambda mouth, audio, config, patches=None: lipsync.LipSyncMeasure(lag, 0.4, z, 1.0, "v"))
     stage = sync.SyncStage(SyncConfig(keep_unsure=keep_unsure))
     assert stage.mode() == "default"
     result = stage.process(make_clip())
