@@ -8,7 +8,7 @@ Only the command that runs gets its arguments (`add_arguments`): some need heavy
 Bad input (`vividhead.envfail.InputError`) and environment failures raised anywhere in a command end
 it here with one line and exit 2 or 1 (`failure_line`); commands do not catch them themselves. A command
 that stops on SIGINT / SIGTERM (`envfail.stop_on_signals`) ends here too, with one line and exit 130 / 143;
-so does any command stopped while its arguments are read (importing the commands takes a second or two).
+so does any command stopped while its arguments are read.
 """
 
 from __future__ import annotations
