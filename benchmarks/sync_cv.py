@@ -223,7 +223,6 @@ def cca_curves_of(faces: dict[str, Face], pairs: list[tuple[Case, np.ndarray]]) 
     top_mouth, top_speech = max(CCA_MOUTH_DIMS), max(CCA_SPEECH_DIMS)
     seen: dict[tuple[str, int, str, str], np.ndarray] = {}
     out: dict[str, list] = defaultdict(list)
-    guard = SEARCH + lipsync.NULL_GUARD
     for case, audio in pairs:
         face = faces[case.face]
         n = min(len(face.patches), len(audio) // SAMPLES_PER_FRAME)   # a dubbed copy: as long as the shorter
@@ -238,8 +237,7 @@ def cca_curves_of(faces: dict[str, Face], pairs: list[tuple[Case, np.ndarray]]) 
                 cross = lipsync.cross_covariances(seen[key], heard)
                 for p, q in itertools.product(CCA_MOUTH_DIMS, CCA_SPEECH_DIMS):
                     shifts = lipsync.canonical_shifts(cross[:, :p, :q])
-                    out[cca_view(look, p, q, band)].append(
-                        (shifts[np.arange(-SEARCH, SEARCH + 1) % n], shifts[guard: n - guard]))
+                    out[cca_view(look, p, q, band)].append(lipsync.lags_and_chance(shifts, SEARCH))
     return out
 
 

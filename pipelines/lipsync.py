@@ -251,17 +251,22 @@ def lip_curves(features: dict[str, np.ndarray], speech: np.ndarray, band: tuple[
             np.mean([chance_correlations(x, heard, search + NULL_GUARD) for x in seen], axis=0))
 
 
-def canonical_curves(patches: np.ndarray, valid: np.ndarray, audio_16k: np.ndarray, n: int,
-                     band: tuple[float, float] | None, config: SyncConfig) -> tuple[np.ndarray, np.ndarray]:
-    """The canonical view: the first canonical correlation of the mouth patches' principal components
-    with the log mel bands' (both filtered to `band`), at lags +-search and at far circular shifts."""
-    search = config.proxy_max_search_offset
-    appearance = mouth_appearance(patches[:n], valid[:n], config.proxy_look == "motion")
+def canonical_curves(appearance: np.ndarray, spectrum: np.ndarray, band: tuple[float, float] | None,
+                     config: SyncConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The canonical view: the first canonical correlation of the mouth appearance's principal components
+    (`mouth_appearance`) with the log mel bands' (`speech_spectrum`), both filtered to `band`, at lags
+    +-search and at far circular shifts."""
     seen = principal(modulation_columns(appearance, band), config.proxy_mouth_dims)
-    spectrum = speech_spectrum(audio_16k, n, config.proxy_mel_bands, config.proxy_mel_hz)
     heard = principal(modulation_columns(spectrum, band), config.proxy_speech_dims)
-    shifts = canonical_shifts(cross_covariances(seen, heard))
-    return shifts[np.arange(-search, search + 1) % n], shifts[search + NULL_GUARD: n - search - NULL_GUARD]
+    return lags_and_chance(canonical_shifts(cross_covariances(seen, heard)), config.proxy_max_search_offset)
+
+
+def lags_and_chance(shifts: np.ndarray, search: int) -> tuple[np.ndarray, np.ndarray]:
+    """From a statistic at every circular shift [n]: its values at lags -search..search, and at the shifts
+    beyond search + NULL_GUARD (chance)."""
+    n = len(shifts)
+    guard = search + NULL_GUARD
+    return shifts[np.arange(-search, search + 1) % n], shifts[guard: n - guard]
 
 
 def peak(corr: np.ndarray, chance: np.ndarray, search: int) -> tuple[int, float, float]:
@@ -297,14 +302,18 @@ def measure(mouth: np.ndarray, audio_16k: np.ndarray, config: SyncConfig,
     if n - 2 * (search + NULL_GUARD) < MIN_NULL_LAGS:
         return None
     valid = np.isfinite(np.asarray(mouth, np.float64).reshape(len(mouth), -1)).all(axis=1)
-    speech = speech_envelope(audio_16k, config.proxy_band_hz)[:n] if config.proxy_signal == "lips" else None
+    if config.proxy_signal == "lips":                  # what every view filters, computed once per clip
+        speech = speech_envelope(audio_16k, config.proxy_band_hz)[:n]
+    else:
+        appearance = mouth_appearance(np.asarray(patches)[:n], valid[:n], config.proxy_look == "motion")
+        spectrum = speech_spectrum(audio_16k, n, config.proxy_mel_bands, config.proxy_mel_hz)
     lead, tolerance = config.proxy_lead_frames, config.proxy_lead_tolerance
     views = []                                         # (in the lead window, z, lag, value, label) per view
     for band in config.proxy_bands:
-        if speech is not None:
+        if config.proxy_signal == "lips":
             corr, chance = lip_curves(features, speech, band, search)
         else:
-            corr, chance = canonical_curves(np.asarray(patches), valid, audio_16k, n, band, config)
+            corr, chance = canonical_curves(appearance, spectrum, band, config)
         lag, value, z = peak(corr, chance, search)
         views.append((abs(lag - lead) <= tolerance, sidak(z, len(config.proxy_bands)), lag, value,
                       view_label(config, band)))
